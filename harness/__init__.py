@@ -1,0 +1,1 @@
+"""rollout-parity: conformance and parity harness for RL rollout engines."""

