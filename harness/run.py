@@ -1,0 +1,175 @@
+"""`parity run`: record every backend in its own process and venv, then compare and report.
+
+The engines cannot share an interpreter (vLLM CPU: Python 3.11; sglang-jax:
+>= 3.12), and sglang-jax kills its host process on failure, so each backend
+phase is a subprocess, by default through its nox session (which installs its
+venv on first use). Results cross as record files. A backend that fails is
+recorded as an error and reported loudly; the others go on.
+
+run.json (the run's manifest, read by compare and report):
+    run_id, suite (path), suite_name, backends (requested, in order), model, model_b,
+    git_revision, started_at, finished_at, argv,
+    backend_status: {name: {phases: {generate|score: {exit_code, wall_s, log}}}}
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from harness.cli import EXIT_ERROR, EXIT_FAIL, EXIT_PASS, HarnessError
+
+ROOT = Path(__file__).resolve().parent.parent
+PHASES = ("generate", "score")
+
+
+def git_revision() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return out.stdout.strip() + ("+dirty" if dirty else "") if out.returncode == 0 else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def backend_command(backend: str, launcher: str, record_args: list[str]) -> list[str]:
+    if launcher == "nox":
+        return [sys.executable, "-m", "nox", "--no-error-on-missing-interpreters", "-f", str(ROOT / "noxfile.py"),
+                "-s", backend, "--", "record", *record_args]
+    return [sys.executable, "-m", "harness", "record", "--backend", backend, *record_args]
+
+
+def write_manifest(run_dir: Path, manifest: dict) -> None:
+    tmp = run_dir / "run.json.tmp"
+    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    tmp.replace(run_dir / "run.json")
+
+
+def run_backend_phase(backend: str, phase: str, args, run_dir: Path, run_id: str) -> dict:
+    """One backend phase as a subprocess, its output teed to logs/<backend>.<phase>.log."""
+    from harness.records import ErrorRecord, RecordWriter, records_path
+
+    record_args = ["--suite", str(Path(args.suite).resolve()), "--out", str(run_dir), "--phase", phase,
+                   "--run-id", run_id]
+    if args.model:
+        record_args += ["--model", str(Path(args.model).resolve())]
+    if args.model_b:
+        record_args += ["--model-b", str(Path(args.model_b).resolve())]
+    if args.quiet:
+        record_args.append("--quiet")
+    log = run_dir / "logs" / f"{backend}.{phase}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    cmd = backend_command(backend, args.launcher, record_args)
+    print(f"[parity] {backend} {phase}: {' '.join(cmd[2:6])} ... (log {log.relative_to(run_dir.parent)})",
+          file=sys.stderr, flush=True)
+    t0 = time.monotonic()
+    timed_out = False
+    with log.open("w") as fh:
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                start_new_session=True)
+
+        def pump() -> None:  # a thread, so a silent hang cannot block the timeout below
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                fh.write(line)
+                fh.flush()
+                if not args.quiet and (line.startswith("[") or "error" in line.lower()):
+                    sys.stderr.write(f"    {line}")
+
+        reader = threading.Thread(target=pump, daemon=True)
+        reader.start()
+        try:
+            code = proc.wait(timeout=args.timeout)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            os.killpg(proc.pid, signal.SIGKILL)
+            code = proc.wait()
+        reader.join(timeout=10)
+    wall = time.monotonic() - t0
+    status = {"exit_code": code, "wall_s": round(wall, 2), "log": str(log.relative_to(run_dir)),
+              "timed_out": timed_out}
+    if code != 0:
+        tail = "".join(log.read_text().splitlines(keepends=True)[-15:])
+        reason = f"timed out after {args.timeout:.0f}s" if timed_out else f"exited with code {code}"
+        with RecordWriter(records_path(run_dir, backend, phase)) as w:
+            w.write(ErrorRecord(run_id=run_id, backend=backend, phase=phase, error_type="BackendProcessFailed",
+                                reason=f"{backend} {phase} {reason}", detail=tail))
+        print(f"[parity] {backend} {phase} FAILED ({reason}); last lines:\n{tail}", file=sys.stderr, flush=True)
+    else:
+        print(f"[parity] {backend} {phase} done in {wall:.1f}s", file=sys.stderr, flush=True)
+    return status
+
+
+def run_all(args) -> int:
+    from harness.backends.base import BACKENDS
+    from harness.model import resolve
+    from harness.suite import load_suite
+
+    t_start = time.monotonic()
+    # Configuration errors first: nothing is written for a bad suite, model or backend list.
+    suite = load_suite(args.suite)
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    unknown = [b for b in backends if b not in BACKENDS]
+    if unknown or not backends:
+        raise HarnessError(f"--backends {args.backends!r}: unknown {unknown}; choose from {sorted(BACKENDS)}")
+    try:
+        model = resolve(args.model, "A")
+        model_b = resolve(args.model_b, "B") if args.model_b else (resolve(None, "B") if not args.model else None)
+    except FileNotFoundError as e:
+        raise HarnessError(str(e)) from None
+
+    run_id = args.run_id or datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    out = Path(args.out)
+    run_dir = out / run_id
+    if run_dir.exists() and not args.resume:
+        raise HarnessError(f"{run_dir} exists; pass --resume to continue it or choose another --run-id")
+    if args.resume and not run_dir.exists():
+        raise HarnessError(f"--resume: {run_dir} does not exist")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    manifest = {
+        "run_id": run_id, "suite": str(Path(args.suite).resolve()), "suite_name": suite.suite,
+        "backends": backends, "model": model.as_dict(), "model_b": model_b.as_dict() if model_b else None,
+        "git_revision": git_revision(), "started_at": time.time(), "finished_at": None, "argv": sys.argv[1:],
+        "backend_status": {b: {"phases": {}} for b in backends},
+    }
+    if args.resume and (run_dir / "run.json").exists():
+        old = json.loads((run_dir / "run.json").read_text())
+        manifest["started_at"] = old.get("started_at", manifest["started_at"])
+    write_manifest(run_dir, manifest)
+    print(f"[parity] run {run_id}: suite {suite.suite} ({len(suite.cases)} cases), backends {backends}, "
+          f"model {model.name} {model.content_hash[:12]}", file=sys.stderr, flush=True)
+
+    for phase in PHASES:
+        for b in backends:
+            manifest["backend_status"][b]["phases"][phase] = run_backend_phase(b, phase, args, run_dir, run_id)
+            write_manifest(run_dir, manifest)
+
+    from harness.compare import compare_run
+    from harness.report import write_reports
+
+    try:
+        compare_run(run_dir, args.suite)
+        summary = write_reports(run_dir)
+    except Exception as e:  # the records stay; say where they are
+        raise HarnessError(f"compare/report failed on {run_dir}: {type(e).__name__}: {e}") from e
+    manifest["finished_at"] = time.time()
+    write_manifest(run_dir, manifest)
+    latest = out / "latest"
+    if latest.is_symlink() or latest.is_file():
+        latest.unlink()
+    elif latest.exists():
+        shutil.rmtree(latest)
+    shutil.copytree(run_dir, latest)
+    wall = time.monotonic() - t_start
+    print(f"[parity] verdict {summary['verdict'].upper()}: {summary['counts']}  wall {wall:.0f}s\n"
+          f"[parity] report: {latest / 'index.html'}  summary: {latest / 'summary.json'}", file=sys.stderr)
+    return {"pass": EXIT_PASS, "fail": EXIT_FAIL}.get(summary["verdict"], EXIT_ERROR)

@@ -1,0 +1,62 @@
+"""The record format: append-only, nothing lost, a bad line named by file and line."""
+
+import pytest
+
+from harness.records import (
+    CaseKey, ErrorRecord, GenerationRecord, RecordFileError, RecordWriter, read_records, json_schema,
+)
+
+
+def gen(i: int) -> GenerationRecord:
+    return GenerationRecord(
+        run_id="r", backend="b", phase="generate",
+        key=CaseKey(suite="s", case_id="c", case_hash="h", prompt_index=i),
+        model_hash="m", prompt_ids=[1, 2], completion_ids=[3, 1], completion_logprobs=[-0.5, float("-inf")],
+        logprob_mode="processed", prompt_logprobs=[None, -1.0], finish_reason="stop",
+    )
+
+
+def test_roundtrip_keeps_minus_infinity(tmp_path):
+    p = tmp_path / "x.jsonl"
+    with RecordWriter(p) as w:
+        w.write_many([gen(0), gen(1)])
+        w.write(ErrorRecord(run_id="r", backend="b", phase="generate", reason="boom", error_type="RuntimeError"))
+    recs = read_records(p)
+    assert [r.kind for r in recs] == ["generation", "generation", "error"]
+    assert recs[0].completion_logprobs[1] == float("-inf") and recs[1].key.prompt_index == 1
+
+
+def test_torn_tail_is_dropped_and_resume_appends_cleanly(tmp_path):
+    p = tmp_path / "x.jsonl"
+    with RecordWriter(p) as w:
+        w.write(gen(0))
+    with p.open("ab") as fh:  # a writer killed mid-line
+        fh.write(gen(1).model_dump_json().encode()[:40])
+    assert len(read_records(p)) == 1
+    with RecordWriter(p) as w:
+        w.write(gen(2))
+    assert [r.key.prompt_index for r in read_records(p)] == [0, 2]
+
+
+def test_corrupt_line_names_file_and_line(tmp_path):
+    p = tmp_path / "x.jsonl"
+    with RecordWriter(p) as w:
+        w.write(gen(0))
+    with p.open("a") as fh:
+        fh.write("{not json\n")
+        fh.write(gen(1).model_dump_json() + "\n")
+    with pytest.raises(RecordFileError, match=r"x\.jsonl:2: not JSON"):
+        read_records(p)
+
+
+def test_invalid_record_names_file_and_line(tmp_path):
+    p = tmp_path / "x.jsonl"
+    p.write_text(gen(0).model_dump_json().replace('"processed"', '"cooked"') + "\n")
+    with pytest.raises(RecordFileError, match=r"x\.jsonl:1: not a valid record"):
+        read_records(p)
+
+
+def test_schema_lists_every_kind():
+    text = str(json_schema())
+    for kind in ("generation", "score", "error", "session"):
+        assert kind in text

@@ -1,0 +1,127 @@
+"""Suite files: every error names file, case and field, and says what is allowed."""
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import given
+from hypothesis import strategies as st
+
+from harness.suite import SuiteError, load_suite
+
+ROOT = Path(__file__).parent.parent
+
+
+def write(tmp_path, text: str) -> Path:
+    p = tmp_path / "suite.yaml"
+    p.write_text(textwrap.dedent(text))
+    return p
+
+
+GOOD = """
+suite: s
+cases:
+  - id: one
+    prompts: ["The robot"]
+    sampling: {temperature: 0, max_tokens: 4}
+"""
+
+
+def test_default_suite_loads_with_stable_hashes():
+    s1, s2 = load_suite(ROOT / "cases" / "default.yaml"), load_suite(ROOT / "cases" / "default.yaml")
+    assert [c.content_hash() for c in s1.cases] == [c.content_hash() for c in s2.cases]
+    assert len({c.id for c in s1.cases}) == len(s1.cases)
+
+
+def test_hash_ignores_tolerances_but_not_sampling(tmp_path):
+    base = load_suite(write(tmp_path, GOOD)).cases[0]
+    tol = load_suite(write(tmp_path, GOOD.replace("max_tokens: 4}", "max_tokens: 4}\n    tolerances: {logprob_atol: 0.1}"))).cases[0]
+    samp = load_suite(write(tmp_path, GOOD.replace("max_tokens: 4", "max_tokens: 5"))).cases[0]
+    assert base.content_hash() == tol.content_hash() != samp.content_hash()
+
+
+@pytest.mark.parametrize("body, expect", [
+    ("suite: s\ncases: [ {id: a, prompts: [x]\n", ["suite.yaml", "not valid YAML", "line"]),
+    (GOOD.replace("max_tokens: 4", "max_tokens: 4, temprature: 1"),
+     ["case 'one'", "field 'sampling.temprature'", "allowed", "temperature"]),
+    (GOOD.replace("max_tokens: 4", "max_tokens: four"), ["case 'one'", "field 'sampling.max_tokens'", "integer"]),
+    (GOOD.replace("temperature: 0", "temperature: -1"), ["case 'one'", "field 'sampling.temperature'", "greater than"]),
+    (GOOD.replace("temperature: 0", "top_k: 0"), ["case 'one'", "field 'sampling.top_k'", "top_k: null"]),
+    (GOOD.replace("temperature: 0", "n: 0"), ["case 'one'", "field 'sampling.n'"]),
+    (GOOD.replace('["The robot"]', '[""]'), ["case 'one'", "field 'prompts.0'", "empty prompt"]),
+    (GOOD.replace('["The robot"]', "[]"), ["case 'one'", "field 'prompts'"]),
+    (GOOD + "    checks: [no_such_check]\n", ["case 'one'", "field 'checks'", "unknown check", "greedy_tokens"]),
+    (GOOD + "    colour: red\n", ["case 'one'", "field 'colour'", "allowed"]),
+    (GOOD + "  - id: one\n    prompts: [a]\n", ["case 'one'", "duplicate"]),
+    ("suite: s\ncases: []\n", ["'cases' must be a non-empty list"]),
+    ("cases: [{id: a, prompts: [x]}]\n", ["'suite'", "required"]),
+    (GOOD + "extra_top: 1\n", ["unknown top-level field", "extra_top"]),
+])
+def test_errors_name_file_case_field(tmp_path, body, expect):
+    path = write(tmp_path, body)
+    with pytest.raises(SuiteError) as e:
+        load_suite(path)
+    msg = str(e.value)
+    assert str(path) in msg
+    for part in expect:
+        assert part in msg, (part, msg)
+
+
+def test_missing_file_says_where_suites_live(tmp_path):
+    with pytest.raises(SuiteError, match="not found.*cases/"):
+        load_suite(tmp_path / "nope.yaml")
+
+
+def test_cli_malformed_suite_exits_2_and_writes_nothing(tmp_path):
+    path = write(tmp_path, GOOD.replace("max_tokens: 4", "max_tokens: 4, bogus: 1"))
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "harness", "record", "--backend", "reference", "--suite", str(path),
+                           "--out", str(out)], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 2, proc.stderr
+    assert "case 'one'" in proc.stderr and "sampling.bogus" in proc.stderr and str(path) in proc.stderr
+    assert not out.exists()
+
+
+def test_cli_run_malformed_suite_exits_2_and_writes_nothing(tmp_path):
+    path = write(tmp_path, "suite: s\ncases: [ {id: a\n")
+    proc = subprocess.run([sys.executable, "-m", "harness", "run", "--suite", str(path), "--out", str(tmp_path / "r")],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 2 and "not valid YAML" in proc.stderr
+    assert not (tmp_path / "r").exists()
+
+
+def test_cli_missing_model_dir_exits_2(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "harness", "run", "--model", str(tmp_path / "none"),
+                           "--out", str(tmp_path / "r")], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 2 and "no config.json" in proc.stderr
+    assert not (tmp_path / "r").exists()
+
+
+def test_cli_unknown_backend_exits_2(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "harness", "run", "--backends", "reference,tgi",
+                           "--out", str(tmp_path / "r")], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 2 and "tgi" in proc.stderr
+    assert not (tmp_path / "r").exists()
+
+
+# Anything YAML can hold either loads or fails with a SuiteError naming the file: never a traceback.
+yaml_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-3, 3) | st.floats(allow_nan=False) | st.text(max_size=5),
+    lambda kids: st.lists(kids, max_size=3) | st.dictionaries(st.sampled_from(
+        ["id", "prompts", "sampling", "checks", "temperature", "top_k", "n", "ids", "text", "weights", "x"]), kids,
+        max_size=4),
+    max_leaves=12,
+)
+
+
+@given(doc=st.fixed_dictionaries({"suite": st.just("s")}, optional={"cases": yaml_values, "defaults": yaml_values}))
+def test_loader_fuzz_fails_cleanly(tmp_path_factory, doc):
+    path = tmp_path_factory.mktemp("fz") / "s.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    try:
+        load_suite(path)
+    except SuiteError as e:
+        assert str(path) in str(e)
