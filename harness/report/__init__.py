@@ -1,0 +1,45 @@
+"""Reports of a compared run: summary.json (machines), junit.xml (CI), index.html (reviewers).
+
+    from harness.report import write_reports
+    summary = write_reports(run_dir)     # after compare_run(run_dir) wrote run_dir/checks.json
+    summary["verdict"]                   # "pass" | "fail" | "error"  -> exit 0 | 1 | 2
+
+Every input is read by harness.report.data.load_run, which turns a broken
+run (no checks.json, an unreadable record file, a crashed backend) into
+problems the report shows instead of an exception. docs/report.md explains
+how to read the HTML; docs/summary-schema.md documents summary.json.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from harness.report.data import RunData, load_run
+from harness.report.summary import SUMMARY_SCHEMA_VERSION, build_summary, validate
+
+__all__ = ["write_reports", "load_run", "build_summary", "SUMMARY_SCHEMA_VERSION", "RunData"]
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
+def write_reports(run_dir: Path) -> dict:
+    """Write run_dir/summary.json, junit.xml and index.html; return the summary.
+
+    summary.json is written first and validated against its schema (a mismatch is a harness bug and
+    raises), so CI always has the machine-readable verdict even if rendering the HTML fails."""
+    from harness.report.html import render_html
+    from harness.report.junit import write_junit
+
+    run_dir = Path(run_dir)
+    data = load_run(run_dir)
+    summary = build_summary(data)
+    validate(summary)
+    _atomic_write(run_dir / "summary.json", json.dumps(summary, indent=2, allow_nan=False) + "\n")
+    write_junit(run_dir / "junit.xml", data.verdicts, summary)
+    _atomic_write(run_dir / "index.html", render_html(data, summary))
+    return summary

@@ -1,0 +1,425 @@
+"""index.html: one self-contained page a reviewer reads top-down.
+
+Built from the loaded run (records, verdicts, manifest) and the summary; the
+token streams and logprob differences come straight from the records, so a
+reviewer can see *why* a check failed, not only that it did. No external
+resource of any kind: CSS inline, plots inline SVG (harness/report/plots.py),
+a Content-Security-Policy that forbids the page to load anything.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from pathlib import Path
+
+import jinja2
+from markupsafe import Markup
+
+from harness.report import plots
+from harness.report.data import REFERENCE, RunData, load_vocab, token_text
+from harness.report.summary import group_verdict
+
+RANK = {"error": 0, "fail": 1, "pass": 2, "skipped": 3}
+LOG_TAIL_LINES = 40
+
+
+def _env() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(Path(__file__).parent / "templates")),
+        autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    env.filters["num"] = _num
+    env.filters["tojson_pretty"] = lambda x: json.dumps(x, indent=2, sort_keys=True, default=str)
+    env.filters["ts"] = _ts
+    return env
+
+
+def _num(x) -> str:
+    if x is None:
+        return "–"
+    if isinstance(x, str):
+        return {"Infinity": "∞", "-Infinity": "−∞"}.get(x, x)
+    if isinstance(x, bool):
+        return str(x)
+    if isinstance(x, int):
+        return str(x)
+    return plots.fmt(float(x))
+
+
+def _ts(x) -> str:
+    if not x:
+        return "–"
+    import time
+
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(float(x)))
+
+
+def _status_class(status: str) -> str:
+    s = (status or "").lower()
+    if any(w in s for w in ("mismatch", "differ", "unsupported", "missing", "error", "fail", "bug")):
+        return "fail"
+    if any(w in s for w in ("ok", "same", "equal", "mapped", "pass")):
+        return "pass"
+    return "note"
+
+
+def _log_tail(run_dir: Path, rel: str | None) -> str:
+    if not rel:
+        return ""
+    p = run_dir / rel
+    try:
+        lines = p.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return f"(log {rel} not found)"
+    return "\n".join(lines[-LOG_TAIL_LINES:])
+
+
+# ----------------------------------------------------------------------------- token streams
+def _first_divergence(a: list[int], b: list[int]) -> int | None:
+    for i, (x, y) in enumerate(zip(a, b)):
+        if x != y:
+            return i
+    return None if len(a) == len(b) else min(len(a), len(b))
+
+
+def _dlogp(gen, ref_score) -> list[float | None]:
+    """Backend's completion logprob minus the reference's teacher-forced logprob of the same token, in
+    the backend's declared mode; None where either is missing."""
+    n = len(gen.completion_ids)
+    if gen.completion_logprobs is None or ref_score is None:
+        return [None] * n
+    ref = ref_score.by_mode.get(gen.logprob_mode) or ref_score.logprobs
+    out: list[float | None] = []
+    for i in range(n):
+        if i >= len(ref) or i >= len(gen.completion_logprobs) or gen.completion_logprobs[i] is None:
+            out.append(None)
+            continue
+        a, b = gen.completion_logprobs[i], ref[i]
+        if a == b:  # -inf == -inf (a masked token in processed mode) is agreement
+            out.append(0.0)
+        else:
+            out.append(a - b)
+    return out
+
+
+def _ref_values(gen, ref_score) -> list[float | None]:
+    if ref_score is None:
+        return [None] * len(gen.completion_ids)
+    ref = ref_score.by_mode.get(gen.logprob_mode) or ref_score.logprobs
+    return [ref[i] if i < len(ref) else None for i in range(len(gen.completion_ids))]
+
+
+class _Index:
+    """Records indexed by what the report looks up."""
+
+    def __init__(self, data: RunData):
+        self.gen: dict[tuple, object] = {}
+        self.by_case: dict[str, list] = defaultdict(list)
+        for g in data.generations:
+            k = g.key
+            self.gen[(g.backend, k.case_id, k.prompt_index, k.sample_index, k.variant)] = g
+            self.by_case[k.case_id].append(g)
+        self.ref_score: dict[tuple, object] = {}
+        for s in data.scores:
+            if s.backend == REFERENCE:
+                k = s.key
+                self.ref_score[(s.source_backend, k.case_id, k.prompt_index, k.sample_index, k.variant)] = s
+
+
+def _stream_row(label: str, backend: str, gen, ref_score, base_ids: list[int] | None, vocab, color: str,
+                sampled: bool) -> dict:
+    ids = list(gen.completion_ids)
+    d = _dlogp(gen, ref_score)
+    refv = _ref_values(gen, ref_score)
+    div = None if base_ids is None else _first_divergence(base_ids, ids)
+    lps = gen.completion_logprobs or [None] * len(ids)
+    cells = []
+    for i, t in enumerate(ids):
+        cls = ""
+        if div is not None and i >= div:
+            cls = "div-first" if i == div else "div"
+        cells.append({"id": t, "text": token_text(vocab, t), "lp": lps[i] if i < len(lps) else None,
+                      "ref": refv[i], "d": d[i], "cls": cls})
+    finite = [abs(x) for x in d if x is not None and math.isfinite(x)]
+    nonfinite = sum(1 for x in d if x is not None and not math.isfinite(x))
+    return {"label": label, "backend": backend, "color": color, "cells": cells, "divergence": div,
+            "finish_reason": gen.finish_reason, "stop_reason": gen.stop_reason, "mode": gen.logprob_mode,
+            "text": gen.text, "dlogp": d, "max_abs_d": (float("inf") if nonfinite else (max(finite) if finite else None)),
+            "has_ref": ref_score is not None, "sampled": sampled, "is_variant": gen.key.variant != "main"}
+
+
+def _case_views(data: RunData, idx: _Index, vocab: dict[int, str], colors: dict[str, str]) -> list[dict]:
+    suite_cases = {c.id: c for c in data.suite.cases} if data.suite is not None else {}
+    ids = list(suite_cases)
+    for g in data.generations:
+        if g.key.case_id not in ids:
+            ids.append(g.key.case_id)
+    for v in data.verdicts:
+        if v.case in ids or not v.case:
+            continue
+        if any(e.key and e.key.case_id == v.case for e in data.errors):
+            ids.append(v.case)
+    for e in data.errors:
+        if e.key and e.key.case_id not in ids:
+            ids.append(e.key.case_id)
+
+    views = []
+    for cid in ids:
+        case = suite_cases.get(cid)
+        verdicts = sorted([v for v in data.verdicts if v.case == cid], key=lambda v: (RANK[v.verdict], v.check))
+        errors = [e for e in data.errors if e.key and e.key.case_id == cid]
+        gens = idx.by_case.get(cid, [])
+        sampled = bool(case and not case.sampling.greedy) or any(
+            (g.native_params or {}).get("temperature", 0) not in (0, 0.0, None) for g in gens[:1])
+        tol = None
+        if case is not None:
+            try:
+                tol = case.tolerance("logprob_atol")
+            except KeyError:
+                tol = None
+        if tol is None:
+            tol = next((v.threshold for v in verdicts if v.check == "completion_logprobs" and v.threshold), None)
+        keys = sorted({(g.key.prompt_index, g.key.sample_index) for g in gens if g.key.variant == "main"})
+        prompts = []
+        for pi, si in keys:
+            rows = []
+            base_backend = REFERENCE if (REFERENCE, cid, pi, si, "main") in idx.gen else next(
+                (b for b in data.backends if (b, cid, pi, si, "main") in idx.gen), None)
+            base = idx.gen.get((base_backend, cid, pi, si, "main"))
+            missing = []
+            for b in data.backends:
+                g = idx.gen.get((b, cid, pi, si, "main"))
+                if g is None:
+                    missing.append(b)
+                    continue
+                rs = idx.ref_score.get((b, cid, pi, si, "main"))
+                row = _stream_row(b, b, g, rs, None if b == base_backend else list(base.completion_ids), vocab,
+                                  colors[b], sampled)
+                rows.append(row)
+            variants_same, variant_rows = [], []
+            for b in data.backends:
+                main = idx.gen.get((b, cid, pi, si, "main"))
+                if main is None:
+                    continue
+                for g in gens:
+                    k = g.key
+                    if g.backend != b or k.variant == "main" or k.prompt_index != pi or k.sample_index != si:
+                        continue
+                    if list(g.completion_ids) == list(main.completion_ids):
+                        variants_same.append(f"{b} {k.variant}")
+                    else:
+                        rs = idx.ref_score.get((b, cid, pi, si, k.variant))
+                        variant_rows.append(_stream_row(f"{b} ({k.variant})", b, g, rs, list(main.completion_ids),
+                                                        vocab, colors[b], sampled))
+            width = max((len(r["cells"]) for r in rows + variant_rows), default=0)
+            first_div = min((r["divergence"] for r in rows if r["divergence"] is not None), default=None)
+            plot_series = [(r["label"] + ("" if r["backend"] != REFERENCE else " (self)"), r["color"], r["dlogp"])
+                           for r in rows if r["has_ref"]]
+            plot = Markup(plots.logprob_diff_plot(plot_series, threshold=tol, divergence=first_div)) \
+                if plot_series else None
+            prompt_text = None
+            if case is not None and pi < len(case.prompts):
+                prompt_text = case.prompts[pi].text
+            pids = list(base.prompt_ids) if base is not None else []
+            prompt_ld = []
+            ref_gen = idx.gen.get((REFERENCE, cid, pi, si, "main"))
+            for r in rows:
+                g = idx.gen.get((r["backend"], cid, pi, si, "main"))
+                if r["backend"] == REFERENCE or ref_gen is None or not g.prompt_logprobs or not ref_gen.prompt_logprobs:
+                    continue
+                diffs = [abs(a - b) for a, b in zip(g.prompt_logprobs, ref_gen.prompt_logprobs)
+                         if a is not None and b is not None]
+                prompt_ld.append((r["backend"], max(diffs) if diffs else None))
+            prompts.append({
+                "prompt_index": pi, "sample_index": si, "text": prompt_text, "ids": pids,
+                "tokens": [token_text(vocab, t) for t in pids], "rows": rows, "variant_rows": variant_rows,
+                "variants_same": variants_same, "width": width, "base": base_backend, "missing": missing,
+                "plot": plot, "first_divergence": first_div, "prompt_logprob_diff": prompt_ld,
+                "mismatch": any(r["divergence"] is not None for r in rows),
+            })
+        outcome = group_verdict([v.verdict for v in verdicts])
+        real_errors = [e for e in errors if e.error_type != "Skipped"]
+        if real_errors and outcome != "error":
+            outcome = "error"
+        if case is not None:
+            sampling = case.sampling.model_dump(mode="json", exclude_defaults=True)
+        else:  # no suite: the canonical spec as recorded, minus its defaults
+            from harness.spec import SamplingSpec
+
+            defaults = SamplingSpec().canonical()
+            native = (gens[0].native_params or {}) if gens else {}
+            sampling = {k: v for k, v in native.items() if k not in defaults or defaults[k] != v}
+        views.append({
+            "id": cid, "description": case.description if case else "", "hash": case.content_hash() if case else (
+                gens[0].key.case_hash if gens else ""), "weights": case.weights if case else (
+                gens[0].key.weights if gens else ""), "checks": list(case.checks) if case else [],
+            "sampling": sampling, "sampled": sampled, "tolerance": tol, "verdicts": verdicts, "errors": errors,
+            "outcome": outcome if (verdicts or real_errors) else "none", "prompts": prompts,
+            "repeats": case.repeats if case else None, "alone": case.alone if case else None,
+        })
+    return views
+
+
+# ----------------------------------------------------------------------------- aggregate views
+def _dlogp_stats(cases: list[dict], backends: list[str], colors: dict[str, str], tol_default: float | None):
+    import pandas as pd
+
+    rows = []
+    for c in cases:
+        for p in c["prompts"]:
+            for r in p["rows"]:
+                for i, d in enumerate(r["dlogp"]):
+                    if d is None:
+                        continue
+                    rows.append({"backend": r["backend"], "case": c["id"], "d": d, "tol": c["tolerance"]})
+    if not rows:
+        return [], []
+    df = pd.DataFrame(rows)
+    df["abs"] = df["d"].abs()
+    df["finite"] = df["d"].map(math.isfinite)
+    stats, hists = [], []
+    for b in backends:
+        sub = df[df["backend"] == b]
+        if sub.empty:
+            continue
+        fin = sub[sub["finite"]]
+        over = int((fin["abs"] > fin["tol"].fillna(float("inf"))).sum())
+        stats.append({
+            "backend": b, "color": colors[b], "tokens": int(len(sub)), "nonfinite": int((~sub["finite"]).sum()),
+            "max": float(fin["abs"].max()) if len(fin) else None,
+            "mean": float(fin["abs"].mean()) if len(fin) else None,
+            "p95": float(fin["abs"].quantile(0.95)) if len(fin) else None,
+            "mean_signed": float(fin["d"].mean()) if len(fin) else None,
+            "over_tol": over,
+        })
+        title = "reference: generate vs own score" if b == REFERENCE else f"{b}: |Δ logprob| vs reference"
+        hists.append({"backend": b, "svg": Markup(plots.log_histogram(sub["abs"].tolist(), color=colors[b],
+                                                                      title=title))})
+    return stats, hists
+
+
+def _pair_matrix(pairs: list[dict], backends: list[str]) -> dict:
+    cell: dict[tuple[str, str], dict] = {}
+    for p in pairs:
+        bs = p["backends"]
+        if len(bs) == 1:
+            cell[(bs[0], bs[0])] = p
+        elif len(bs) == 2:
+            cell[(bs[0], bs[1])] = p
+            cell[(bs[1], bs[0])] = p
+    return {"backends": backends,
+            "rows": [[cell.get((a, b)) for b in backends] for a in backends]}
+
+
+def _extras(data: RunData, colors: dict[str, str], order: list[str]) -> dict:
+    ex = data.extras
+    out: dict = {"sampling_table": None, "selftest": None, "rl": None, "bench": None}
+    st = ex.get("sampling_table")
+    if isinstance(st, dict):
+        st = st.get("rows")
+    if isinstance(st, list) and st:
+        cols = ["canonical", "vllm_field", "vllm_default", "sglang_field", "sglang_default", "tunix_field",
+                "conversion", "status", "reason"]
+        out["sampling_table"] = {"cols": cols, "rows": [
+            {**{c: r.get(c) for c in cols}, "cls": _status_class(str(r.get("status", "")))}
+            for r in st if isinstance(r, dict)]}
+    sel = ex.get("selftest")
+    if isinstance(sel, dict) and sel.get("faults"):
+        faults = [f for f in sel["faults"] if isinstance(f, dict)]
+        checks = list(sel.get("checks") or [])
+        for f in faults:
+            for c in list(f.get("expected", [])) + list(f.get("detected", [])):
+                if c not in checks:
+                    checks.append(c)
+        rows = []
+        for f in faults:
+            exp, det = set(f.get("expected", [])), set(f.get("detected", []))
+            cells = []
+            for c in checks:
+                if c in exp and c in det:
+                    cells.append(("caught", "pass"))
+                elif c in exp:
+                    cells.append(("MISSED", "fail"))
+                elif c in det:
+                    cells.append(("also", "note"))
+                else:
+                    cells.append(("", ""))
+            rows.append({"name": f.get("name", "?"), "description": f.get("description", ""), "cells": cells,
+                         "verdict": "pass" if exp <= det and (exp or det) else ("fail" if exp else "skipped")})
+        out["selftest"] = {"checks": checks, "rows": rows, "note": sel.get("note", "")}
+    curves = []
+    for c in ex.get("rl", []):
+        series = c.get("series") or {}
+        if not isinstance(series, dict) or not series:
+            continue
+        ser = [(name, colors.get(name) or plots.color_for(name, order),
+                [(float(x), float(y)) for x, y in pts]) for name, pts in series.items()]
+        curves.append({"name": c.get("name"), "verdict": c.get("verdict"), "detail": c.get("detail", ""),
+                       "svg": Markup(plots.line_chart(ser, title=str(c.get("name")),
+                                                      x_label=str(c.get("x_label", "step")),
+                                                      y_label=str(c.get("metric", "reward")))),
+                       "final": [(n, pts[-1][1] if pts else None) for n, _, pts in ser]})
+    if curves:
+        out["rl"] = curves
+    bench = ex.get("bench")
+    if isinstance(bench, dict) and bench.get("figures"):
+        figs = []
+        for f in bench["figures"]:
+            vals = f.get("values") or {}
+            bars = [(b, colors.get(b) or plots.color_for(b, order), float(v) if v is not None else None)
+                    for b, v in vals.items()]
+            figs.append({"title": f.get("title", ""), "unit": f.get("unit", ""), "note": f.get("note", ""),
+                         "lower_is_better": f.get("lower_is_better"), "values": vals,
+                         "svg": Markup(plots.bar_chart(bars, title=str(f.get("title", "")),
+                                                       unit=str(f.get("unit", ""))))})
+        out["bench"] = {"figures": figs, "device": bench.get("device"), "note": bench.get("note", "")}
+    return out
+
+
+def render_html(data: RunData, summary: dict) -> str:
+    order = list(data.backends)
+    colors = {b: plots.color_for(b, order) for b in order}
+    model_path = (summary["provenance"].get("model") or {}).get("path")
+    vocab = load_vocab(model_path)
+    idx = _Index(data)
+    cases = _case_views(data, idx, vocab, colors)
+    tol_default = None
+    stats, hists = _dlogp_stats(cases, order, colors, tol_default)
+    verdicts = sorted(data.verdicts, key=lambda v: (RANK[v.verdict], v.check, v.case))
+    case_ids = {c["id"] for c in cases}
+    backends = summary["backends"]
+    logs = {}
+    for b, st in backends.items():
+        if st["status"] != "ok":
+            logs[b] = [(p, ph.get("log"), _log_tail(data.run_dir, ph.get("log"))) for p, ph in st["phases"].items()
+                       if ph.get("exit_code") != 0]
+            details = [e.detail for e in data.errors if e.backend == b and e.detail]
+            if details and not logs[b]:
+                logs[b] = [("record", None, details[-1])]
+    artefacts = [p for p in ("summary.json", "junit.xml", "checks.json", "run.json")
+                 if (data.run_dir / p).exists() or p in ("summary.json", "junit.xml")]
+    ctx = {
+        "s": summary, "colors": colors, "order": order,
+        "failing": [v for v in verdicts if v.verdict in ("fail", "error")],
+        "verdicts": verdicts, "case_ids": case_ids, "cases": cases,
+        "matrix": _pair_matrix(summary["pairs"], order), "stats": stats, "hists": hists,
+        "extras": _extras(data, colors, order), "logs": logs, "vocab": bool(vocab),
+        "artefacts": artefacts, "by_check": _by_check(verdicts),
+    }
+    return _env().get_template("report.html.j2").render(**ctx)
+
+
+def _by_check(verdicts) -> list[dict]:
+    import pandas as pd
+
+    if not verdicts:
+        return []
+    df = pd.DataFrame([{"check": v.check, "verdict": v.verdict} for v in verdicts])
+    t = df.pivot_table(index="check", columns="verdict", aggfunc="size", fill_value=0)
+    out = []
+    for check, row in t.iterrows():
+        c = {o: int(row.get(o, 0)) for o in ("pass", "fail", "error", "skipped")}
+        out.append({"check": check, **c, "verdict": group_verdict([o for o, n in c.items() if n])})
+    out.sort(key=lambda r: (RANK[r["verdict"]], r["check"]))
+    return out

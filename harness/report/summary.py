@@ -1,0 +1,240 @@
+"""summary.json: the run's outcome for machines (CI gates, dashboards, golden comparisons).
+
+Its schema is harness/schema/summary.schema.json (documented in
+docs/summary-schema.md); `SUMMARY_SCHEMA_VERSION` changes with any change a
+reader could notice. The overall verdict:
+
+- `error`: a requested backend did not run cleanly (a phase exited non-zero,
+  timed out, or left no records), a check errored, the harness could not read
+  part of the run (no checks.json, an unreadable record file), or no check
+  ran at all;
+- `fail`: otherwise, some check failed;
+- `pass`: every check that was not skipped passed, and at least one ran.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from collections import Counter
+from importlib import metadata
+from pathlib import Path
+
+from harness.report.data import REFERENCE, RunData, finite_or_str
+from harness.verdict import Verdict
+
+SUMMARY_SCHEMA_VERSION = 1
+OUTCOMES = ("pass", "fail", "error", "skipped")
+SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schema" / "summary.schema.json"
+
+
+def counts(verdicts: list[Verdict]) -> dict[str, int]:
+    c = Counter(v.verdict for v in verdicts)
+    out = {o: c.get(o, 0) for o in OUTCOMES}
+    out["total"] = len(verdicts)
+    return out
+
+
+def group_verdict(outcomes: list[str]) -> str:
+    """A group of checks (a pair, a case): error > fail > pass > skipped."""
+    for o in ("error", "fail", "pass"):
+        if o in outcomes:
+            return o
+    return "skipped"
+
+
+def backend_status(data: RunData) -> dict[str, dict]:
+    """Per requested backend: did it run, with what, how long; `ok` only when every phase exited 0."""
+    out: dict[str, dict] = {}
+    manifest_status = data.manifest.get("backend_status") or {}
+    for b in data.backends:
+        sess = [s for s in data.sessions if s.backend == b]
+        versions: dict[str, str] = {}
+        for s in sess:
+            versions.update(s.versions)
+        last = sess[-1] if sess else None
+        phases = {}
+        for phase, st in ((manifest_status.get(b) or {}).get("phases") or {}).items():
+            phases[phase] = {"exit_code": st.get("exit_code"), "wall_s": st.get("wall_s"),
+                             "timed_out": bool(st.get("timed_out", False)), "log": st.get("log")}
+        errs = [e for e in data.errors if e.backend == b]
+        case_errors = [e for e in errs if e.error_type != "Skipped"]
+        n_gen = sum(1 for g in data.generations if g.backend == b)
+        n_score = sum(1 for s in data.scores if s.backend == b)
+        reasons = []
+        if data.has_manifest:
+            missing = [p for p in ("generate", "score") if p not in phases]
+            bad = [f"{p} exited {st['exit_code']}" + (" (timed out)" if st["timed_out"] else "")
+                   for p, st in phases.items() if st["exit_code"] != 0]
+            reasons += bad
+            if missing and not bad:
+                reasons.append(f"phase(s) {', '.join(missing)} never ran")
+        if case_errors:
+            reasons.append(f"{len(case_errors)} error record(s)")
+        if not sess and not n_gen and not n_score:
+            reasons.append("no records")
+        if not sess and not phases and not errs:
+            status = "not_run"
+        elif reasons:
+            status = "failed"
+        else:
+            status = "ok"
+        walls = [st["wall_s"] for st in phases.values() if st.get("wall_s") is not None]
+        out[b] = {
+            "requested": True,
+            "ran": status == "ok",
+            "status": status,
+            "reason": "; ".join(reasons),
+            "unit_under_test": b == "sglang_jax",
+            "versions": versions,
+            "device": last.device if last else None,
+            "logprob_mode": last.logprob_mode if last else None,
+            "model_hash": (last.model.get("content_hash") if last else None),
+            "config": last.config if last else {},
+            "phases": phases,
+            "wall_s": round(sum(walls), 2) if walls else None,
+            "records": {"generation": n_gen, "score": n_score, "error": len(errs)},
+            "errors": [{"phase": e.phase, "case": e.key.case_id if e.key else None, "error_type": e.error_type,
+                        "reason": e.reason} for e in errs],
+        }
+    return out
+
+
+def _pair_key(backends: list[str], order: list[str]) -> tuple[str, ...]:
+    """Canonical order of a pair: engines in run order, the reference last."""
+    def rank(b: str) -> tuple:
+        return (b == REFERENCE, order.index(b) if b in order else len(order), b)
+
+    return tuple(sorted(dict.fromkeys(backends), key=rank))
+
+
+def pair_table(verdicts: list[Verdict], order: list[str]) -> list[dict]:
+    groups: dict[tuple[str, ...], list[Verdict]] = {}
+    for v in verdicts:
+        groups.setdefault(_pair_key(v.backends, order), []).append(v)
+    rows = []
+    for key, vs in groups.items():
+        rows.append({
+            "backends": list(key),
+            "label": " vs ".join(key) if len(key) > 1 else (f"{key[0]} (alone)" if key else "(run)"),
+            "verdict": group_verdict([v.verdict for v in vs]),
+            "counts": counts(vs),
+            "failing": sorted({v.check for v in vs if v.verdict in ("fail", "error")}),
+            "checks": {c: group_verdict([v.verdict for v in vs if v.check == c])
+                       for c in sorted({v.check for v in vs})},
+        })
+    rank = {"error": 0, "fail": 1, "pass": 2, "skipped": 3}
+    rows.sort(key=lambda r: (len(r["backends"]) != 2, [order.index(b) if b in order else 99 for b in r["backends"]]))
+    rows.sort(key=lambda r: rank[r["verdict"]])
+    return rows
+
+
+def overall(verdicts: list[Verdict], backends: dict[str, dict], problems: list[str]) -> tuple[str, str]:
+    """(verdict, one-line reason)."""
+    c = counts(verdicts)
+    reasons = []
+    broken = [f"{b} {st['status'].replace('_', ' ')}" + (f" ({st['reason']})" if st["reason"] else "")
+              for b, st in backends.items() if st["status"] != "ok"]
+    if broken:
+        reasons.append("backend " + "; ".join(broken))
+    if c["error"]:
+        reasons.append(f"{c['error']} check(s) errored")
+    reasons += problems
+    ran = c["pass"] + c["fail"] + c["error"]
+    if not ran and not problems:
+        reasons.append("no check ran (every verdict skipped or none recorded)")
+    if reasons:
+        if c["fail"]:
+            reasons.append(f"{c['fail']} check(s) failed")
+        return "error", "; ".join(reasons)
+    if c["fail"]:
+        return "fail", f"{c['fail']} of {ran} check(s) failed"
+    return "pass", f"all {ran} check(s) passed" + (f" ({c['skipped']} skipped)" if c["skipped"] else "")
+
+
+def _harness_version() -> str:
+    try:
+        return metadata.version("rollout-parity")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def provenance(data: RunData, backends: dict[str, dict]) -> dict:
+    m = data.manifest
+    model = m.get("model") or next((s.model for s in data.sessions if s.model), None)
+    model_b = m.get("model_b")
+    if model_b is None and not data.has_manifest:
+        model_b = next((s.models.get("B") for s in data.sessions if s.models.get("B")), None)
+    cases: dict[str, dict] = {}
+    if data.suite is not None:
+        for c in data.suite.cases:
+            cases[c.id] = {"hash": c.content_hash(), "weights": c.weights}
+    for r in data.generations + data.scores:
+        cases.setdefault(r.key.case_id, {"hash": r.key.case_hash, "weights": r.key.weights})
+    recorded_hashes: dict[str, set] = {}
+    for r in data.generations:
+        recorded_hashes.setdefault(r.key.case_id, set()).add(r.key.case_hash)
+    for cid, info in cases.items():
+        got = recorded_hashes.get(cid, set())
+        info["recorded_hashes"] = sorted(got)
+    suite_name = m.get("suite_name") or (data.suite.suite if data.suite is not None else None) or next(
+        (r.key.suite for r in data.generations), None)
+    return {
+        "git_revision": m.get("git_revision"),
+        "harness_version": _harness_version(),
+        "report_host": platform.node(),
+        "suite": {"name": suite_name, "path": m.get("suite")},
+        "model": _model(model),
+        "model_b": _model(model_b),
+        "cases": cases,
+        "versions": {b: st["versions"] for b, st in backends.items()},
+        "devices": {b: st["device"] for b, st in backends.items()},
+        "model_hashes": {b: st["model_hash"] for b, st in backends.items()},
+        "started_at": m.get("started_at"),
+        "finished_at": m.get("finished_at"),
+        "argv": m.get("argv"),
+    }
+
+
+def _model(d: dict | None) -> dict | None:
+    if not d:
+        return None
+    return {"name": d.get("name"), "content_hash": d.get("content_hash"), "path": d.get("path")}
+
+
+def check_rows(verdicts: list[Verdict]) -> list[dict]:
+    return [{"name": v.check, "backends": list(v.backends), "case": v.case, "metric": v.metric,
+             "value": finite_or_str(v.value), "threshold": finite_or_str(v.threshold), "verdict": v.verdict,
+             "detail": v.detail} for v in verdicts]
+
+
+def build_summary(data: RunData) -> dict:
+    backends = backend_status(data)
+    verdict, reason = overall(data.verdicts, backends, data.problems)
+    return {
+        "schema_version": SUMMARY_SCHEMA_VERSION,
+        "run_id": data.run_id,
+        "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "verdict": verdict,
+        "verdict_reason": reason,
+        "counts": counts(data.verdicts),
+        "backends": backends,
+        "provenance": provenance(data, backends),
+        "checks": check_rows(data.verdicts),
+        "pairs": pair_table(data.verdicts, data.backends),
+        "problems": list(data.problems),
+        "warnings": list(data.warnings),
+    }
+
+
+def load_schema() -> dict:
+    return json.loads(SCHEMA_PATH.read_text())
+
+
+def validate(summary: dict) -> None:
+    """Raise jsonschema.ValidationError if `summary` does not match summary.schema.json."""
+    import jsonschema
+
+    schema = load_schema()
+    jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker()).validate(summary)

@@ -1,0 +1,461 @@
+"""Reports: summary.json (schema, verdict logic), junit.xml (counts, parseable), index.html (self-contained).
+
+Runs are built here from the record and verdict models (harness/records.py,
+harness/verdict.py): the default suite's cases, a reference, and two engines
+whose logprobs differ from it by a little noise; options break one engine,
+fail a check or error a case. `make_run` is shared with test_report_render.py.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import re
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from harness.records import (
+    CaseKey,
+    ErrorRecord,
+    GenerationRecord,
+    RecordWriter,
+    ScoreRecord,
+    SessionRecord,
+    records_path,
+)
+from harness.report import write_reports
+from harness.report.data import finite_or_str, load_run
+from harness.report.summary import build_summary, group_verdict, load_schema, overall, validate
+from harness.suite import load_suite
+from harness.verdict import Verdict
+
+ROOT = Path(__file__).resolve().parent.parent
+SUITE = ROOT / "cases" / "default.yaml"
+ENGINES = ("vllm", "sglang_jax")
+NOISE = {"reference": 0.0, "vllm": 2e-6, "sglang_jax": 3e-5}
+WORDS = ("<|pad|> <|endoftext|> <|unk|> . the robot cat girl said that was a in kitchen sleeping near door "
+         "asked why sun warm and grass green very clever ship on island there dog red ball because walked into "
+         "garden with he she it".split())
+
+
+def _tokenizer(model_dir: Path) -> None:
+    vocab = {w: i for i, w in enumerate(WORDS)}
+    for i in range(len(WORDS), 384):
+        vocab[f"w{i}"] = i
+    model_dir.mkdir(parents=True, exist_ok=True)
+    (model_dir / "tokenizer.json").write_text(json.dumps({"model": {"type": "WordLevel", "vocab": vocab},
+                                                          "added_tokens": []}))
+    (model_dir / "config.json").write_text("{}")
+
+
+def _ids(text: str) -> list[int]:
+    index = {w: i for i, w in enumerate(WORDS)}
+    return [index.get(w.lower(), 2) for w in text.split()]
+
+
+def make_run(root: Path, *, backends=("reference",) + ENGINES, failing: bool = True, crashed: str | None = None,
+             case_error: bool = False, extras: bool = True, run_id: str = "test-run") -> Path:
+    """A complete run directory (run.json, records, logs, checks.json) of the default suite.
+
+    failing: sglang_jax diverges on greedy-basic prompt 1 at position 6 and two checks fail.
+    crashed: that backend's score phase exits 1 (an error record and a log, no score records).
+    case_error: sglang_jax errors on case update-b in generate (an error record and an error verdict)."""
+    suite = load_suite(SUITE)
+    run = root / run_id
+    model_dir = root / "model"
+    _tokenizer(model_dir)
+    model = {"name": "tiny-test-A", "content_hash": "a" * 64, "path": str(model_dir)}
+    model_b = {"name": "tiny-test-B", "content_hash": "b" * 64, "path": str(model_dir)}
+    status = {}
+    for b in backends:
+        phases = {}
+        for ph in ("generate", "score"):
+            bad = crashed == b and ph == "score"
+            code = 1 if bad or (case_error and b == "sglang_jax" and ph == "generate") else 0
+            phases[ph] = {"exit_code": code, "wall_s": 12.5 if b != "reference" else 3.0, "log": f"logs/{b}.{ph}.log",
+                          "timed_out": False}
+            log = run / "logs" / f"{b}.{ph}.log"
+            log.parent.mkdir(parents=True, exist_ok=True)
+            log.write_text(f"[{b} {ph}] 8/8 done\n" if not bad else
+                           f"[{b} {ph}] 1/8 greedy-basic\nTraceback (most recent call last):\n"
+                           f"RuntimeError: XLA device lost \x1b[31m<boom & bust>\x1b[0m\n")
+        status[b] = {"phases": phases}
+    manifest = {"run_id": run_id, "suite": str(SUITE), "suite_name": suite.suite, "backends": list(backends),
+                "model": model, "model_b": model_b, "git_revision": "0123456789abcdef+dirty", "started_at": 1.7e9,
+                "finished_at": 1.7e9 + 100, "argv": ["run", "--backends", ",".join(backends)],
+                "backend_status": status}
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "run.json").write_text(json.dumps(manifest, indent=2))
+
+    devices = {"reference": "cpu (float64)", "vllm": "cpu (float32)", "sglang_jax": "cpu (float32, jax)"}
+    versions = {"reference": {"torch": "2.13.0", "transformers": "5.19.0"}, "vllm": {"vllm": "0.32.0"},
+                "sglang_jax": {"sglang-jax": "0.0.2", "jax": "0.8.0"}}
+    gens: dict[str, list[GenerationRecord]] = {b: [] for b in backends}
+    truth: dict[tuple, list[float]] = {}
+    for case in suite.cases:
+        weights_hash = model["content_hash"] if case.weights == "A" else model_b["content_hash"]
+        variants = ["main"] + [f"repeat-{r}" for r in range(1, case.repeats)]
+        for pi, prompt in enumerate(case.prompts):
+            pids = list(prompt.ids) if prompt.ids is not None else _ids(prompt.text)
+            for si in range(case.sampling.n):
+                rng = random.Random(f"{case.id}/{pi}/{si}")
+                n = case.sampling.max_tokens
+                ref_ids = [rng.randrange(4, len(WORDS)) for _ in range(n)]
+                finish = "length"
+                if case.id == "greedy-eos":
+                    ref_ids = ref_ids[:4] + [1]
+                    finish = "stop"
+                ref_lp = [rng.uniform(-4.0, -0.05) for _ in ref_ids]
+                for b in backends:
+                    if case_error and b == "sglang_jax" and case.id == "update-b":
+                        continue
+                    ids, lps = list(ref_ids), list(ref_lp)
+                    if failing and b == "sglang_jax" and case.id == "greedy-basic" and pi == 1:
+                        ids = ids[:6] + [(t + 7) % len(WORDS) or 5 for t in ids[6:]]
+                        lps = lps[:6] + [x - 0.3 for x in lps[6:]]
+                    truth[(b, case.id, pi, si)] = lps
+                    noisy = [x + random.Random(f"{b}{i}{case.id}{pi}").gauss(0, NOISE[b]) for i, x in enumerate(lps)]
+                    if failing and b == "sglang_jax" and case.id == "greedy-basic" and pi == 0:
+                        noisy[3] += 4e-3  # a logprob outside tolerance, tokens equal
+                    keys = [(v, pi) for v in variants]
+                    if case.alone:
+                        keys.append((f"alone-{pi}", pi))
+                    for variant, p_index in keys:
+                        gens[b].append(GenerationRecord(
+                            run_id=run_id, backend=b, phase="generate",
+                            key=CaseKey(suite=suite.suite, case_id=case.id, case_hash=case.content_hash(),
+                                        weights=case.weights, prompt_index=p_index, sample_index=si, variant=variant),
+                            model_hash=weights_hash, prompt_ids=pids, completion_ids=ids, completion_logprobs=noisy,
+                            logprob_mode="raw" if b != "sglang_jax" or case.sampling.greedy else "processed",
+                            prompt_logprobs=[None] + [-1.5 + NOISE[b]] * (len(pids) - 1),
+                            finish_reason=finish, stop_reason=None, text=" ".join(WORDS[t] for t in ids),
+                            native_params=case.sampling.canonical()))
+    for b in backends:
+        sess = dict(run_id=run_id, backend=b, versions=versions.get(b, {}), device=devices.get(b, "cpu"),
+                    model=model, models={"A": model, "B": model_b}, logprob_mode="raw", started_at=1.7e9)
+        with RecordWriter(records_path(run, b, "generate")) as w:
+            w.write(SessionRecord(phase="generate", **sess))
+            w.write_many(gens[b])
+            if case_error and b == "sglang_jax":
+                case = suite.case("update-b")
+                w.write(ErrorRecord(run_id=run_id, backend=b, phase="generate",
+                                    key=CaseKey(suite=suite.suite, case_id="update-b", case_hash=case.content_hash(),
+                                                prompt_index=-1), reason="RuntimeError: update_params timed out",
+                                    error_type="RuntimeError", detail="Traceback ...\nRuntimeError: timed out"))
+        if crashed == b:
+            with RecordWriter(records_path(run, b, "score")) as w:
+                w.write(ErrorRecord(run_id=run_id, backend=b, phase="score", error_type="BackendProcessFailed",
+                                    reason=f"{b} score exited with code 1", detail="RuntimeError: XLA device lost"))
+            continue
+        with RecordWriter(records_path(run, b, "score")) as w:
+            w.write(SessionRecord(phase="score", **sess))
+            for src in backends:
+                for g in gens[src]:
+                    if g.key.variant != "main":
+                        continue
+                    t = truth[(src, g.key.case_id, g.key.prompt_index, g.key.sample_index)]
+                    w.write(ScoreRecord(run_id=run_id, backend=b, phase="score", key=g.key, model_hash=g.model_hash,
+                                        source_backend=src, prompt_ids=g.prompt_ids, completion_ids=g.completion_ids,
+                                        logprobs=t, logprob_mode="raw",
+                                        by_mode={"raw": t, "temperature": t, "processed": t} if b == "reference" else {}))
+    verdicts = make_verdicts(suite, backends, failing=failing, crashed=crashed, case_error=case_error)
+    (run / "checks.json").write_text(json.dumps({"schema_version": 1,
+                                                 "verdicts": [v.model_dump(mode="json") for v in verdicts]}))
+    if extras:
+        write_extras(run)
+    return run
+
+
+def make_verdicts(suite, backends, *, failing: bool, crashed: str | None, case_error: bool) -> list[Verdict]:
+    out = []
+    engines = [b for b in backends if b != "reference"]
+    for case in suite.cases:
+        for check in case.checks:
+            for e in engines:
+                pair = [e] if check in ("seed_determinism", "eos_policy", "self_consistency") else [e, "reference"]
+                v = Verdict(check=check, backends=pair, case=case.id, metric="max_abs_dlogp", value=1.2e-5,
+                            threshold=1e-4, verdict="pass")
+                if crashed == e and check in ("replay", "self_consistency", "completion_logprobs"):
+                    v = v.model_copy(update={"verdict": "error", "value": None,
+                                             "detail": f"no score records from {e}: its score phase failed"})
+                elif case_error and e == "sglang_jax" and case.id == "update-b":
+                    v = v.model_copy(update={"verdict": "error", "value": None,
+                                             "detail": "no generation records: the case errored"})
+                elif failing and e == "sglang_jax" and case.id == "greedy-basic" and check == "greedy_tokens":
+                    v = v.model_copy(update={"metric": "first_divergence", "value": 6.0, "threshold": None,
+                                             "verdict": "fail", "detail": "prompt 1: position 6: reference token 9 "
+                                             "not in sglang_jax's top-5 <and vice versa>"})
+                elif failing and e == "sglang_jax" and case.id == "greedy-basic" and check == "completion_logprobs":
+                    v = v.model_copy(update={"value": 4.0e-3, "verdict": "fail",
+                                             "detail": "prompt 0 position 3: |dlogp| 4.0e-3 > 1e-4"})
+                elif check == "mismatch":
+                    v = v.model_copy(update={"metric": "k3", "value": 3.1e-9, "threshold": 1e-6})
+                out.append(v)
+        if case.weights == "B" and "weight_update" in case.checks and "vllm" in engines:
+            out.append(Verdict(check="weight_update", backends=["vllm", "reference"], case=case.id, metric="stale",
+                               value=float("inf"), threshold=None, verdict="skipped", detail="no model B"))
+    if {"vllm", "sglang_jax"} <= set(engines):
+        out.append(Verdict(check="greedy_tokens", backends=["vllm", "sglang_jax"], case="greedy-basic",
+                           metric="first_divergence", value=None, threshold=None,
+                           verdict="fail" if failing else "pass", detail="prompt 1 diverges at 6" if failing else ""))
+    return out
+
+
+def write_extras(run: Path) -> None:
+    (run / "sampling_table.json").write_text(json.dumps([
+        {"canonical": "top_k", "vllm_field": "top_k", "vllm_default": 0, "sglang_field": "top_k",
+         "sglang_default": -1, "tunix_field": "top_k", "conversion": "None -> 0 / -1 / None", "status": "ok",
+         "reason": "off spelled differently"},
+        {"canonical": "seed", "vllm_field": "seed", "vllm_default": None, "sglang_field": "sampling_seed",
+         "sglang_default": None, "tunix_field": "seed", "conversion": "renamed", "status": "mismatch",
+         "reason": "sglang-jax needs deterministic sampling mode"}]))
+    (run / "rl").mkdir(exist_ok=True)
+    (run / "rl" / "grpo-tiny.json").write_text(json.dumps({
+        "name": "grpo-tiny", "metric": "mean reward", "x_label": "step",
+        "series": {"vllm": [[i, 0.1 + 0.05 * i] for i in range(10)],
+                   "sglang_jax": [[i, 0.1 + 0.048 * i] for i in range(10)]},
+        "verdict": "pass", "detail": "final rewards within 1%"}))
+    (run / "selftest.json").write_text(json.dumps({"faults": [
+        {"name": "drop-eos", "description": "EOS stripped from completions", "expected": ["eos_policy"],
+         "detected": ["eos_policy", "completion_logprobs"]},
+        {"name": "off-by-one", "description": "logprobs shifted by one position",
+         "expected": ["completion_logprobs", "replay"], "detected": ["completion_logprobs"]}]}))
+    (run / "bench.json").write_text(json.dumps({"device": "cpu", "figures": [
+        {"title": "generate throughput", "unit": "tok/s", "lower_is_better": False,
+         "values": {"vllm": 812.0, "sglang_jax": 640.5}}]}))
+
+
+# ----------------------------------------------------------------------------- summary
+@pytest.fixture
+def passing_run(tmp_path):
+    return make_run(tmp_path, failing=False)
+
+
+def test_schema_is_valid_draft_2020_12():
+    jsonschema.Draft202012Validator.check_schema(load_schema())
+
+
+def test_summary_validates_and_passes(passing_run):
+    s = write_reports(passing_run)
+    on_disk = json.loads((passing_run / "summary.json").read_text())
+    validate(on_disk)
+    assert s["verdict"] == on_disk["verdict"] == "pass", s["verdict_reason"]
+    assert s["schema_version"] == 1
+    assert s["counts"]["fail"] == s["counts"]["error"] == 0
+    assert s["counts"]["total"] == len(s["checks"]) == s["counts"]["pass"] + s["counts"]["skipped"]
+    assert set(s["backends"]) == {"reference", "vllm", "sglang_jax"}
+    assert all(b["ran"] and b["status"] == "ok" for b in s["backends"].values())
+    assert s["backends"]["vllm"]["versions"] == {"vllm": "0.32.0"}
+    assert s["backends"]["vllm"]["phases"]["score"]["exit_code"] == 0
+    assert s["backends"]["sglang_jax"]["unit_under_test"]
+    pv = s["provenance"]
+    assert pv["model"]["content_hash"] == "a" * 64 and pv["model_b"]["name"] == "tiny-test-B"
+    assert pv["git_revision"] == "0123456789abcdef+dirty"
+    assert pv["suite"]["name"] == "default"
+    suite = load_suite(SUITE)
+    assert {c.id: c.content_hash() for c in suite.cases} == {k: v["hash"] for k, v in pv["cases"].items()}
+    assert all(v["recorded_hashes"] == [v["hash"]] for v in pv["cases"].values())
+    labels = {p["label"] for p in s["pairs"]}
+    assert {"vllm vs reference", "sglang_jax vs reference", "vllm vs sglang_jax", "vllm (alone)"} <= labels
+
+
+def test_failed_check_makes_the_run_fail(tmp_path):
+    s = write_reports(make_run(tmp_path, failing=True))
+    validate(s)
+    assert s["verdict"] == "fail"
+    assert s["counts"]["fail"] == 3
+    pair = {p["label"]: p for p in s["pairs"]}
+    assert pair["sglang_jax vs reference"]["verdict"] == "fail"
+    assert pair["sglang_jax vs reference"]["failing"] == ["completion_logprobs", "greedy_tokens"]
+    assert pair["vllm vs reference"]["verdict"] == "pass"
+    assert s["pairs"][0]["verdict"] == "fail"  # worst first
+
+
+def test_crashed_backend_makes_the_run_an_error(tmp_path):
+    s = write_reports(make_run(tmp_path, failing=True, crashed="vllm"))
+    validate(s)
+    assert s["verdict"] == "error"
+    vb = s["backends"]["vllm"]
+    assert vb["status"] == "failed" and not vb["ran"]
+    assert vb["phases"]["score"]["exit_code"] == 1
+    assert "score exited 1" in vb["reason"]
+    assert "vllm" in s["verdict_reason"] and "failed" in s["verdict_reason"]
+    assert s["backends"]["sglang_jax"]["status"] == "ok"
+
+
+def test_backend_requested_but_never_run_is_an_error(tmp_path):
+    run = make_run(tmp_path, backends=("reference", "vllm"), failing=False)
+    m = json.loads((run / "run.json").read_text())
+    m["backends"].append("sglang_jax")
+    (run / "run.json").write_text(json.dumps(m))
+    s = write_reports(run)
+    validate(s)
+    assert s["backends"]["sglang_jax"]["status"] == "not_run"
+    assert s["verdict"] == "error"
+
+
+def test_case_error_is_an_error(tmp_path):
+    s = write_reports(make_run(tmp_path, failing=False, case_error=True))
+    validate(s)
+    assert s["verdict"] == "error"
+    assert s["counts"]["error"] > 0
+    assert any(e["case"] == "update-b" for e in s["backends"]["sglang_jax"]["errors"])
+
+
+def test_missing_checks_json_is_an_error_not_a_crash(tmp_path):
+    run = make_run(tmp_path, failing=False)
+    (run / "checks.json").unlink()
+    s = write_reports(run)
+    validate(s)
+    assert s["verdict"] == "error" and "parity compare" in s["verdict_reason"]
+    assert (run / "index.html").exists() and (run / "junit.xml").exists()
+
+
+def test_torn_record_file_is_reported(tmp_path):
+    run = make_run(tmp_path, failing=False)
+    p = records_path(run, "vllm", "generate")
+    lines = p.read_text().splitlines()
+    lines.insert(3, "{not json")
+    p.write_text("\n".join(lines) + "\n")
+    s = write_reports(run)
+    assert s["verdict"] == "error"
+    assert any("vllm.generate.jsonl:4" in pr for pr in s["problems"])
+
+
+def test_bare_record_dir_without_manifest(tmp_path):
+    run = make_run(tmp_path, backends=("reference",), failing=False)
+    (run / "run.json").unlink()
+    s = write_reports(run)
+    validate(s)
+    assert list(s["backends"]) == ["reference"]
+    assert s["backends"]["reference"]["status"] == "ok"
+    assert s["run_id"] == "test-run"
+
+
+@pytest.mark.parametrize("outcomes, backend_ok, problems, expected", [
+    (["pass", "pass", "skipped"], True, [], "pass"),
+    (["pass", "fail", "skipped"], True, [], "fail"),
+    (["pass", "fail", "error"], True, [], "error"),
+    (["pass", "pass"], False, [], "error"),
+    (["pass", "fail"], False, [], "error"),
+    (["skipped", "skipped"], True, [], "error"),
+    ([], True, [], "error"),
+    (["pass"], True, ["no checks.json"], "error"),
+])
+def test_overall_verdict_logic(outcomes, backend_ok, problems, expected):
+    vs = [Verdict(check="c", backends=["a"], case="x", metric="m", value=0.0, threshold=1.0, verdict=o)
+          for o in outcomes]
+    st = {"a": {"status": "ok" if backend_ok else "failed", "reason": "" if backend_ok else "generate exited 2"}}
+    verdict, reason = overall(vs, st, problems)
+    assert verdict == expected, reason
+    assert reason
+
+
+def test_group_verdict_order():
+    assert group_verdict(["pass", "skipped"]) == "pass"
+    assert group_verdict(["pass", "fail", "error"]) == "error"
+    assert group_verdict(["skipped"]) == group_verdict([]) == "skipped"
+
+
+def test_non_finite_values_are_strict_json(tmp_path):
+    run = make_run(tmp_path, failing=False)
+    s = write_reports(run)
+    text = (run / "summary.json").read_text()
+    json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
+    assert any(c["value"] == "Infinity" for c in s["checks"])
+    assert finite_or_str(float("nan")) == "NaN" and finite_or_str(-math.inf) == "-Infinity"
+
+
+def test_schema_rejects_a_wrong_summary(passing_run):
+    s = build_summary(load_run(passing_run))
+    validate(s)
+    for bad in ({**s, "verdict": "skipped"}, {**s, "schema_version": 2}, {k: v for k, v in s.items() if k != "counts"},
+                {**s, "checks": [{**s["checks"][0], "verdict": "ok"}]}):
+        with pytest.raises(jsonschema.ValidationError):
+            validate(bad)
+
+
+# ----------------------------------------------------------------------------- junit
+def test_junit_counts_match_verdicts(tmp_path):
+    run = make_run(tmp_path, failing=True, crashed="vllm")
+    s = write_reports(run)
+    root = ET.parse(run / "junit.xml").getroot()
+    assert root.tag == "testsuites"
+    main, harness = root.findall("testsuite")
+    cases = main.findall("testcase")
+    assert len(cases) == s["counts"]["total"] == int(main.get("tests"))
+    assert int(main.get("failures")) == s["counts"]["fail"] == len(main.findall("testcase/failure"))
+    assert int(main.get("errors")) == s["counts"]["error"] == len(main.findall("testcase/error"))
+    assert int(main.get("skipped")) == s["counts"]["skipped"] == len(main.findall("testcase/skipped"))
+    assert int(root.get("tests")) == int(main.get("tests")) + int(harness.get("tests"))
+    names = [(c.get("classname"), c.get("name")) for c in cases]
+    assert len(names) == len(set(names)), "testcase ids must be unique"
+    c0 = next(c for c in cases if c.find("failure") is not None)
+    props = {p.get("name"): p.get("value") for p in c0.findall("properties/property")}
+    assert {"metric", "value", "threshold", "backends", "case"} <= set(props)
+    assert c0.get("classname") in {"greedy_tokens", "completion_logprobs"}
+    assert re.fullmatch(r"[a-z0-9-]+\[[a-z_]+(-vs-[a-z_]+)*\]", c0.get("name"))
+    backend_cases = {c.get("name"): c for c in harness.findall("testcase") if c.get("classname") == "backend"}
+    assert backend_cases["vllm"].find("error") is not None
+    assert backend_cases["reference"].find("error") is None
+
+
+def test_junit_all_pass(passing_run):
+    write_reports(passing_run)
+    root = ET.parse(passing_run / "junit.xml").getroot()
+    assert root.get("failures") == "0" and root.get("errors") == "0"
+
+
+# ----------------------------------------------------------------------------- html
+RESOURCE_REF = re.compile(r"""(?:\b(?:src|href|action|poster|data|xlink:href|srcset)\s*=\s*["']?\s*(?:https?:)?//)"""
+                          r"""|url\(\s*["']?\s*(?:https?:)?//|@import""", re.I)
+
+
+def test_html_is_self_contained(tmp_path):
+    run = make_run(tmp_path, failing=True, crashed="vllm")
+    write_reports(run)
+    html = (run / "index.html").read_text()
+    assert not RESOURCE_REF.search(html), RESOURCE_REF.search(html)
+    assert "http://" not in html and "https://" not in html
+    assert "<script src" not in html and "<link" not in html
+    assert "default-src 'none'" in html
+
+
+def test_html_content(tmp_path):
+    run = make_run(tmp_path, failing=True)
+    s = write_reports(run)
+    html = (run / "index.html").read_text()
+    assert 'data-verdict="fail"' in html
+    # failing checks come before provenance and before the cases
+    assert html.index('id="failing-table"') < html.index('id="provenance"') < html.index('id="case-greedy-basic"')
+    assert html.count('class="tok div-first"') >= 1  # sglang_jax's divergence on greedy-basic prompt 1
+    assert html.count("<svg") >= len(s["backends"]) + 1
+    for section in ("sampling-table", "rl", "selftest", "bench", "pair-matrix", "dlogp-stats"):
+        assert f'id="{section}"' in html
+    assert "MISSED" in html  # the self-test row whose expected check did not fire
+    assert "&lt;and vice versa&gt;" in html  # verdict detail is escaped
+    assert "the robot" in html.lower()  # prompt text from the suite, tokens from the vocabulary
+
+
+def test_html_optional_sections_absent_without_data(tmp_path):
+    run = make_run(tmp_path, failing=False, extras=False)
+    write_reports(run)
+    html = (run / "index.html").read_text()
+    for section in ("sampling-table", "rl", "selftest", "bench"):
+        assert f'id="{section}"' not in html
+
+
+def test_html_marks_errors(tmp_path):
+    run = make_run(tmp_path, failing=False, crashed="vllm", case_error=True)
+    write_reports(run)
+    html = (run / "index.html").read_text()
+    assert 'data-verdict="error"' in html
+    assert 'id="backend-errors"' in html
+    assert "XLA device lost" in html and "\x1b" not in ET.tostring(ET.parse(run / "junit.xml").getroot(),
+                                                                    encoding="unicode")
+    assert "&lt;boom &amp; bust&gt;" in html
+    assert 'class="box error case-error"' in html
