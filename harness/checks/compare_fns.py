@@ -1,0 +1,272 @@
+"""Keyword-only comparators that name both sides (vLLM tests/models/utils.py style).
+
+Pure functions over plain lists: no records, no suites. Each returns a small
+result object whose `describe()` names both sides, so a failure message says
+who disagreed with whom, where, and by how much.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+IS_BAND = (0.9, 1.1)  # importance ratios outside this band count as mismatched (trl #6789 reports 7.5% for bf16)
+SAFETY_BOUND = 20.0  # verl clamps log-ratios to +-20 before exponentiating
+
+
+def _f(x: float | None) -> str:
+    return "None" if x is None else f"{x:.6g}"
+
+
+# ---------------------------------------------------------------- logprobs
+@dataclass
+class LogprobComparison:
+    name_0: str
+    name_1: str
+    n: int = 0
+    max_abs: float = 0.0
+    mean_abs: float = 0.0
+    argmax: int | None = None
+    value_0: float | None = None
+    value_1: float | None = None
+    problem: str | None = None  # structural: a side has no logprobs, lengths differ, a None inside
+
+    def within(self, atol: float) -> bool:
+        return self.problem is None and self.max_abs <= atol
+
+    def describe(self) -> str:
+        if self.problem:
+            return f"{self.name_0} vs {self.name_1}: {self.problem}"
+        if self.n == 0:
+            return f"{self.name_0} vs {self.name_1}: no tokens to compare"
+        return (f"{self.name_0} vs {self.name_1}: max |dlogp| {self.max_abs:.3g} at position {self.argmax} "
+                f"({_f(self.value_0)} vs {_f(self.value_1)}), mean {self.mean_abs:.3g} over {self.n} tokens")
+
+    def as_dict(self) -> dict:
+        return {"n": self.n, "max_abs": self.max_abs, "mean_abs": self.mean_abs, "argmax": self.argmax,
+                "problem": self.problem}
+
+
+def abs_diffs(a: list[float], b: list[float]) -> np.ndarray:
+    """|a - b| elementwise, where equal infinities (a token masked on both sides: -inf) differ by 0
+    and NaN differs by inf."""
+    x = np.asarray(a, dtype=np.float64)
+    y = np.asarray(b, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        d = np.abs(x - y)
+    d[(x == y)] = 0.0
+    d[np.isnan(d)] = np.inf
+    return d
+
+
+def compare_logprobs(*, name_0: str, lp_0: list[float] | None, name_1: str, lp_1: list[float] | None,
+                     atol: float | None = None) -> LogprobComparison:
+    """Per-position comparison of two logprob lists for the same tokens. `atol` only decorates
+    the description; use `.within(atol)` to decide."""
+    out = LogprobComparison(name_0, name_1)
+    for name, lp in ((name_0, lp_0), (name_1, lp_1)):
+        if lp is None:
+            out.problem = f"{name} returned no logprobs"
+            return out
+        if any(v is None for v in lp):
+            out.problem = f"{name} has None among its logprobs at position {[v is None for v in lp].index(True)}"
+            return out
+    if len(lp_0) != len(lp_1):
+        out.problem = f"{name_0} has {len(lp_0)} logprobs, {name_1} has {len(lp_1)}"
+        return out
+    out.n = len(lp_0)
+    if out.n == 0:
+        return out
+    d = abs_diffs(lp_0, lp_1)
+    i = int(np.argmax(d))
+    out.max_abs, out.mean_abs, out.argmax = float(d[i]), float(np.mean(d)), i
+    out.value_0, out.value_1 = float(lp_0[i]), float(lp_1[i])
+    return out
+
+
+def compare_prompt_logprobs(*, name_0: str, plp_0: list[float | None] | None, name_1: str,
+                            plp_1: list[float | None] | None, prompt_len: int) -> LogprobComparison:
+    """vLLM's prompt-logprob structure (one entry per prompt token, the first None, None lines up
+    with None) and then the values of positions 1.. compared."""
+    out = LogprobComparison(name_0, name_1)
+    for name, plp in ((name_0, plp_0), (name_1, plp_1)):
+        if plp is None:
+            out.problem = f"{name} returned no prompt logprobs"
+            return out
+        if len(plp) != prompt_len:
+            out.problem = f"{name} has {len(plp)} prompt logprobs for a {prompt_len}-token prompt"
+            return out
+        if plp[0] is not None:
+            out.problem = f"{name}'s first prompt logprob is {plp[0]!r}, not None (the first token has no context)"
+            return out
+        inner = [j for j, v in enumerate(plp[1:], 1) if v is None]
+        if inner:
+            out.problem = f"{name} has None at prompt position {inner[0]} (only position 0 may be None)"
+            return out
+    cmp_ = compare_logprobs(name_0=name_0, lp_0=list(plp_0[1:]), name_1=name_1, lp_1=list(plp_1[1:]))
+    if cmp_.argmax is not None:
+        cmp_.argmax += 1  # report prompt positions
+    return cmp_
+
+
+# ---------------------------------------------------------------- token streams
+def top_ids(top: dict[str, float] | None, k: int) -> set[int]:
+    """The k most likely token ids of a top-logprob dict (id as string -> logprob)."""
+    if not top:
+        return set()
+    best = sorted(top.items(), key=lambda kv: -kv[1])[:k]
+    return {int(t) for t, _ in best}
+
+
+@dataclass
+class StreamComparison:
+    name_0: str
+    name_1: str
+    len_0: int
+    len_1: int
+    matched: int  # common prefix length
+    outcome: str  # "equal" | "tie" (diverged, each token in the other's top-k) | "diverged" | "truncated"
+    position: int | None = None
+    tok_0: int | None = None
+    tok_1: int | None = None
+    in_top_0: bool | None = None  # tok_1 in side 0's top-k
+    in_top_1: bool | None = None  # tok_0 in side 1's top-k
+    note: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome in ("equal", "tie")
+
+    def describe(self) -> str:
+        if self.outcome == "equal":
+            return f"{self.name_0} and {self.name_1}: identical {self.len_0} tokens"
+        if self.outcome == "truncated":
+            short, long_ = (self.name_0, self.name_1) if self.len_0 < self.len_1 else (self.name_1, self.name_0)
+            return (f"{short} ended after {min(self.len_0, self.len_1)} tokens where {long_} went on to "
+                    f"{max(self.len_0, self.len_1)} (identical up to there){self.note}")
+        what = "tie noise" if self.outcome == "tie" else "diverged"
+        return (f"{what} at position {self.position} after {self.matched} matched tokens: {self.name_0} chose "
+                f"{self.tok_0} ({'in' if self.in_top_1 else 'NOT in'} {self.name_1}'s top-k), {self.name_1} chose "
+                f"{self.tok_1} ({'in' if self.in_top_0 else 'NOT in'} {self.name_0}'s top-k){self.note}")
+
+    def as_dict(self) -> dict:
+        return {"outcome": self.outcome, "matched": self.matched, "len_0": self.len_0, "len_1": self.len_1,
+                "position": self.position, "tok_0": self.tok_0, "tok_1": self.tok_1,
+                "in_top_0": self.in_top_0, "in_top_1": self.in_top_1}
+
+
+def compare_token_streams(*, name_0: str, ids_0: list[int], top_0: list[dict[str, float]] | None,
+                          name_1: str, ids_1: list[int], top_1: list[dict[str, float]] | None,
+                          k: int) -> StreamComparison:
+    """vLLM's check_logprobs_close rule: walk both streams; at the first differing token each
+    side's token must be in the other's top-k (tie noise), and comparison stops there. Stricter
+    than vLLM where one stream is a proper prefix of the other: that is a truncation, not noise."""
+    n = min(len(ids_0), len(ids_1))
+    for i in range(n):
+        if ids_0[i] != ids_1[i]:
+            t0 = top_0[i] if top_0 is not None and i < len(top_0) else None
+            t1 = top_1[i] if top_1 is not None and i < len(top_1) else None
+            in0 = ids_1[i] in top_ids(t0, k)
+            in1 = ids_0[i] in top_ids(t1, k)
+            note = "" if (t0 and t1) else " (a side has no top-k at that position)"
+            return StreamComparison(name_0, name_1, len(ids_0), len(ids_1), i, "tie" if in0 and in1 else "diverged",
+                                    i, ids_0[i], ids_1[i], in0, in1, note)
+    if len(ids_0) != len(ids_1):
+        return StreamComparison(name_0, name_1, len(ids_0), len(ids_1), n, "truncated", n)
+    return StreamComparison(name_0, name_1, len(ids_0), len(ids_1), n, "equal")
+
+
+# ---------------------------------------------------------------- trainer-vs-rollout mismatch
+def _clean(rollout: list[list[float]], trainer: list[list[float]]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Per sequence, drop positions where both sides are -inf (a masked token neither could sample)."""
+    ro, tr = [], []
+    for a, b in zip(rollout, trainer):
+        x, y = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+        keep = ~((x == -np.inf) & (y == -np.inf))
+        ro.append(x[keep])
+        tr.append(y[keep])
+    return ro, tr
+
+
+def mismatch_metrics(*, rollout_name: str, rollout: list[list[float]], trainer_name: str,
+                     trainer: list[list[float]], is_band: tuple[float, float] = IS_BAND) -> dict:
+    """Trainer-vs-rollout mismatch the way verl (rollout_corr_helper.compute_offpolicy_metrics,
+    utils/debug/metrics.py) and tunix define it, over the tokens of a set of sequences:
+
+    - dlogp = rollout - trainer; max and mean |dlogp|
+    - k1 = mean(rollout - trainer)                            KL(rollout || trainer), direct estimator
+    - k3 = mean(exp(r) - r - 1), r = trainer - rollout       (clamped to +-20, as verl)
+    - chi2_token = mean(exp(r)^2) - 1
+    - pearson_probs: Pearson correlation of exp(rollout) and exp(trainer); prob_diff_{max,mean}
+    - is_outside_frac: fraction of importance ratios exp(r) outside [0.9, 1.1]
+    - ppl_ratio = mean over sequences of exp(mean_seq(rollout) - mean_seq(trainer))
+      = trainer PPL / rollout PPL per sequence (verl's ppl_ratio); log_ppl_diff likewise
+    """
+    if len(rollout) != len(trainer) or any(len(a) != len(b) for a, b in zip(rollout, trainer)):
+        raise ValueError(f"{rollout_name} and {trainer_name} sequences differ in shape")
+    ro, tr = _clean(rollout, trainer)
+    x = np.concatenate(ro) if ro else np.zeros(0)
+    y = np.concatenate(tr) if tr else np.zeros(0)
+    out: dict = {"rollout": rollout_name, "trainer": trainer_name, "n_tokens": int(x.size),
+                 "n_sequences": len(ro), "is_band": list(is_band)}
+    if x.size == 0:
+        return out | {"max_abs_dlogp": 0.0, "mean_abs_dlogp": 0.0, "k1": 0.0, "k3": 0.0, "chi2_token": 0.0,
+                      "pearson_probs": None, "prob_diff_max": 0.0, "prob_diff_mean": 0.0, "is_outside_frac": 0.0,
+                      "ppl_ratio": 1.0, "log_ppl_diff": 0.0}
+    with np.errstate(invalid="ignore", over="ignore"):
+        d = abs_diffs(list(x), list(y))
+        r = np.clip(y - x, -SAFETY_BOUND, SAFETY_BOUND)
+        r[np.isnan(r)] = SAFETY_BOUND
+        ratio = np.exp(r)
+        px, py = np.exp(x), np.exp(y)
+        pearson = None
+        if x.size >= 2 and np.std(px) > 0 and np.std(py) > 0:
+            pearson = float(np.corrcoef(px, py)[0, 1])
+        seq = [(float(np.mean(a)), float(np.mean(b))) for a, b in zip(ro, tr) if a.size]
+        log_ppl = np.array([a - b for a, b in seq]) if seq else np.zeros(1)
+    k1 = float(np.mean(x - y)) if np.all(np.isfinite(x - y)) else math.inf
+    out.update({
+        "max_abs_dlogp": float(np.max(d)),
+        "mean_abs_dlogp": float(np.mean(d)),
+        "k1": k1,
+        "k3": float(np.mean(ratio - r - 1.0)),
+        "chi2_token": float(np.mean(ratio ** 2) - 1.0),
+        "pearson_probs": pearson,
+        "prob_diff_max": float(np.max(np.abs(px - py))),
+        "prob_diff_mean": float(np.mean(np.abs(px - py))),
+        "is_outside_frac": float(np.mean((ratio < is_band[0]) | (ratio > is_band[1]))),
+        "ppl_ratio": float(np.mean(np.exp(np.clip(log_ppl, -SAFETY_BOUND, SAFETY_BOUND)))),
+        "log_ppl_diff": float(np.mean(log_ppl)),
+    })
+    return out
+
+
+@dataclass
+class ModeDistances:
+    """Distance of a backend's logprobs to each exact reference mode."""
+
+    distances: dict[str, float] = field(default_factory=dict)
+    atol: float = 0.0
+
+    @property
+    def matching(self) -> list[str]:
+        return [m for m, d in self.distances.items() if d <= self.atol]
+
+    @property
+    def nearest(self) -> str | None:
+        return min(self.distances, key=lambda m: self.distances[m]) if self.distances else None
+
+    @property
+    def distinguishable(self) -> bool:
+        """False when the reference modes themselves agree within atol on these tokens."""
+        return len(self.matching) <= 1
+
+
+def mode_distances(*, name: str, lp: list[float], by_mode: dict[str, list[float]], atol: float) -> ModeDistances:
+    out = ModeDistances(atol=atol)
+    for mode, ref in by_mode.items():
+        c = compare_logprobs(name_0=name, lp_0=lp, name_1=f"reference {mode}", lp_1=ref)
+        out.distances[mode] = math.inf if c.problem else c.max_abs
+    return out

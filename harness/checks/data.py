@@ -1,0 +1,226 @@
+"""A run directory, indexed for the checks: manifest, suite, records by backend, case and variant.
+
+Every accessor that a check uses to get data either returns it or raises
+`Unavailable(outcome, reason)`, whose outcome is "error" (the data should be
+there and is not: a failed phase, an ErrorRecord, records of another version
+of the case) or "skipped" (an ErrorRecord of type "Skipped", or a backend the
+run did not request). The driver turns it into a verdict, so a check never
+passes, and is never silently missing, for lack of data.
+
+Only records whose `key.case_hash` equals the current suite's
+`case.content_hash()` are compared; the others are counted, and named when
+they are all a backend has for a case.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Literal
+
+from harness.records import ErrorRecord, GenerationRecord, ScoreRecord, SessionRecord, read_run
+from harness.suite import Case, Suite, load_suite
+
+REFERENCE = "reference"
+PHASES = ("generate", "score")
+DEFAULT_SUITE = "cases/default.yaml"
+
+Key = tuple[int, int]  # (prompt_index, sample_index)
+
+
+class Unavailable(Exception):
+    """The data a check needs is not there; `outcome` is the verdict it becomes."""
+
+    def __init__(self, outcome: Literal["error", "skipped"], reason: str):
+        super().__init__(reason)
+        self.outcome = outcome
+        self.reason = reason
+
+
+def _score_source_of_error(err: ErrorRecord) -> str | None:
+    """Whose completions a score-phase error was scoring: the record's source_backend, or the
+    detail harness.record writes ("scoring <src>'s completions\\n...")."""
+    if getattr(err, "source_backend", None):
+        return err.source_backend
+    first = err.detail.split("\n", 1)[0]
+    if first.startswith("scoring ") and first.endswith("'s completions"):
+        return first[len("scoring "):-len("'s completions")]
+    return None
+
+
+class RunData:
+    """Everything compare needs from one run directory."""
+
+    def __init__(self, run_dir: Path, suite: Suite, manifest: dict, records: list):
+        self.run_dir = Path(run_dir)
+        self.suite = suite
+        self.manifest = manifest
+        self.hashes = {c.id: c.content_hash() for c in suite.cases}
+        self.sessions: dict[tuple[str, str], list[SessionRecord]] = defaultdict(list)
+        self.backend_errors: dict[tuple[str, str], list[ErrorRecord]] = defaultdict(list)
+        self.case_errors: dict[tuple[str, str, str], list[ErrorRecord]] = defaultdict(list)
+        # (backend, case_id) -> variant -> (prompt, sample) -> record
+        self.gens: dict[tuple[str, str], dict[str, dict[Key, GenerationRecord]]] = defaultdict(lambda: defaultdict(dict))
+        self.gen_order: dict[tuple[str, str], list[GenerationRecord]] = defaultdict(list)
+        # (scorer, case_id, source) -> (prompt, sample) -> record
+        self.scores: dict[tuple[str, str, str], dict[Key, ScoreRecord]] = defaultdict(dict)
+        # (backend, phase, case_id) -> case hashes seen that are not the suite's
+        self.stale: dict[tuple[str, str, str], set[str]] = defaultdict(set)
+        self.seen_backends: list[str] = []
+        for r in records:
+            if r.backend not in self.seen_backends:
+                self.seen_backends.append(r.backend)
+            if isinstance(r, SessionRecord):
+                self.sessions[(r.backend, r.phase)].append(r)
+                continue
+            key = getattr(r, "key", None)
+            if isinstance(r, ErrorRecord) and key is None:
+                self.backend_errors[(r.backend, r.phase)].append(r)
+                continue
+            if key.case_id not in self.hashes:
+                continue  # a case this suite does not have
+            if key.case_hash != self.hashes[key.case_id]:
+                self.stale[(r.backend, r.phase, key.case_id)].add(key.case_hash)
+                continue
+            if isinstance(r, ErrorRecord):
+                self.case_errors[(r.backend, r.phase, key.case_id)].append(r)
+            elif isinstance(r, GenerationRecord):
+                self.gens[(r.backend, key.case_id)][key.variant][(key.prompt_index, key.sample_index)] = r
+                self.gen_order[(r.backend, key.case_id)].append(r)
+            elif isinstance(r, ScoreRecord):
+                self.scores[(r.backend, key.case_id, r.source_backend)][(key.prompt_index, key.sample_index)] = r
+        requested = manifest.get("backends")
+        if not requested:
+            requested = sorted(self.seen_backends, key=lambda b: (b != REFERENCE, self.seen_backends.index(b)))
+        self.backends: list[str] = list(requested)
+
+    # ------------------------------------------------------------ loading
+    @classmethod
+    def load(cls, run_dir: Path, suite_path: str | None = None) -> "RunData":
+        run_dir = Path(run_dir)
+        manifest_path = run_dir / "run.json"
+        manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+        path = suite_path or manifest.get("suite") or DEFAULT_SUITE
+        return cls(run_dir, load_suite(path), manifest, read_run(run_dir))
+
+    # ------------------------------------------------------------ who is here
+    @property
+    def has_reference(self) -> bool:
+        return REFERENCE in self.backends
+
+    @property
+    def engines(self) -> list[str]:
+        return [b for b in self.backends if b != REFERENCE]
+
+    def phase_status(self, backend: str, phase: str) -> dict | None:
+        return (self.manifest.get("backend_status", {}).get(backend, {}).get("phases", {}) or {}).get(phase)
+
+    def phase_problem(self, backend: str, phase: str) -> str | None:
+        """Why a backend's phase did not complete, or None if it did."""
+        problems = []
+        status = self.phase_status(backend, phase)
+        if status is not None and status.get("exit_code", 0) != 0:
+            how = "timed out" if status.get("timed_out") else f"exited with code {status.get('exit_code')}"
+            problems.append(f"{backend} {phase} {how} (log {status.get('log', '?')})")
+        elif status is None and self.manifest.get("backend_status", {}).get(backend) is not None \
+                and not self.sessions.get((backend, phase)):
+            problems.append(f"{backend} {phase} was never run (run.json has no status for it)")
+        for err in self.backend_errors.get((backend, phase), []):
+            problems.append(f"{err.error_type}: {err.reason}")
+        if not self.sessions.get((backend, phase)) and not problems:
+            problems.append(f"{backend} {phase} never started (no session record in records/{backend}.{phase}.jsonl)")
+        return "; ".join(dict.fromkeys(problems)) or None
+
+    def session(self, backend: str, phase: str = "generate") -> SessionRecord | None:
+        s = self.sessions.get((backend, phase))
+        return s[-1] if s else None
+
+    # ------------------------------------------------------------ data access (raise Unavailable)
+    def _require_backend(self, backend: str) -> None:
+        if backend not in self.backends:
+            raise Unavailable("skipped", f"needs backend {backend!r}, which this run did not request "
+                                         f"(requested: {', '.join(self.backends) or 'none'})")
+
+    def _case_error(self, backend: str, phase: str, case: Case, source: str | None = None) -> None:
+        errs = self.case_errors.get((backend, phase, case.id), [])
+        if source is not None:
+            errs = [e for e in errs if _score_source_of_error(e) in (None, source)]
+        if not errs:
+            return
+        err = errs[-1]
+        if err.error_type == "Skipped":
+            raise Unavailable("skipped", f"{backend} {phase} skipped case {case.id}: {err.reason}")
+        raise Unavailable("error", f"{backend} {phase} failed on case {case.id}: {err.reason}")
+
+    def _missing(self, backend: str, phase: str, case: Case, what: str) -> Unavailable:
+        problem = self.phase_problem(backend, phase)
+        if problem:
+            return Unavailable("error", f"no {what}: {problem}")
+        stale = self.stale.get((backend, phase, case.id))
+        if stale:
+            return Unavailable("error", f"no {what}: {backend}'s {phase} records of case {case.id} are from another "
+                                        f"version of the case (hash {', '.join(sorted(stale))}; the suite's is "
+                                        f"{self.hashes[case.id]}): re-record")
+        return Unavailable("error", f"no {what}, and no error recorded for it")
+
+    def gens_of(self, backend: str, case: Case, variant: str = "main") -> dict[Key, GenerationRecord]:
+        """(prompt, sample) -> generation record of one variant; raises Unavailable."""
+        self._require_backend(backend)
+        self._case_error(backend, "generate", case)
+        got = self.gens.get((backend, case.id), {}).get(variant)
+        if not got:
+            if variant != "main" and self.gens.get((backend, case.id), {}).get("main"):
+                raise Unavailable("error", f"{backend} recorded case {case.id} but not its variant {variant!r}")
+            raise self._missing(backend, "generate", case, f"generation records from {backend} for case {case.id}")
+        return got
+
+    def variants_of(self, backend: str, case: Case) -> dict[str, dict[Key, GenerationRecord]]:
+        self.gens_of(backend, case)
+        return self.gens[(backend, case.id)]
+
+    def scores_of(self, scorer: str, case: Case, source: str) -> dict[Key, ScoreRecord]:
+        """(prompt, sample) -> `scorer`'s teacher-forced score of `source`'s main completions."""
+        self._require_backend(scorer)
+        self._case_error(scorer, "score", case, source)
+        got = self.scores.get((scorer, case.id, source))
+        if not got:
+            what = f"{scorer}'s score of {source}'s completions of case {case.id}"
+            problem = self.phase_problem(scorer, "score")
+            if not problem and not self.stale.get((scorer, "score", case.id)):
+                raise Unavailable("error", f"no {what} (the score phase runs after every backend's generate phase: "
+                                           f"`record --backend {scorer} --phase score` again)")
+            raise self._missing(scorer, "score", case, what)
+        return got
+
+    def order_of(self, backend: str, case: Case) -> list[GenerationRecord]:
+        return self.gen_order.get((backend, case.id), [])
+
+    # ------------------------------------------------------------ model facts
+    def eos_ids(self) -> tuple[set[int], str]:
+        """The model's EOS ids and where they came from: the model directory named by a session
+        record (generation_config.json / config.json), else the reference's EOS-stopped completions."""
+        ids: set[int] = set()
+        for (_, _), sessions in sorted(self.sessions.items()):
+            for s in sessions:
+                for m in [s.model, *s.models.values()]:
+                    path = m.get("path")
+                    for name in ("generation_config.json", "config.json"):
+                        f = Path(path) / name if path else None
+                        if f is not None and f.is_file():
+                            try:
+                                eos = json.loads(f.read_text()).get("eos_token_id")
+                            except (OSError, ValueError):
+                                continue
+                            if eos is not None:
+                                ids |= set(eos if isinstance(eos, list) else [eos])
+        if ids:
+            return ids, "model config"
+        for (backend, _), variants in self.gens.items():
+            if backend != REFERENCE:
+                continue
+            for recs in variants.values():
+                for r in recs.values():
+                    if r.finish_reason == "stop" and r.stop_reason is None and r.completion_ids:
+                        ids.add(r.completion_ids[-1])
+        return ids, "inferred from the reference's EOS-stopped completions" if ids else "unknown"

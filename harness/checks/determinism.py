@@ -1,0 +1,149 @@
+"""seed_determinism, batch_invariance, n_samples: what a backend returns across repeats, batch
+shapes and samples of one request."""
+
+from __future__ import annotations
+
+from harness.checks.base import fmt_keys, guard, not_applicable, verdict
+from harness.checks.compare_fns import compare_logprobs, compare_token_streams
+from harness.checks.data import RunData, Unavailable
+from harness.suite import Case
+from harness.verdict import Verdict
+
+
+def _needs_seed(case: Case) -> str | None:
+    if not case.sampling.greedy and case.sampling.seed is None:
+        return (f"case samples (T={case.sampling.temperature:g}) without a seed: repeated or re-batched "
+                f"outputs may legitimately differ")
+    return None
+
+
+def _compare_runs(a_name: str, a, b_name: str, b, atol: float, k: int | None) -> tuple[bool, str, dict]:
+    """Two generations of the same request: tokens (exact, or vLLM's tie rule when k is given),
+    finish reason, then logprobs within atol. Returns (ok, what differed, data)."""
+    c = compare_token_streams(name_0=a_name, ids_0=list(a.completion_ids), top_0=a.completion_top if k else None,
+                              name_1=b_name, ids_1=list(b.completion_ids), top_1=b.completion_top if k else None,
+                              k=k or 0)
+    data = {"tokens": c.outcome, "position": c.position}
+    if c.outcome == "tie":
+        return True, f"{c.describe()} (tie noise)", data
+    if c.outcome != "equal":
+        return False, c.describe(), data
+    if a.finish_reason != b.finish_reason:
+        return False, f"finish reason {a_name} {a.finish_reason!r} vs {b_name} {b.finish_reason!r}", data
+    if a.completion_logprobs is None and b.completion_logprobs is None:
+        return True, "", data
+    lc = compare_logprobs(name_0=a_name, lp_0=a.completion_logprobs, name_1=b_name, lp_1=b.completion_logprobs)
+    data["max_abs_dlogp"] = None if lc.problem else lc.max_abs
+    if not lc.within(atol):
+        return False, lc.describe(), data
+    return True, "", data
+
+
+def seed_determinism(ctx: RunData, case: Case) -> list[Verdict]:
+    """Repeat variants of a seeded (or greedy) case equal the main run: same tokens, finish reasons,
+    logprobs within tolerance."""
+    check, metric = "seed_determinism", "completions_differing"
+    atol = case.tolerance("logprob_atol")
+    if case.repeats < 2:
+        return [not_applicable(check, case.id, [], metric, "suite configuration: seed_determinism needs "
+                               "`repeats: 2` or more (no repeat variant was recorded)", "error")]
+    if (why := _needs_seed(case)):
+        return [not_applicable(check, case.id, [], metric, why)]
+
+    def unit(x: str) -> Verdict:
+        variants = ctx.variants_of(x, case)
+        main = ctx.gens_of(x, case)
+        bad, lines, worst = 0, [], 0.0
+        for r in range(1, case.repeats):
+            name = f"repeat-{r}"
+            rep = ctx.gens_of(x, case, name)
+            for key in sorted(set(main) | set(rep)):
+                if key not in main or key not in rep:
+                    bad += 1
+                    lines.append(f"{fmt_keys(key)}: missing from {'main' if key not in main else name}")
+                    continue
+                ok, what, d = _compare_runs("main", main[key], name, rep[key], atol, None)
+                worst = max(worst, d.get("max_abs_dlogp") or 0.0)
+                if not ok:
+                    bad += 1
+                    lines.append(f"{fmt_keys(key)}: {what}")
+        seed = "greedy" if case.sampling.greedy else f"seed {case.sampling.seed}"
+        detail = "; ".join(lines) or (f"{seed}: {case.repeats - 1} repeat(s) identical to the main run for "
+                                      f"{len(main)} completions (max |dlogp| {worst:.3g})")
+        return verdict(check, case.id, [x], metric=metric, value=bad, threshold=0, passed=bad == 0, detail=detail,
+                       data={"repeats": case.repeats, "max_abs_dlogp": worst, "variants": sorted(variants),
+                             "problems": lines})
+
+    return [v for x in ctx.backends for v in guard(check, case, [x], metric, lambda x=x: unit(x))]
+
+
+def batch_invariance(ctx: RunData, case: Case) -> list[Verdict]:
+    """Each prompt run alone (variant alone-i) gives what it gave inside the batch: same tokens
+    (a divergence passes only as vLLM-rule tie noise, noted), same finish reason, logprobs within
+    tolerance."""
+    check, metric = "batch_invariance", "completions_differing"
+    atol = case.tolerance("logprob_atol")
+    k = int(case.tolerance("top_k_rescue"))
+    if not case.alone:
+        return [not_applicable(check, case.id, [], metric, "suite configuration: batch_invariance needs "
+                               "`alone: true` (no alone-i variant was recorded)", "error")]
+    if (why := _needs_seed(case)):
+        return [not_applicable(check, case.id, [], metric, why)]
+
+    def unit(x: str) -> Verdict:
+        main = ctx.gens_of(x, case)
+        bad, lines, worst, ties = 0, [], 0.0, 0
+        for i in range(len(case.prompts)):
+            alone = ctx.gens_of(x, case, f"alone-{i}")
+            keys = sorted(kk for kk in set(main) | set(alone) if kk[0] == i)
+            if not keys:
+                raise Unavailable("error", f"{x} has no record of prompt {i}")
+            for key in keys:
+                if key not in main or key not in alone:
+                    bad += 1
+                    lines.append(f"{fmt_keys(key)}: missing from {'batch' if key not in main else 'alone'}")
+                    continue
+                ok, what, d = _compare_runs("in batch", main[key], "alone", alone[key], atol, k)
+                worst = max(worst, d.get("max_abs_dlogp") or 0.0)
+                ties += d["tokens"] == "tie"
+                if not ok:
+                    bad += 1
+                if what:
+                    lines.append(f"{fmt_keys(key)}: {what}")
+        detail = "; ".join(lines) or (f"{len(case.prompts)} prompts alone equal to the batch "
+                                      f"(max |dlogp| {worst:.3g}, atol {atol:g})")
+        return verdict(check, case.id, [x], metric=metric, value=bad, threshold=0, passed=bad == 0, detail=detail,
+                       data={"max_abs_dlogp": worst, "tie_divergences": ties, "problems": lines})
+
+    return [v for x in ctx.backends for v in guard(check, case, [x], metric, lambda x=x: unit(x))]
+
+
+def n_samples(ctx: RunData, case: Case) -> list[Verdict]:
+    """n samples per prompt, sample indices 0..n-1, recorded grouped by prompt in order, pairwise distinct."""
+    check, metric = "n_samples", "problems"
+    n = case.sampling.n
+
+    def unit(x: str) -> Verdict:
+        main = ctx.gens_of(x, case)
+        problems = []
+        for p in range(len(case.prompts)):
+            got = sorted(s for (pp, s) in main if pp == p)
+            if got != list(range(n)):
+                problems.append(f"prompt {p}: sample indices {got}, expected 0..{n - 1}")
+            streams = [tuple(main[(p, s)].completion_ids) for s in got]
+            dupes = sorted({(i, j) for i in range(len(streams)) for j in range(i + 1, len(streams))
+                            if streams[i] == streams[j]})
+            if dupes:
+                problems.append(f"prompt {p}: identical samples {dupes} (n > 1 must draw independently)")
+        extra = sorted({pp for (pp, _) in main} - set(range(len(case.prompts))))
+        if extra:
+            problems.append(f"samples for prompt indices {extra}, which the case does not have")
+        order = [(r.key.prompt_index, r.key.sample_index) for r in ctx.order_of(x, case) if r.key.variant == "main"]
+        if order != sorted(order):
+            problems.append(f"samples not grouped by prompt in order: recorded as {order}")
+        detail = "; ".join(problems) or (f"{n} distinct sample(s) for each of {len(case.prompts)} prompts, "
+                                         f"grouped in order")
+        return verdict(check, case.id, [x], metric=metric, value=len(problems), threshold=0, passed=not problems,
+                       detail=detail, data={"n": n, "problems": problems})
+
+    return [v for x in ctx.backends for v in guard(check, case, [x], metric, lambda x=x: unit(x))]

@@ -1,0 +1,95 @@
+"""eos_policy: a completion that stops on EOS or a stop token includes it, in ids and logprobs.
+
+The harness's convention (harness.spec): the token that ends a completion is
+kept (vLLM's behaviour; tunix found that stripping EOS causes "30+ nat"
+sampler-trainer logp differences). sglang-jax drops special tokens from
+output_ids by default, which this check catches.
+"""
+
+from __future__ import annotations
+
+from harness.checks.base import fmt_keys, guard, verdict
+from harness.checks.data import REFERENCE, RunData, Unavailable
+from harness.suite import Case
+from harness.verdict import Verdict
+
+
+def stop_ids(ctx: RunData, case: Case) -> tuple[set[int], str]:
+    eos, source = ctx.eos_ids()
+    stops = set(case.sampling.stop_token_ids) | (set() if case.sampling.ignore_eos else eos)
+    if not stops:
+        raise Unavailable("error", f"cannot tell which token is EOS ({source}) and the case sets no stop_token_ids")
+    return stops, source
+
+
+def completion_problems(rec, stops: set[int], max_tokens: int) -> list[str]:
+    """What is wrong with one completion's ending, by itself."""
+    ids, lp, out = list(rec.completion_ids), rec.completion_logprobs, []
+    if lp is not None and len(lp) != len(ids):
+        out.append(f"{len(ids)} tokens but {len(lp)} logprobs")
+    inside = [i for i, t in enumerate(ids[:-1]) if t in stops]
+    if inside:
+        out.append(f"stop token {ids[inside[0]]} at position {inside[0]} inside the completion: it did not stop")
+    if rec.finish_reason == "stop":
+        if not ids:
+            out.append("finish reason 'stop' with no tokens: the stop token was dropped")
+        elif ids[-1] not in stops:
+            out.append(f"finish reason 'stop' but the last token {ids[-1]} is not EOS/stop {sorted(stops)}: "
+                       f"the stop token was dropped")
+    elif rec.finish_reason == "length":
+        if len(ids) != max_tokens:
+            out.append(f"finish reason 'length' after {len(ids)} tokens, max_tokens is {max_tokens}")
+        if ids and ids[-1] in stops:
+            out.append(f"ends with stop token {ids[-1]} but finish reason is 'length'")
+    else:
+        out.append(f"finish reason {rec.finish_reason!r}")
+    return out
+
+
+def eos_policy(ctx: RunData, case: Case) -> list[Verdict]:
+    """Per backend: every completion (all variants) that finishes 'stop' ends with an EOS/stop token
+    counted in its ids and logprobs; 'length' means max_tokens; no stop token inside. For greedy
+    cases, against the reference: identical streams have identical finish reasons, and a stream
+    that is a proper prefix of the other's is a dropped or extra stop token."""
+    check, metric = "eos_policy", "violations"
+
+    def unit(x: str) -> Verdict:
+        stops, source = stop_ids(ctx, case)
+        problems, n = [], 0
+        for variant, recs in sorted(ctx.variants_of(x, case).items()):
+            for key, rec in sorted(recs.items()):
+                n += 1
+                problems += [f"{variant} {fmt_keys(key)}: {p}"
+                             for p in completion_problems(rec, stops, case.sampling.max_tokens)]
+        compared = 0
+        if x != REFERENCE and ctx.has_reference and case.sampling.greedy:
+            mine, ref = ctx.gens_of(x, case), ctx.gens_of(REFERENCE, case)
+            for key in sorted(set(mine) & set(ref)):
+                a, b = list(mine[key].completion_ids), list(ref[key].completion_ids)
+                n_common = min(len(a), len(b))
+                if a[:n_common] != b[:n_common]:
+                    continue  # diverged: greedy_tokens judges that
+                compared += 1
+                if len(a) != len(b):
+                    longer, shorter = (x, "reference") if len(a) > len(b) else ("reference", x)
+                    nxt = (a if len(a) > len(b) else b)[n_common]
+                    problems.append(f"{fmt_keys(key)}: {shorter} ended after {n_common} tokens "
+                                    f"({(mine if shorter == x else ref)[key].finish_reason!r}) where {longer} "
+                                    f"went on with token {nxt}{' (a stop token)' if nxt in stops else ''}")
+                elif mine[key].finish_reason != ref[key].finish_reason:
+                    problems.append(f"{fmt_keys(key)}: finish reason {x} {mine[key].finish_reason!r} vs reference "
+                                    f"{ref[key].finish_reason!r} on identical tokens")
+        finishes = sorted({r.finish_reason or "None" for recs in ctx.variants_of(x, case).values()
+                           for r in recs.values()})
+        detail = "; ".join(problems[:5]) + (f" (+{len(problems) - 5} more)" if len(problems) > 5 else "") or (
+            f"{n} completions end consistently (finish reasons {finishes}; stop ids {sorted(stops)} from {source})"
+            + (f"; finish reasons equal the reference's on {compared} identical greedy streams" if compared else ""))
+        return verdict(check, case.id, who(x), metric=metric,
+                       value=len(problems), threshold=0, passed=not problems, detail=detail,
+                       data={"stop_ids": sorted(stops), "stop_ids_source": source, "problems": problems,
+                             "completions": n, "compared_with_reference": compared})
+
+    def who(x: str) -> list[str]:
+        return [x] if x == REFERENCE or not ctx.has_reference else [x, REFERENCE]
+
+    return [v for x in ctx.backends for v in guard(check, case, who(x), metric, lambda x=x: unit(x))]

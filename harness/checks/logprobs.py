@@ -1,0 +1,287 @@
+"""Completion logprobs against the truth: completion_logprobs, logprob_mode, replay, self_consistency.
+
+The truth for a backend's completion is the reference's teacher-forced score of
+*that backend's own tokens* (`reference.score.jsonl`, source_backend = it), in
+every mode (`by_mode`: raw, temperature, processed). Positions follow seed
+001's worked example: logprob i is log p(completion[i] | prompt + completion[:i]).
+"""
+
+from __future__ import annotations
+
+import math
+
+from harness.checks.base import fmt_keys, guard, not_applicable, verdict
+from harness.checks.compare_fns import compare_logprobs, mismatch_metrics, mode_distances
+from harness.checks.data import REFERENCE, RunData, Unavailable
+from harness.spec import LOGPROB_MODES
+from harness.suite import Case
+from harness.verdict import Verdict
+
+
+def subject(x: str) -> list[str]:
+    return [x] if x == REFERENCE else [x, REFERENCE]
+
+
+def truth(score, mode: str, who: str):
+    """The reference's exact logprobs of a scored completion in `mode`."""
+    if mode not in score.by_mode:
+        raise Unavailable("error", f"the reference's score of {who}'s tokens has no {mode!r} values "
+                                   f"(by_mode has {sorted(score.by_mode)})")
+    return score.by_mode[mode]
+
+
+class Worst:
+    """Keeps the largest comparison and the structural problems over many sequences."""
+
+    def __init__(self):
+        self.value, self.desc, self.problems, self.per, self.n = 0.0, "", [], [], 0
+        self.abs_sum = 0.0
+
+    def add(self, where: str, c, **extra) -> None:
+        if c.problem:
+            self.problems.append(f"{where}: {c.describe()}")
+            return
+        self.per.append({"where": where} | c.as_dict() | extra)
+        self.n += c.n
+        self.abs_sum += c.mean_abs * c.n
+        if c.max_abs > self.value or not self.desc:
+            self.value, self.desc = max(self.value, c.max_abs), f"{where}: {c.describe()}"
+
+    @property
+    def result(self) -> float:
+        return math.inf if self.problems else self.value
+
+    def detail(self, atol: float, head: str = "") -> str:
+        if self.problems:
+            more = f" (+{len(self.problems) - 4} more)" if len(self.problems) > 4 else ""
+            return head + "; ".join(self.problems[:4]) + more
+        if not self.per:
+            return head + "nothing to compare"
+        return f"{head}worst {self.desc}; atol {atol:g}"
+
+    def data(self) -> dict:
+        return {"per_sequence": self.per, "problems": self.problems, "n_tokens": self.n,
+                "mean_abs_dlogp": self.abs_sum / self.n if self.n else 0.0}
+
+
+def _matched(score, rec, who: str) -> str | None:
+    if list(score.completion_ids) != list(rec.completion_ids) or list(score.prompt_ids) != list(rec.prompt_ids):
+        return f"the reference scored other tokens than {who} generated (records out of sync: re-run the score phase)"
+    return None
+
+
+def completion_logprobs(ctx: RunData, case: Case) -> list[Verdict]:
+    """Each backend's completion logprobs equal the reference's score of its own tokens, in the
+    mode the backend declares (greedy: every mode is raw)."""
+    check, metric = "completion_logprobs", "max_abs_dlogp"
+    atol = case.tolerance("logprob_atol")
+
+    def unit(x: str) -> Verdict:
+        gens = ctx.gens_of(x, case)
+        scores = ctx.scores_of(REFERENCE, case, x)
+        w, modes = Worst(), set()
+        for key, rec in sorted(gens.items()):
+            where = fmt_keys(key)
+            mode = rec.logprob_mode
+            modes.add(mode)
+            s = scores.get(key)
+            if s is None:
+                w.problems.append(f"{where}: the reference has no score of it")
+                continue
+            if (m := _matched(s, rec, x)):
+                w.problems.append(f"{where}: {m}")
+                continue
+            w.add(where, compare_logprobs(name_0=f"{x} ({mode})", lp_0=rec.completion_logprobs,
+                                          name_1=f"reference {mode}", lp_1=truth(s, mode, x)),
+                  prompt=key[0], sample=key[1])
+        head = f"declared mode {'/'.join(sorted(modes)) or '?'}{' (greedy: all modes are raw)' if case.sampling.greedy else ''}; "
+        return verdict(check, case.id, subject(x), metric=metric, value=w.result, threshold=atol,
+                       passed=not w.problems and bool(w.per) and w.value <= atol, detail=w.detail(atol, head),
+                       data=w.data() | {"declared_mode": sorted(modes)})
+
+    return [v for x in ctx.backends for v in guard(check, case, subject(x), metric, lambda x=x: unit(x))]
+
+
+def logprob_mode(ctx: RunData, case: Case) -> list[Verdict]:
+    """Detect which mode a backend's logprobs are in, by their distance to each exact reference
+    mode over all the case's tokens; fail when the declared mode is not among those within
+    tolerance. Catches temperature applied twice (no mode matches), processed labelled raw, etc."""
+    check, metric = "logprob_mode", "distance_to_declared_mode"
+    atol = case.tolerance("logprob_atol")
+
+    def unit(x: str) -> Verdict:
+        gens = ctx.gens_of(x, case)
+        scores = ctx.scores_of(REFERENCE, case, x)
+        lp: list[float] = []
+        ref: dict[str, list[float]] = {m: [] for m in LOGPROB_MODES}
+        declared, problems = set(), []
+        for key, rec in sorted(gens.items()):
+            s = scores.get(key)
+            if s is None or _matched(s, rec, x):
+                problems.append(f"{fmt_keys(key)}: no matching reference score")
+                continue
+            if rec.completion_logprobs is None:
+                problems.append(f"{fmt_keys(key)}: {x} returned no logprobs")
+                continue
+            if len(rec.completion_logprobs) != len(rec.completion_ids):
+                problems.append(f"{fmt_keys(key)}: {len(rec.completion_logprobs)} logprobs for "
+                                f"{len(rec.completion_ids)} tokens")
+                continue
+            declared.add(rec.logprob_mode)
+            lp += list(rec.completion_logprobs)
+            for m in LOGPROB_MODES:
+                ref[m] += list(truth(s, m, x))
+        if len(declared) > 1:
+            problems.append(f"{x}'s records declare several modes: {sorted(declared)}")
+        if problems:
+            return verdict(check, case.id, subject(x), metric=metric, value=math.inf, threshold=atol, passed=False,
+                           detail="; ".join(problems[:4]), data={"problems": problems})
+        if not lp:
+            return verdict(check, case.id, subject(x), metric=metric, value=None, threshold=atol, passed=False,
+                           detail=f"{x} produced no completion tokens in this case: nothing to detect a mode from")
+        mode = declared.pop()
+        dist = mode_distances(name=x, lp=lp, by_mode=ref, atol=atol)
+        # modes that coincide on these tokens (greedy; T=1 without truncation) cannot be told apart
+        same_as_declared = [m for m in LOGPROB_MODES
+                            if compare_logprobs(name_0=mode, lp_0=ref[mode], name_1=m, lp_1=ref[m]).max_abs <= atol]
+        matching = dist.matching
+        passed = mode in matching
+        dists = ", ".join(f"{m} {d:.3g}" for m, d in dist.distances.items())
+        if passed:
+            detected = "/".join(matching)
+            note = f" (indistinguishable here: {'/'.join(same_as_declared)})" if len(same_as_declared) > 1 else ""
+            detail = f"declared {mode}, detected {detected}{note}; distances {dists}"
+        elif matching:
+            detail = (f"declared {mode} but the logprobs are {'/'.join(matching)} "
+                      f"(e.g. processed labelled raw); distances {dists}")
+        else:
+            detail = (f"declared {mode} but no mode matches within {atol:g} (nearest {dist.nearest}): e.g. "
+                      f"temperature applied twice, a shifted alignment or other weights; distances {dists}")
+        return verdict(check, case.id, subject(x), metric=metric, value=dist.distances[mode], threshold=atol,
+                       passed=passed, detail=detail,
+                       data={"declared": mode, "detected": matching, "nearest": dist.nearest,
+                             "distances": dist.distances, "indistinguishable": same_as_declared,
+                             "n_tokens": len(lp)})
+
+    return [v for x in ctx.backends for v in guard(check, case, subject(x), metric, lambda x=x: unit(x))]
+
+
+def modes_coincide(case: Case, mode_a: str, mode_b: str) -> bool:
+    """Whether two logprob modes are the same numbers under the case's sampling: always when
+    greedy; temperature = processed without truncation, penalties or bias; raw = temperature at T=1."""
+    sp = case.sampling
+    if mode_a == mode_b or sp.greedy:
+        return True
+    untruncated = (sp.top_k is None and sp.top_p >= 1.0 and sp.min_p == 0.0 and not sp.logit_bias
+                   and sp.repetition_penalty == 1.0 and sp.presence_penalty == 0.0 and sp.frequency_penalty == 0.0)
+    pair = {mode_a, mode_b}
+    if pair == {"temperature", "processed"}:
+        return untruncated
+    if pair == {"raw", "temperature"}:
+        return sp.temperature == 1.0
+    return sp.temperature == 1.0 and untruncated  # raw vs processed
+
+
+_comparable = modes_coincide
+
+
+def replay(ctx: RunData, case: Case) -> list[Verdict]:
+    """Forced-token replay: engine B's get_per_token_logps of A's completion equals A's own
+    generate logprobs where the modes agree (greedy, or the same mode), and the reference's score
+    of the same tokens in B's scoring mode always."""
+    check, metric = "replay", "max_abs_dlogp"
+    atol = case.tolerance("logprob_atol")
+    units = [(b, a) for b in ctx.engines for a in ctx.backends if a != b]
+    if not units:
+        return [not_applicable(check, case.id, [], metric, f"replay needs an engine and a second backend; "
+                                                           f"this run's backends: {', '.join(ctx.backends) or 'none'}")]
+
+    def unit(b: str, a: str) -> Verdict:
+        gens = ctx.gens_of(a, case)
+        replays = ctx.scores_of(b, case, a)
+        refs = ctx.scores_of(REFERENCE, case, a) if ctx.has_reference else None
+        vs_src, vs_ref = Worst(), Worst()
+        skipped_src = set()
+        for key, rec in sorted(gens.items()):
+            where = fmt_keys(key)
+            s = replays.get(key)
+            if s is None:
+                vs_ref.problems.append(f"{where}: {b} has no score of it")
+                continue
+            if list(s.completion_ids) != list(rec.completion_ids):
+                vs_ref.problems.append(f"{where}: {b} scored other tokens than {a} generated")
+                continue
+            if refs is not None:
+                r = refs.get(key)
+                if r is None:
+                    vs_ref.problems.append(f"{where}: the reference has no score of it")
+                else:
+                    vs_ref.add(where, compare_logprobs(name_0=f"{b} score ({s.logprob_mode})", lp_0=s.logprobs,
+                                                       name_1=f"reference {s.logprob_mode}",
+                                                       lp_1=truth(r, s.logprob_mode, a)))
+            if rec.completion_logprobs is None:
+                skipped_src.add(f"{a} returned no logprobs")
+            elif _comparable(case, rec.logprob_mode, s.logprob_mode):
+                vs_src.add(where, compare_logprobs(name_0=f"{b} score ({s.logprob_mode})", lp_0=s.logprobs,
+                                                   name_1=f"{a} generate ({rec.logprob_mode})",
+                                                   lp_1=rec.completion_logprobs))
+            else:
+                skipped_src.add(f"{a} generates {rec.logprob_mode} logprobs, {b} scores {s.logprob_mode}: "
+                                f"compared with the reference only")
+        if not vs_ref.per and not vs_src.per and not vs_ref.problems and not vs_src.problems:
+            raise Unavailable("skipped", "; ".join(sorted(skipped_src)) or "nothing comparable")
+        value = max(vs_ref.result, vs_src.result)
+        passed = value <= atol and (bool(vs_ref.per) or bool(vs_src.per))
+        parts = [f"{b} replaying {a}'s tokens"]
+        if vs_ref.per or vs_ref.problems:
+            parts.append(f"vs reference: {vs_ref.detail(atol)}")
+        if vs_src.per or vs_src.problems:
+            parts.append(f"vs {a}'s own logprobs: {vs_src.detail(atol)}")
+        parts += sorted(skipped_src)
+        return verdict(check, case.id, [b, a], metric=metric, value=value, threshold=atol, passed=passed,
+                       detail="; ".join(parts),
+                       data={"vs_reference": vs_ref.data(), "vs_source": vs_src.data(), "notes": sorted(skipped_src)})
+
+    return [v for b, a in units for v in guard(check, case, [b, a], metric, lambda b=b, a=a: unit(b, a))]
+
+
+def self_consistency(ctx: RunData, case: Case) -> list[Verdict]:
+    """A backend's get_per_token_logps of its own completion equals what its generate returned,
+    where the modes are comparable (greedy, or it generates in the mode it scores in). Also
+    reports SGLang's k3 self-consistency KL."""
+    check, metric = "self_consistency", "max_abs_dlogp"
+    atol = case.tolerance("logprob_atol")
+
+    def unit(x: str) -> Verdict:
+        gens = ctx.gens_of(x, case)
+        scores = ctx.scores_of(x, case, x)
+        w, gen_lp, score_lp, notes = Worst(), [], [], set()
+        for key, rec in sorted(gens.items()):
+            where = fmt_keys(key)
+            s = scores.get(key)
+            if s is None:
+                w.problems.append(f"{where}: {x} has no score of its own completion")
+                continue
+            if rec.completion_logprobs is None:
+                w.problems.append(f"{where}: {x} returned no logprobs from generate")
+                continue
+            if not _comparable(case, rec.logprob_mode, s.logprob_mode):
+                notes.add(f"{x} generates {rec.logprob_mode} logprobs at T={case.sampling.temperature:g} but scores "
+                          f"{s.logprob_mode}: not comparable (completion_logprobs and replay check both against "
+                          f"the reference)")
+                continue
+            c = compare_logprobs(name_0=f"{x} score", lp_0=s.logprobs, name_1=f"{x} generate",
+                                 lp_1=rec.completion_logprobs)
+            w.add(where, c)
+            if not c.problem:
+                gen_lp.append(list(rec.completion_logprobs))
+                score_lp.append(list(s.logprobs))
+        if not w.per and not w.problems:
+            raise Unavailable("skipped", "; ".join(sorted(notes)) or "nothing to compare")
+        k3 = mismatch_metrics(rollout_name=f"{x} generate", rollout=gen_lp, trainer_name=f"{x} score",
+                              trainer=score_lp)["k3"] if gen_lp else None
+        return verdict(check, case.id, [x], metric=metric, value=w.result, threshold=atol,
+                       passed=not w.problems and w.value <= atol, detail=w.detail(atol),
+                       data=w.data() | {"k3": k3, "notes": sorted(notes)})
+
+    return [v for x in ctx.backends for v in guard(check, case, [x], metric, lambda x=x: unit(x))]

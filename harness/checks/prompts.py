@@ -1,0 +1,100 @@
+"""prompt_ids and prompt_logprobs: what each backend was given, and how it scored the prompt."""
+
+from __future__ import annotations
+
+from harness.checks.base import engine_pairs, fmt_keys, guard, no_units, pairs_vs_reference, verdict
+from harness.checks.compare_fns import compare_prompt_logprobs
+from harness.checks.data import REFERENCE, RunData
+from harness.suite import Case
+from harness.verdict import Verdict
+
+
+def _prompts_by_index(recs_by_variant: dict) -> dict[int, set[tuple[int, ...]]]:
+    out: dict[int, set[tuple[int, ...]]] = {}
+    for recs in recs_by_variant.values():
+        for (p, _), r in recs.items():
+            out.setdefault(p, set()).add(tuple(r.prompt_ids))
+    return out
+
+
+def prompt_ids(ctx: RunData, case: Case) -> list[Verdict]:
+    """Every backend tokenized (or was given) the same prompt ids, in every variant and sample,
+    and id prompts of the suite arrive unchanged."""
+    check, metric = "prompt_ids", "prompts_differing"
+    units = pairs_vs_reference(ctx) or engine_pairs(ctx)
+    if not units:
+        return no_units(check, case, metric, "an engine and the reference, or two engines", ctx)
+
+    def unit(a: str, b: str) -> Verdict:
+        pa = _prompts_by_index(ctx.variants_of(a, case))
+        pb = _prompts_by_index(ctx.variants_of(b, case))
+        problems = []
+        for i, prompt in enumerate(case.prompts):
+            for name, got in ((a, pa), (b, pb)):
+                if len(got.get(i, ())) > 1:
+                    problems.append(f"prompt {i}: {name}'s records disagree among themselves on its ids")
+            ids_a, ids_b = pa.get(i), pb.get(i)
+            if not ids_a or not ids_b:
+                problems.append(f"prompt {i}: no record from {a if not ids_a else b}")
+                continue
+            xa, xb = sorted(ids_a)[0], sorted(ids_b)[0]
+            if xa != xb:
+                j = next((k for k, (u, v) in enumerate(zip(xa, xb)) if u != v), min(len(xa), len(xb)))
+                problems.append(f"prompt {i}: {a} has {len(xa)} ids, {b} has {len(xb)}; first difference at "
+                                f"position {j}: {list(xa[j:j + 3])} vs {list(xb[j:j + 3])}")
+            if prompt.ids is not None and tuple(prompt.ids) not in (xa, xb):
+                problems.append(f"prompt {i}: the suite gives ids {list(prompt.ids)}, recorded {list(xa)}")
+        extra = sorted((set(pa) | set(pb)) - set(range(len(case.prompts))))
+        if extra:
+            problems.append(f"records for prompt indices {extra}, which the case does not have")
+        detail = "; ".join(problems) or f"{a} and {b}: identical ids for all {len(case.prompts)} prompts"
+        return verdict(check, case.id, [a, b], metric=metric, value=len(problems), threshold=0,
+                       passed=not problems, detail=detail,
+                       data={"prompt_lengths": [len(sorted(pa.get(i, {()}))[0]) for i in range(len(case.prompts))],
+                             "problems": problems})
+
+    return [v for a, b in units for v in guard(check, case, [a, b], metric, lambda a=a, b=b: unit(a, b))]
+
+
+def prompt_logprobs(ctx: RunData, case: Case) -> list[Verdict]:
+    """One entry per prompt token, the first None, each within tolerance of the reference's
+    teacher-forced value (the reference's generation record carries its exact prompt logprobs)."""
+    check, metric = "prompt_logprobs", "max_abs_dlogp"
+    atol = case.tolerance("prompt_logprob_atol")
+
+    def unit(x: str) -> Verdict:
+        ref = ctx.gens_of(REFERENCE, case)
+        worst, problems, per = 0.0, [], []
+        for variant, recs in sorted(ctx.variants_of(x, case).items()):
+            for key, r in sorted(recs.items()):
+                truth = ref.get((key[0], 0))
+                where = f"{variant} {fmt_keys(key)}"
+                if truth is None:
+                    problems.append(f"{where}: the reference has no record of prompt {key[0]}")
+                    continue
+                if list(r.prompt_ids) != list(truth.prompt_ids):
+                    problems.append(f"{where}: prompt ids differ from the reference's (see prompt_ids)")
+                    continue
+                c = compare_prompt_logprobs(name_0=x, plp_0=r.prompt_logprobs, name_1="reference",
+                                            plp_1=truth.prompt_logprobs, prompt_len=len(r.prompt_ids))
+                if c.problem:
+                    problems.append(f"{where}: {c.describe()}")
+                    continue
+                per.append({"variant": variant, "prompt": key[0], "sample": key[1]} | c.as_dict())
+                if c.max_abs > worst or not per[:-1]:
+                    worst_desc = f"{where}: {c.describe()}"
+                worst = max(worst, c.max_abs)
+        passed = not problems and worst <= atol
+        if problems:
+            detail = "; ".join(problems[:5]) + (f" (+{len(problems) - 5} more)" if len(problems) > 5 else "")
+        elif per:
+            detail = f"worst {worst_desc}; atol {atol:g}"
+        else:
+            detail = "no prompt logprobs compared"
+            passed = False
+        return verdict(check, case.id, [x] if x == REFERENCE else [x, REFERENCE], metric=metric,
+                       value=float("inf") if problems else worst, threshold=atol, passed=passed, detail=detail,
+                       data={"per_prompt": per, "problems": problems})
+
+    return [v for x in ctx.backends
+            for v in guard(check, case, [x] if x == REFERENCE else [x, REFERENCE], metric, lambda x=x: unit(x))]

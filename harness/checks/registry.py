@@ -1,0 +1,62 @@
+"""Check name (harness.checks.catalog) -> implementation, and the run-level backend_ran check."""
+
+from __future__ import annotations
+
+from harness.checks.base import CheckFn, not_applicable
+from harness.checks.catalog import CATALOG
+from harness.checks.data import PHASES, RunData
+from harness.checks.determinism import batch_invariance, n_samples, seed_determinism
+from harness.checks.eos import eos_policy
+from harness.checks.logprobs import completion_logprobs, logprob_mode, replay, self_consistency
+from harness.checks.mismatch import mismatch
+from harness.checks.prompts import prompt_ids, prompt_logprobs
+from harness.checks.tokens import greedy_tokens
+from harness.checks.weights import weight_update
+from harness.suite import Case
+from harness.verdict import Verdict
+
+CHECKS: dict[str, CheckFn] = {
+    "prompt_ids": prompt_ids,
+    "prompt_logprobs": prompt_logprobs,
+    "completion_logprobs": completion_logprobs,
+    "logprob_mode": logprob_mode,
+    "greedy_tokens": greedy_tokens,
+    "replay": replay,
+    "self_consistency": self_consistency,
+    "mismatch": mismatch,
+    "seed_determinism": seed_determinism,
+    "batch_invariance": batch_invariance,
+    "n_samples": n_samples,
+    "eos_policy": eos_policy,
+    "weight_update": weight_update,
+}
+
+RUN_CASE = "run:{phase}"  # Verdict.case of backend_ran verdicts
+
+
+def run_case_check(ctx: RunData, case: Case, name: str) -> list[Verdict]:
+    fn = CHECKS.get(name)
+    if fn is None:
+        known = "in the catalog" if name in CATALOG else "unknown"
+        return [not_applicable(name, case.id, [], "implemented", f"check {name!r} ({known}) has no implementation "
+                               f"in harness.checks.registry: it cannot pass", "error")]
+    return fn(ctx, case)
+
+
+def backend_ran(ctx: RunData) -> list[Verdict]:
+    """One verdict per requested backend and phase: pass when the phase ran to completion
+    (exit code 0 in run.json where recorded, a session record, no backend-level ErrorRecord)."""
+    out = []
+    for b in ctx.backends:
+        for phase in PHASES:
+            status = ctx.phase_status(b, phase) or {}
+            problem = ctx.phase_problem(b, phase)
+            code = status.get("exit_code")
+            v = Verdict(check="backend_ran", backends=[b], case=RUN_CASE.format(phase=phase), metric="exit_code",
+                        value=None if code is None else float(code), threshold=0.0,
+                        verdict="error" if problem else "pass",
+                        detail=problem or f"{b} {phase} completed"
+                        + (f" in {status['wall_s']:.1f}s" if isinstance(status.get("wall_s"), (int, float)) else ""),
+                        data={"status": status, "sessions": len(ctx.sessions.get((b, phase), []))})
+            out.append(v)
+    return out

@@ -1,0 +1,78 @@
+"""weight_update: after update_params(W), logprobs follow weight set W and not the other one.
+
+The reference scores every completion of a case that names this check under
+the case's weight set (by_mode[mode]) and, as well, under the other set
+(by_mode["<mode>@<other>"], written by harness.record.Recorder.run_score). A
+backend whose logprobs match the other set is serving stale weights.
+"""
+
+from __future__ import annotations
+
+from harness.checks.base import fmt_keys, guard, verdict
+from harness.checks.compare_fns import compare_logprobs
+from harness.checks.data import REFERENCE, RunData, Unavailable
+from harness.checks.logprobs import Worst, subject, truth
+from harness.suite import Case
+from harness.verdict import Verdict
+
+
+def other_set(weights: str) -> str:
+    return "B" if weights == "A" else "A"
+
+
+def weight_update(ctx: RunData, case: Case) -> list[Verdict]:
+    check, metric = "weight_update", "max_abs_dlogp_vs_live_weights"
+    atol = case.tolerance("logprob_atol")
+    live, stale = case.weights, other_set(case.weights)
+
+    def unit(x: str) -> Verdict:
+        gens = ctx.gens_of(x, case)
+        scores = ctx.scores_of(REFERENCE, case, x)
+        vs_live, vs_stale, sep = Worst(), Worst(), Worst()
+        for key, rec in sorted(gens.items()):
+            where = fmt_keys(key)
+            s = scores.get(key)
+            if s is None or list(s.completion_ids) != list(rec.completion_ids):
+                vs_live.problems.append(f"{where}: no matching reference score")
+                continue
+            mode = rec.logprob_mode
+            want = truth(s, mode, x)
+            old = s.by_mode.get(f"{mode}@{stale}")
+            if old is None:
+                raise Unavailable("error", f"the reference did not score case {case.id} under weight set {stale} "
+                                           f"(its by_mode has no '{mode}@{stale}'): re-record the reference score "
+                                           f"phase (harness.record scores weight_update cases under both sets)")
+            vs_live.add(where, compare_logprobs(name_0=x, lp_0=rec.completion_logprobs,
+                                                name_1=f"reference under {live}", lp_1=want))
+            vs_stale.add(where, compare_logprobs(name_0=x, lp_0=rec.completion_logprobs,
+                                                 name_1=f"reference under {stale}", lp_1=old))
+            sep.add(where, compare_logprobs(name_0=f"reference under {live}", lp_0=want,
+                                            name_1=f"reference under {stale}", lp_1=old))
+        if vs_live.problems:
+            return verdict(check, case.id, subject(x), metric=metric, value=float("inf"), threshold=atol,
+                           passed=False, detail=vs_live.detail(atol), data={"problems": vs_live.problems})
+        if not sep.per:
+            raise Unavailable("error", f"{x} has no completions in case {case.id}")
+        if sep.value <= 2 * atol:
+            raise Unavailable("error", f"weight sets {live} and {stale} give the same logprobs on these tokens "
+                                       f"(max difference {sep.value:.3g} <= 2 x atol {atol:g}): this case cannot "
+                                       f"detect stale weights; use prompts where they differ")
+        d_live, d_stale = vs_live.result, vs_stale.result
+        is_live = d_live <= atol
+        is_stale = d_stale <= atol
+        passed = is_live and not is_stale
+        if passed:
+            detail = (f"{x} follows weight set {live}: max |dlogp| {d_live:.3g} vs reference under {live}, "
+                      f"{d_stale:.3g} vs {stale} (sets differ by up to {sep.value:.3g} here)")
+        elif is_stale:
+            detail = (f"STALE WEIGHTS: {x}'s logprobs match weight set {stale} (max |dlogp| {d_stale:.3g}), not the "
+                      f"live set {live} ({d_live:.3g}): update_params did not take effect")
+        else:
+            detail = (f"{x}'s logprobs match neither set: {d_live:.3g} vs {live}, {d_stale:.3g} vs {stale} "
+                      f"(atol {atol:g}); worst vs {live}: {vs_live.desc}")
+        return verdict(check, case.id, subject(x), metric=metric, value=d_live, threshold=atol, passed=passed,
+                       detail=detail,
+                       data={"live": live, "stale": stale, "max_abs_vs_live": d_live, "max_abs_vs_stale": d_stale,
+                             "separation": sep.value, "n_tokens": vs_live.n})
+
+    return [v for x in ctx.backends for v in guard(check, case, subject(x), metric, lambda x=x: unit(x))]

@@ -1,0 +1,64 @@
+"""`parity compare`: run every check each case names over a run directory's records -> checks.json.
+
+    verdicts = compare_run(Path("reports/latest"))          # suite from run.json
+    verdicts = compare_run(run_dir, "cases/default.yaml")   # or another version of it
+
+What is compared: the backends run.json requested (all backends with records
+when there is no run.json), the records whose case hash equals the suite's
+current case (others are from another version of the case and never
+compared). What is never silent: a requested backend whose phase did not
+complete gets an "error" verdict `backend_ran` per phase, and every case
+check that lacks data because of it (or of an ErrorRecord) gets an "error"
+verdict with the reason; a case the backend skipped on purpose (ErrorRecord
+"Skipped") gets "skipped" verdicts with the reason.
+
+checks.json: {"schema_version": 1, "verdicts": [Verdict.model_dump(mode="json"), ...]}
+in order: backend_ran first, then per case (suite order), per check (case
+order), per backend or pair (requested order).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from harness.checks.data import RunData
+from harness.checks.registry import backend_ran, run_case_check
+from harness.verdict import Verdict
+
+CHECKS_SCHEMA_VERSION = 1
+
+
+def compare_data(ctx: RunData) -> list[Verdict]:
+    verdicts = backend_ran(ctx)
+    for case in ctx.suite.cases:
+        for name in case.checks:
+            verdicts += run_case_check(ctx, case, name)
+    return verdicts
+
+
+def write_checks(run_dir: Path, verdicts: list[Verdict]) -> Path:
+    path = Path(run_dir) / "checks.json"
+    payload = {"schema_version": CHECKS_SCHEMA_VERSION, "verdicts": [v.model_dump(mode="json") for v in verdicts]}
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(payload, indent=1) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def read_checks(run_dir: Path) -> list[Verdict]:
+    payload = json.loads((Path(run_dir) / "checks.json").read_text())
+    if payload.get("schema_version") != CHECKS_SCHEMA_VERSION:
+        raise ValueError(f"{run_dir}/checks.json: schema_version {payload.get('schema_version')!r}, "
+                         f"expected {CHECKS_SCHEMA_VERSION}")
+    return [Verdict.model_validate(v) for v in payload["verdicts"]]
+
+
+def compare_run(run_dir: Path, suite_path: str | None = None) -> list[Verdict]:
+    """Check a run directory; writes run_dir/checks.json and returns the verdicts."""
+    run_dir = Path(run_dir)
+    ctx = RunData.load(run_dir, suite_path)
+    verdicts = compare_data(ctx)
+    write_checks(run_dir, verdicts)
+    return verdicts
