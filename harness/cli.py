@@ -55,6 +55,13 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--phase", choices=["generate", "score", "all"], default="all")
     rec.add_argument("--run-id", default=None)
     rec.add_argument("--quiet", action="store_true")
+    rec.add_argument("--case-timeout", type=float, default=900.0,
+                     help="seconds one case may take before its worker is killed and the case recorded as an "
+                          "error (default 900)")
+    rec.add_argument("--no-isolate", action="store_true",
+                     help="run the engine in this process (no crash/hang supervision; for debugging)")
+    rec.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    rec.add_argument("--state", default=None, help=argparse.SUPPRESS)
     _add_model_args(rec)
 
     cmp_ = sub.add_parser("compare", help="run the checks over a run directory's records")
@@ -92,13 +99,27 @@ def cmd_record(args) -> int:
     from harness.record import Recorder, tokenize_suite, validate_prompts
     from harness.suite import load_suite
 
+    # Configuration errors surface here, before any engine starts or anything is written.
     suite = load_suite(args.suite)
     models = _model_refs(args)
+    run_dir = Path(args.out)
+    run_id = args.run_id or run_dir.name
+    if not args.worker and not args.no_isolate:
+        from harness.backends.base import BACKENDS
+        from harness.supervise import supervise
+
+        if args.backend not in BACKENDS:
+            raise HarnessError(f"unknown backend {args.backend!r}; known: {sorted(BACKENDS)}")
+        argv = ["record", "--backend", args.backend, "--suite", str(args.suite), "--out", str(run_dir),
+                "--phase", args.phase, "--run-id", run_id]
+        argv += ["--model", args.model] if args.model else []
+        argv += ["--model-b", args.model_b] if args.model_b else []
+        argv += ["--quiet"] if args.quiet else []
+        return supervise(argv, run_dir=run_dir, backend=args.backend, run_id=run_id, suite_name=suite.suite,
+                         case_timeout=args.case_timeout)
     prompt_ids = tokenize_suite(suite, models["A"])
     cfg = json.loads((models["A"].path / "config.json").read_text())
     validate_prompts(suite, prompt_ids, cfg["vocab_size"], cfg.get("max_position_embeddings", 1 << 30))
-    run_dir = Path(args.out)
-    run_id = args.run_id or run_dir.name
     try:
         cls = runner_class(args.backend)
     except (KeyError, BackendUnavailable) as e:
@@ -108,8 +129,11 @@ def cmd_record(args) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     with cls(models["A"]) as runner:
         rec = Recorder(runner, suite, run_dir, run_id, models, prompt_ids, quiet=args.quiet)
+        rec.state_path = Path(args.state) if args.state else None
         for phase in phases:
             errors += rec.run_generate() if phase == "generate" else rec.run_score()
+        if rec.state_path is not None:
+            rec.state_path.unlink(missing_ok=True)  # tells the supervisor every phase finished
     return EXIT_ERROR if errors else EXIT_PASS
 
 
@@ -157,6 +181,12 @@ def main(argv: list[str] | None = None) -> int:
     from harness.records import RecordFileError
     from harness.suite import SuiteError
 
+    import os
+
+    # No hub is reachable on CI or here: never let a library try.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)

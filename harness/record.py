@@ -10,6 +10,8 @@ skips whole cases and never duplicates one.
 
 from __future__ import annotations
 
+import json
+import os
 import sys
 import time
 import traceback
@@ -62,7 +64,7 @@ def _variants(case: Case) -> list[tuple[str, list[int] | None]]:
 def _done_keys(path: Path) -> set[tuple]:
     if not path.exists():
         return set()
-    return {(r.key.case_hash, getattr(r, "source_backend", "")) for r in read_records(path)
+    return {(r.key.case_hash, getattr(r, "source_backend", None) or "") for r in read_records(path)
             if getattr(r, "key", None) is not None}
 
 
@@ -74,6 +76,16 @@ class Recorder:
         self.prompt_ids = prompt_ids  # case id -> tokenized prompts
         self.quiet = quiet
         self.live = "A"
+        self.state_path: Path | None = None
+
+    def _mark(self, phase: str, case: Case, source: str = "") -> None:
+        """Tell the supervisor which case is in flight (it records the error if this process dies)."""
+        if self.state_path is not None:
+            tmp = self.state_path.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"pid": os.getpid(), "phase": phase, "case_id": case.id,
+                                       "case_hash": case.content_hash(), "weights": case.weights,
+                                       "source_backend": source, "started_at": time.time()}))
+            tmp.replace(self.state_path)
 
     def _base(self, phase: str) -> dict:
         return {"run_id": self.run_id, "backend": self.runner.name, "phase": phase}
@@ -138,6 +150,7 @@ class Recorder:
                     progress.step(case.id, "skipped")
                     continue
                 try:
+                    self._mark("generate", case)
                     self._ensure_weights(case)
                     w.write_many(self.generate_case(case))
                     progress.step(case.id)
@@ -168,11 +181,25 @@ class Recorder:
                 if any(g.key.case_hash != case.content_hash() for g in batch):
                     continue  # recorded from another version of the case: never compared
                 try:
+                    self._mark("score", case, src)
                     self._ensure_weights(case)
                     t0 = time.perf_counter()
                     scored = self.runner.score([g.prompt_ids for g in batch], [g.completion_ids for g in batch],
                                                case.sampling)
                     dt = time.perf_counter() - t0
+                    # weight_update (harness/checks/weights.py) must show that a backend's logprobs are NOT
+                    # those of the other weight set (stale weights after update_params). Only the reference
+                    # can say what the other set gives: it scores the same tokens under it too, stored as
+                    # by_mode["<mode>@<set>"] next to the live set's by_mode["<mode>"].
+                    other = "B" if case.weights == "A" else "A"
+                    if self.runner.name == "reference" and "weight_update" in case.checks \
+                            and self.models.get(other) is not None:
+                        self.runner.set_weights(self.models[other])
+                        self.live = other
+                        stale = self.runner.score([g.prompt_ids for g in batch], [g.completion_ids for g in batch],
+                                                  case.sampling)
+                        for s, o in zip(scored, stale):
+                            s.by_mode.update({f"{m}@{other}": v for m, v in o.by_mode.items()})
                     w.write_many([
                         ScoreRecord(**self._base("score"), key=g.key, model_hash=self.models[case.weights].content_hash,
                                     source_backend=src, prompt_ids=g.prompt_ids, completion_ids=g.completion_ids,
@@ -184,6 +211,7 @@ class Recorder:
                 except Exception as e:
                     errors += 1
                     err = self._error("score", case, e)
+                    err.source_backend = src
                     err.detail = f"scoring {src}'s completions\n" + err.detail
                     w.write(err)
                     progress.step(f"{cid} <- {src}", f"ERROR {type(e).__name__}: {e}")

@@ -99,6 +99,7 @@ class ScoreRecord(_Base):
 class ErrorRecord(_Base):
     kind: Literal["error"] = "error"
     key: CaseKey | None = None
+    source_backend: str | None = Field(None, description="score phase: whose completions were being scored")
     reason: str
     error_type: str
     detail: str = ""

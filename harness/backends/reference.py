@@ -32,6 +32,7 @@ class ReferenceRunner(Runner):
     def _load(self, model: ModelRef) -> None:
         import transformers
 
+        transformers.utils.logging.disable_progress_bar()
         self.model = model
         self._lm = transformers.AutoModelForCausalLM.from_pretrained(
             model.path, dtype=self._torch.float64, attn_implementation="eager"

@@ -1,0 +1,104 @@
+"""Faults on a real backend process: SIGKILL and a hang mid-run, and --resume after a kill.
+
+The reference backend is used because it is the fastest real backend; the
+supervision code is the same for every backend.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from harness.records import read_records, records_path
+
+ROOT = Path(__file__).parent.parent.parent
+SUITE = ROOT / "cases" / "default.yaml"
+
+
+def start(out: Path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "harness", "record", "--backend", "reference", "--suite", str(SUITE),
+                             "--out", str(out), "--quiet", *extra], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def wait_for_case(out: Path, case_id: str, timeout: float = 120) -> dict:
+    state = out / "state" / "reference.json"
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            info = json.loads(state.read_text())
+            if info["case_id"] == case_id and info["phase"] == "generate":
+                return info
+        except (FileNotFoundError, json.JSONDecodeError):
+            pass
+        time.sleep(0.02)
+    raise AssertionError(f"case {case_id} never started")
+
+
+def freeze_in_flight(out: Path, case_id: str) -> dict:
+    """Stop the worker while it is inside `case_id` (or the case right after: read back which)."""
+    info = wait_for_case(out, case_id)
+    os.kill(info["pid"], signal.SIGSTOP)
+    return json.loads((out / "state" / "reference.json").read_text())
+
+
+def content(out: Path, phase: str) -> list:
+    recs = read_records(records_path(out, "reference", phase))
+    rows = []
+    for r in recs:
+        if r.kind in ("generation", "score"):
+            d = r.model_dump(mode="json", exclude={"timings", "run_id"})
+            rows.append(json.dumps(d, sort_keys=True))
+    return sorted(rows)
+
+
+def gen_cases(out: Path) -> dict:
+    by = {}
+    for r in read_records(records_path(out, "reference", "generate")):
+        if r.kind != "session":
+            by.setdefault(r.key.case_id, set()).add(r.kind)
+    return by
+
+
+def test_sigkill_mid_case_is_recorded_and_the_rest_runs(tmp_path):
+    proc = start(tmp_path)
+    info = freeze_in_flight(tmp_path, "greedy-ids")
+    os.kill(info["pid"], signal.SIGKILL)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 2, err[-2000:]
+    by = gen_cases(tmp_path)
+    assert by[info["case_id"]] == {"error"}
+    errors = [r for r in read_records(records_path(tmp_path, "reference", "generate")) if r.kind == "error"]
+    assert len(errors) == 1 and "SIGKILL" in errors[0].reason and errors[0].key.case_id == info["case_id"]
+    assert all(kinds == {"generation"} for cid, kinds in by.items() if cid != info["case_id"])
+    assert len(by) == 8  # every case of the default suite has an outcome
+    scored = {r.key.case_id for r in read_records(records_path(tmp_path, "reference", "score")) if r.kind == "score"}
+    assert info["case_id"] not in scored and len(scored) == 7
+
+
+def test_hang_past_case_timeout_is_recorded_and_the_rest_runs(tmp_path):
+    proc = start(tmp_path, "--case-timeout", "45")  # generous: a busy machine slows every case
+    info = freeze_in_flight(tmp_path, "sample-t08")  # SIGSTOP: the worker hangs
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 2, err[-2000:]
+    errors = [r for r in read_records(records_path(tmp_path, "reference", "generate")) if r.kind == "error"]
+    assert [e.key.case_id for e in errors] == [info["case_id"]] and "timed out" in errors[0].reason
+    assert len(gen_cases(tmp_path)) == 8
+
+
+def test_resume_after_kill_equals_uninterrupted_run(tmp_path):
+    clean, broken = tmp_path / "clean", tmp_path / "broken"
+    assert start(clean).wait(timeout=300) == 0
+    proc = start(broken)
+    info = freeze_in_flight(broken, "sample-topk-topp")
+    os.killpg(proc.pid, signal.SIGKILL)  # the whole record command dies, supervisor included
+    os.kill(info["pid"], signal.SIGKILL)
+    proc.wait(timeout=60)
+    partial = content(broken, "generate")
+    assert 0 < len(partial) < len(content(clean, "generate"))
+    assert start(broken).wait(timeout=300) == 0
+    assert content(broken, "generate") == content(clean, "generate")
+    assert content(broken, "score") == content(clean, "score")
