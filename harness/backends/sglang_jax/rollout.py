@@ -1,0 +1,626 @@
+"""SglangJaxRollout: tunix's BaseRollout on the real sglang-jax Engine, with logprobs that mean something.
+
+Upstream tunix has a SglangJaxRollout, but it returns no logprobs, its
+`get_per_token_logps` crashes, and it cannot import against the sglang-jax on
+PyPI (0.0.2). This one:
+
+- subclasses `tunix.rl.rollout.base_rollout.BaseRollout` when tunix is importable
+  (else a local ABC with the same methods), and is constructed the way tunix's
+  RLCluster constructs a rollout engine: ``(rollout_actor=, tokenizer=, mesh=,
+  rollout_config=)``, plus ``model_path=`` (default:
+  ``rollout_config.rollout_sglang_jax_model_version``), ``engine_options=``
+  (sgl_jax Engine kwargs over the CPU defaults in engine.py), ``compat_off=``
+  and ``isolated=`` (engine in its own process, the default);
+- offers `generate_batch`, a batch API like vLLM's ``LLM.generate`` (seed 001):
+  text or token-id prompts, one native sampling dict shared or one per prompt,
+  ``return_logprob``, ``logprob_start_len``, ``top_logprobs_num``,
+  ``token_ids_logprob``; one `PromptOutput` per prompt with its n samples;
+- includes the EOS / stop token that ends a completion in its tokens and
+  logprobs (vLLM's convention, which tunix trainers need), and returns every
+  generated token's logprob (never None when asked);
+- n > 1: all n samples, in order, as n requests with distinct seeds derived
+  from the request seed (`derive_seed`);
+- `get_per_token_logps` runs a real teacher-forced prefill through the engine
+  (prompt + completion, ``logprob_start_len = len(prompt) - 1``,
+  ``max_new_tokens = 1``): completion logprob i = log p(completion[i] |
+  prompt + completion[:i]) (seed 001's worked example), shape (batch,
+  completion_len), padding handled;
+- `update_params` swaps the weights in memory (HF-named arrays, a model
+  directory, or a nested state with a name mapping) and rebuilds the jitted
+  forward; radix cache disabled and flushed: no stale KV.
+
+Logprob meaning (`LOGPROB_MODE`): prompt logprobs and teacher-forced scores
+are raw log_softmax(logits); generated-token logprobs are what sglang-jax's
+sampler computes: log_softmax((logits + penalties) / T), not renormalised
+after top-k/top-p/min-p ("temperature" mode); greedy gives raw.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import hashlib
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence, Tuple
+
+import numpy as np
+
+from harness.backends.sglang_jax import compat
+from harness.backends.sglang_jax.engine import EngineCrashed, EngineProcess, LocalEngine
+
+LOGPROB_MODE = "temperature"
+SEED_MASK = 0x7FFFFFFF  # sglang-jax keeps sampling seeds as int32
+
+# ------------------------------------------------------------------ tunix's contract (or a stand-in)
+try:  # pragma: no cover - tunix is not installed in the parity venvs
+    from tunix.rl.rollout.base_rollout import BaseRollout, RolloutConfig, RolloutOutput  # type: ignore
+
+    TUNIX = True
+except Exception:  # noqa: BLE001 - any import failure means: no tunix here
+    TUNIX = False
+
+    class BaseRollout(abc.ABC):  # type: ignore[no-redef]
+        """Local stand-in with tunix's BaseRollout methods (tunix.rl.rollout.base_rollout)."""
+
+        @abc.abstractmethod
+        def generate(self, prompts: list[str], rollout_config: Any, **kwargs) -> Any: ...
+
+        @abc.abstractmethod
+        def get_per_token_logps(self, prompt_tokens: Any, completion_tokens: Any,
+                                completion_mask: Any | None = None) -> Any: ...
+
+        @abc.abstractmethod
+        def update_params(self, params: Any, filter_types: Optional[Tuple[Any, ...]] = None) -> None: ...
+
+        @abc.abstractmethod
+        def pad_id(self) -> int: ...
+
+        @abc.abstractmethod
+        def eos_id(self) -> int: ...
+
+        @abc.abstractmethod
+        def model(self) -> Any: ...
+
+    @dataclass
+    class RolloutOutput:  # type: ignore[no-redef]
+        text: list[str]
+        logits: Any
+        tokens: Any
+        left_padded_prompt_tokens: np.ndarray
+        logprobs: Any
+
+    @dataclass
+    class RolloutConfig:  # type: ignore[no-redef]
+        max_tokens_to_generate: int = 64
+        temperature: float = 0.9
+        top_p: float | None = 1.0
+        top_k: int | None = None
+        seed: Any = None
+        max_prompt_length: int = 64
+        kv_cache_size: int = 1024
+        data_type: Any = None
+        eos_tokens: list[int] | None = None
+        return_logprobs: bool = False
+        rollout_sglang_jax_model_version: str = ""
+        rollout_sglang_jax_context_length: int | None = None
+        rollout_sglang_jax_max_running_requests: int | None = None
+        rollout_sglang_jax_precompile_bs_paddings: list[int] | None = None
+        rollout_sglang_jax_precompile_token_paddings: list[int] | None = None
+
+
+# ------------------------------------------------------------------ batch API output
+@dataclass
+class SampleOutput:
+    """One completion, unpadded; EOS/stop token included in ids and logprobs."""
+
+    prompt_index: int
+    sample_index: int
+    token_ids: list[int]
+    text: str
+    logprobs: list[float] | None
+    top_logprobs: list[dict[int, float]] | None
+    token_ids_logprobs: list[dict[int, float]] | None
+    finish_reason: str | None  # "stop" | "length" | "abort"
+    stop_reason: int | str | None  # stop token id / stop string that ended it; None for EOS or length
+    native_params: dict
+    meta: dict = field(default_factory=dict)
+
+
+@dataclass
+class PromptOutput:
+    """One prompt of a generate_batch call: prompt-side data once, then its n samples in order."""
+
+    prompt_ids: list[int]
+    prompt_logprobs: list[float | None] | None  # one per prompt token, None where not computed (first: None)
+    prompt_top_logprobs: list[dict[int, float] | None] | None
+    samples: list[SampleOutput]
+
+
+@dataclass
+class ScoreOutput:
+    logprobs: list[float]
+    top_logprobs: list[dict[int, float]] | None = None
+
+
+class EngineOutputError(RuntimeError):
+    """The engine's answer is inconsistent (ids vs logprobs, prompt echo): refused, not papered over."""
+
+
+def derive_seed(seed: int, sample_index: int, n: int) -> int:
+    """Per-sample seed of sample j of a request with seed s.
+
+    n == 1: s itself (reduced to 31 bits by hashing when larger). n > 1: the first 31 bits of
+    blake2b("sglang-jax-rollout:{s}:{j}"), so that the n samples are distinct draws, the same on
+    every call, in every batch position, on every machine.
+    """
+    if n == 1 and 0 <= seed <= SEED_MASK:
+        return int(seed)
+    digest = hashlib.blake2b(f"sglang-jax-rollout:{int(seed)}:{sample_index}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") & SEED_MASK
+
+
+def _per_prompt(value: Any, n: int, name: str, is_list_item=lambda v: False) -> list:
+    if isinstance(value, (list, tuple)) and not is_list_item(value):
+        if len(value) != n:
+            raise ValueError(f"{name}: {len(value)} values for {n} prompts")
+        return list(value)
+    return [value] * n
+
+
+# ------------------------------------------------------------------ the rollout
+class SglangJaxRollout(BaseRollout):
+    """tunix BaseRollout on sglang-jax (see the module docstring)."""
+
+    def __init__(self, rollout_actor: Any = None, tokenizer: Any = None, mesh: Any = None,
+                 rollout_config: Any = None, *, model_path: str | Path | None = None,
+                 engine_options: dict | None = None, compat_off: Sequence[str] | str | None = None,
+                 isolated: bool = True, param_mapping: Any = None, **_ignored: Any):
+        self._actor = rollout_actor
+        self._mesh = mesh  # the engine builds its own mesh (tp_size); kept for tunix
+        self.rollout_config = rollout_config if rollout_config is not None else RolloutConfig()
+        path = model_path or getattr(self.rollout_config, "rollout_sglang_jax_model_version", "") or ""
+        if not path or not Path(path).is_dir():
+            raise ValueError("SglangJaxRollout needs a local HuggingFace model directory: model_path= or "
+                             "rollout_config.rollout_sglang_jax_model_version")
+        self.model_path = str(Path(path).resolve())
+        self.compat = compat.CompatConfig.from_env(compat_off)
+        self.engine_options = {**self._options_from_config(self.rollout_config), **(engine_options or {})}
+        self.isolated = isolated
+        self.param_mapping = param_mapping
+        self._weights_from = self.model_path  # what a restarted engine must load
+        self._tokenizer = tokenizer if tokenizer is not None else self._load_tokenizer(self.model_path)
+        self._engine: Any = None
+        self._start_engine()
+
+    # ---------------------------------------------------------------- engine lifecycle
+    @staticmethod
+    def _options_from_config(cfg: Any) -> dict:
+        out = {}
+        for src, dst in (("rollout_sglang_jax_context_length", "context_length"),
+                         ("rollout_sglang_jax_max_running_requests", "max_running_requests"),
+                         ("rollout_sglang_jax_precompile_bs_paddings", "precompile_bs_paddings"),
+                         ("rollout_sglang_jax_precompile_token_paddings", "precompile_token_paddings")):
+            v = getattr(cfg, src, None)
+            if v is not None:
+                out[dst] = v
+        return out
+
+    def _start_engine(self) -> None:
+        off = self.compat.to_wire()
+        if self.isolated:
+            self._engine = EngineProcess(self._weights_from, self.engine_options, off)
+            self.info = self._engine.info_at_start
+        else:
+            self._engine = LocalEngine(self._weights_from, self.engine_options, off)
+            self.info = self._engine.info()
+        self.vocab_size = int(self.info["vocab_size"])
+        self._eos_ids = list(self.info["eos_token_ids"])
+        self.deterministic = bool(self.info["engine_kwargs"].get("enable_deterministic_sampling"))
+
+    def _engine_call(self, op: str, **kwargs) -> Any:
+        if self.isolated and not self._engine.alive:
+            if self._weights_from is None:
+                raise EngineCrashed("the engine process died after an in-memory weight update from arrays; "
+                                    "those weights cannot be restored: call update_params again")
+            self._start_engine()
+        return getattr(self._engine, op)(**kwargs)
+
+    def restart(self) -> None:
+        self.close()
+        self._start_engine()
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.shutdown()
+            self._engine = None
+
+    def __enter__(self) -> "SglangJaxRollout":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def engine_info(self) -> dict:
+        return self._engine_call("info")
+
+    # ---------------------------------------------------------------- tokenizer
+    @staticmethod
+    def _load_tokenizer(path: str) -> Any:
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(path)
+
+    def _encode(self, text: str) -> list[int]:
+        tok = self._tokenizer
+        if hasattr(tok, "encode"):
+            ids = tok.encode(text)
+        else:
+            ids = tok(text)["input_ids"]
+        return [int(x) for x in ids]
+
+    def pad_id(self) -> int:
+        tok = self._tokenizer
+        if callable(getattr(tok, "pad_id", None)):
+            return int(tok.pad_id())
+        pid = getattr(tok, "pad_token_id", None)
+        return int(pid if pid is not None else self.eos_id())
+
+    def eos_id(self) -> int:
+        tok = self._tokenizer
+        if callable(getattr(tok, "eos_id", None)):
+            return int(tok.eos_id())
+        eid = getattr(tok, "eos_token_id", None)
+        return int(eid if eid is not None else self._eos_ids[0])
+
+    def model(self) -> Any:
+        """The rollout model. Its weights live in the engine process; this is the actor tunix gave
+        us (or None), for callers that only need the architecture."""
+        return self._actor
+
+    # ---------------------------------------------------------------- native sampling dicts
+    def _request_params(self, params: dict, j: int, n: int, base_seed: int | None) -> dict:
+        p = {k: v for k, v in params.items() if k != "n"}
+        if self.compat.on("keep_stop_token"):
+            p.setdefault("skip_special_tokens", False)
+            p.setdefault("no_stop_trim", True)
+        if base_seed is not None:
+            p["sampling_seed"] = derive_seed(base_seed, j, n)
+        return p
+
+    def _base_seed(self, params: dict) -> int | None:
+        seed = params.get("sampling_seed")
+        greedy = float(params.get("temperature", 1.0)) < 1e-6 or params.get("top_k") == 1
+        if seed is None and self.deterministic and not greedy:
+            # deterministic mode would use DEFAULT_SAMPLING_SEED (42) for every unseeded request
+            seed = random.SystemRandom().randrange(SEED_MASK + 1)
+        return None if seed is None else int(seed)
+
+    # ---------------------------------------------------------------- batch generate (seed 001)
+    def generate_batch(self, prompt: str | list[str] | None = None, sampling_params: dict | list[dict] | None = None,
+                       input_ids: list[int] | list[list[int]] | None = None, return_logprob: bool | list[bool] = True,
+                       logprob_start_len: int | list[int] | None = None,
+                       top_logprobs_num: int | list[int] | None = None,
+                       token_ids_logprob: list[int] | list[list[int]] | None = None) -> list[PromptOutput]:
+        """Generate for a batch of prompts, like vLLM's LLM.generate.
+
+        `sampling_params` are sglang-jax's own (max_new_tokens, temperature, top_p, top_k (-1 off),
+        min_p, n, sampling_seed, stop, stop_token_ids, ignore_eos, min_new_tokens, penalties, ...):
+        one dict for all prompts or one per prompt. `logprob_start_len` (default: none of the
+        prompt) is where prompt logprobs start; 0 gives one per prompt token, the first None.
+        Returns one PromptOutput per prompt, in order, each with its n samples in order.
+        """
+        if (prompt is None) == (input_ids is None):
+            raise ValueError("give exactly one of prompt= (text) or input_ids=")
+        if prompt is not None:
+            texts = [prompt] if isinstance(prompt, str) else list(prompt)
+            ids_list = [self._encode(t) for t in texts]
+        else:
+            ids_list = [list(map(int, input_ids))] if input_ids and isinstance(input_ids[0], int) else [
+                list(map(int, x)) for x in input_ids]
+        b = len(ids_list)
+        for i, ids in enumerate(ids_list):
+            if not ids:
+                raise ValueError(f"prompt {i} is empty")
+            if max(ids) >= self.vocab_size or min(ids) < 0:
+                raise ValueError(f"prompt {i}: token id out of range [0, {self.vocab_size})")
+        params = _per_prompt(sampling_params if sampling_params is not None else {}, b, "sampling_params")
+        params = [dict(p or {}) for p in params]
+        rl = _per_prompt(return_logprob, b, "return_logprob")
+        lsl = _per_prompt(logprob_start_len, b, "logprob_start_len")
+        top = _per_prompt(top_logprobs_num, b, "top_logprobs_num")
+        tids = _per_prompt(token_ids_logprob, b, "token_ids_logprob",
+                           is_list_item=lambda v: len(v) == 0 or isinstance(v[0], int))
+
+        # expand n (item 13: native n > 1 shares one seed) into seeded requests, prompt-major
+        req_ids, req_params, req_rl, req_lsl, req_top, req_tids, owner = [], [], [], [], [], [], []
+        native = []
+        for i in range(b):
+            n = int(params[i].get("n", 1))
+            if n < 1:
+                raise ValueError(f"prompt {i}: n must be >= 1")
+            base = self._base_seed(params[i])
+            expand = self.compat.on("n_as_seeded_requests") or n == 1
+            copies = n if expand else 1
+            for j in range(copies):
+                p = self._request_params(params[i], j, n if expand else 1, base)
+                if not expand:
+                    p["n"] = n
+                req_ids.append(ids_list[i])
+                req_params.append(p)
+                req_rl.append(bool(rl[i]))
+                req_lsl.append(-1 if lsl[i] is None else int(lsl[i]))
+                req_top.append(int(top[i] or 0))
+                req_tids.append(list(tids[i]) if tids[i] else None)
+                owner.append((i, j, n))
+                native.append(p)
+        kwargs: dict[str, Any] = {"input_ids": req_ids, "sampling_params": req_params, "return_logprob": req_rl,
+                                  "logprob_start_len": req_lsl, "top_logprobs_num": req_top}
+        if any(t is not None for t in req_tids):
+            kwargs["token_ids_logprob"] = req_tids
+        if any("n" in p for p in req_params):
+            # the engine's own parallel sampling accepts only scalar logprob arguments
+            for key in ("return_logprob", "logprob_start_len", "top_logprobs_num", "token_ids_logprob"):
+                if key in kwargs:
+                    vals = kwargs[key]
+                    if any(v != vals[0] for v in vals):
+                        raise ValueError(f"native n > 1 needs one {key} for every prompt")
+                    kwargs[key] = vals[0]
+        outs = self._engine_call("generate", **kwargs)
+
+        # undo the engine's own n expansion (compat off): one output per sample, prompt-major
+        flat: list[tuple[int, int, dict, dict, bool, int, int]] = []
+        k = 0
+        for r, (i, j, n) in enumerate(owner):
+            copies = n if "n" in req_params[r] else 1
+            for jj in range(copies):
+                if k >= len(outs):
+                    raise EngineOutputError(f"engine returned {len(outs)} outputs for {sum(o[2] for o in owner)} samples")
+                flat.append((i, j + jj, outs[k], native[r], req_rl[r], req_lsl[r], req_top[r]))
+                k += 1
+        if k != len(outs):
+            raise EngineOutputError(f"engine returned {len(outs)} outputs, expected {k}")
+
+        results = [PromptOutput(prompt_ids=ids_list[i], prompt_logprobs=None, prompt_top_logprobs=None, samples=[])
+                   for i in range(b)]
+        for i, j, o, p, want_lp, start, ntop in flat:
+            prompt_lp, prompt_top, sample = self._parse(o, ids_list[i], i, j, p, want_lp, start, ntop)
+            res = results[i]
+            if res.prompt_logprobs is None and prompt_lp is not None:
+                res.prompt_logprobs, res.prompt_top_logprobs = prompt_lp, prompt_top
+            res.samples.append(sample)
+        return results
+
+    def _parse(self, o: dict, prompt_ids: list[int], i: int, j: int, params: dict, want_lp: bool,
+               start: int, ntop: int) -> tuple:
+        mi = o["meta_info"]
+        out_ids = [int(x) for x in o.get("output_ids") or []]
+        fr = mi.get("finish_reason") or {}
+        ftype = fr.get("type") if isinstance(fr, dict) else None
+        matched = fr.get("matched") if isinstance(fr, dict) else None
+        stop_ids = set(params.get("stop_token_ids") or [])
+        stop_reason = matched if isinstance(matched, str) else (
+            int(matched) if isinstance(matched, int) and matched in stop_ids else None)
+        finish = {"stop": "stop", "length": "length", "abort": "abort"}.get(ftype, None)
+        logprobs = top = tokid = None
+        prompt_lp = prompt_top = None
+        if want_lp:
+            olp = mi.get("output_token_logprobs") or []
+            lp_ids = [int(t[1]) for t in olp]
+            if lp_ids != out_ids:
+                raise EngineOutputError(
+                    f"prompt {i} sample {j}: output_ids {out_ids} disagree with the ids of output_token_logprobs "
+                    f"{lp_ids} (a dropped stop/special token: keep_stop_token is "
+                    f"{self.compat.state('keep_stop_token')})")
+            logprobs = [t[0] for t in olp]
+            if any(v is None for v in logprobs):
+                raise EngineOutputError(f"prompt {i} sample {j}: a generated token has no logprob")
+            logprobs = [float(v) for v in logprobs]
+            if ntop > 0:
+                top = [{int(t[1]): float(t[0]) for t in pos} for pos in (mi.get("output_top_logprobs") or [])]
+            if mi.get("output_token_ids_logprobs"):
+                tokid = [{int(t[1]): float(t[0]) for t in pos} for pos in mi["output_token_ids_logprobs"]]
+            if start >= 0:
+                ilp = mi.get("input_token_logprobs") or []
+                echoed = [int(t[1]) for t in ilp]
+                if echoed != prompt_ids[start:]:
+                    raise EngineOutputError(
+                        f"prompt {i}: the engine echoes prompt ids {echoed} for {prompt_ids[start:]} sent "
+                        f"(prompt_id_echo_unclipped is {self.compat.state('prompt_id_echo_unclipped')})")
+                prompt_lp = [None] * start + [None if t[0] is None else float(t[0]) for t in ilp]
+                if ntop > 0 and mi.get("input_top_logprobs"):
+                    prompt_top = [None] * start + [None if pos is None else {int(t[1]): float(t[0]) for t in pos}
+                                                   for pos in mi["input_top_logprobs"]]
+        sample = SampleOutput(
+            prompt_index=i, sample_index=j, token_ids=out_ids, text=o.get("text", ""), logprobs=logprobs,
+            top_logprobs=top, token_ids_logprobs=tokid, finish_reason=finish, stop_reason=stop_reason,
+            native_params=params,
+            meta={k: mi[k] for k in ("completion_tokens", "cached_tokens", "e2e_latency", "cache_miss_count") if k in mi},
+        )
+        return prompt_lp, prompt_top, sample
+
+    # ---------------------------------------------------------------- teacher-forced scores
+    def score_batch(self, prompts: list[list[int]], completions: list[list[int]],
+                    top_logprobs_num: int = 0) -> list[ScoreOutput]:
+        """Raw teacher-forced logprobs of each completion given its prompt: one prefill per pair
+        (prompt + completion) with logprob_start_len = len(prompt) - 1 and max_new_tokens = 1; the
+        engine's input logprob at position len(prompt)+i is log p(completion[i] | prompt + completion[:i])."""
+        if len(prompts) != len(completions):
+            raise ValueError(f"{len(prompts)} prompts for {len(completions)} completions")
+        todo = [(k, list(map(int, p)), list(map(int, c))) for k, (p, c) in enumerate(zip(prompts, completions)) if c]
+        results = [ScoreOutput(logprobs=[], top_logprobs=[] if top_logprobs_num else None) for _ in prompts]
+        if not todo:
+            return results
+        for k, p, c in todo:
+            if not p:
+                raise ValueError(f"pair {k}: empty prompt: the first completion token has no context")
+        outs = self._engine_call(
+            "generate", input_ids=[p + c for _, p, c in todo],
+            sampling_params=[self._request_params({"max_new_tokens": 1, "temperature": 0.0}, 0, 1, None) for _ in todo],
+            return_logprob=[True] * len(todo), logprob_start_len=[len(p) - 1 for _, p, _ in todo],
+            top_logprobs_num=[int(top_logprobs_num)] * len(todo))
+        if len(outs) != len(todo):
+            raise EngineOutputError(f"engine returned {len(outs)} outputs for {len(todo)} scored pairs")
+        for (k, p, c), o in zip(todo, outs):
+            mi = o["meta_info"]
+            ilp = mi.get("input_token_logprobs") or []
+            echoed = [int(t[1]) for t in ilp]
+            if echoed != [p[-1]] + c:
+                raise EngineOutputError(
+                    f"pair {k}: the engine echoes {echoed} for {[p[-1]] + c} sent "
+                    f"(prompt_id_echo_unclipped is {self.compat.state('prompt_id_echo_unclipped')})")
+            vals = [t[0] for t in ilp[1:]]
+            if any(v is None for v in vals):
+                raise EngineOutputError(f"pair {k}: a completion token has no logprob")
+            top = None
+            if top_logprobs_num:
+                top = [{int(t[1]): float(t[0]) for t in pos} for pos in (mi.get("input_top_logprobs") or [])[1:]]
+            results[k] = ScoreOutput(logprobs=[float(v) for v in vals], top_logprobs=top)
+        return results
+
+    def get_per_token_logps(self, prompt_tokens: Any, completion_tokens: Any, completion_mask: Any | None = None) -> Any:
+        """tunix's per-token logps of `completion_tokens` given `prompt_tokens`, through the engine.
+
+        Inputs are [batch, P] prompts left-padded with pad_id and [batch, C] completions
+        right-padded with pad_id (tunix's layout); ragged lists of lists are accepted too. A
+        completion's valid length is `completion_mask`'s last 1 when given, else up to its last
+        non-pad token, cut after its first EOS. Returns float32 [batch, C]; 0 at padded positions.
+        """
+        prompts, completions, width = self._unpad(prompt_tokens, completion_tokens, completion_mask)
+        scored = self.score_batch(prompts, completions)
+        out = np.zeros((len(prompts), width), dtype=np.float32)
+        for r, s in enumerate(scored):
+            out[r, :len(s.logprobs)] = s.logprobs
+        try:
+            import jax.numpy as jnp
+
+            return jnp.asarray(out)
+        except ImportError:  # pragma: no cover
+            return out
+
+    def _unpad(self, prompt_tokens: Any, completion_tokens: Any, completion_mask: Any | None):
+        pad, eos = self.pad_id(), self.eos_id()
+
+        def rows(x):
+            if isinstance(x, (list, tuple)):
+                return [list(map(int, np.asarray(r).reshape(-1))) for r in x]
+            a = np.asarray(x)
+            if a.ndim != 2:
+                raise ValueError(f"expected [batch, length] tokens, got shape {a.shape}")
+            return [list(map(int, r)) for r in a]
+
+        p_rows, c_rows = rows(prompt_tokens), rows(completion_tokens)
+        if len(p_rows) != len(c_rows):
+            raise ValueError(f"{len(p_rows)} prompts for {len(c_rows)} completions")
+        mask_rows = rows(completion_mask) if completion_mask is not None else None
+        prompts, completions = [], []
+        for r, (p, c) in enumerate(zip(p_rows, c_rows)):
+            if not isinstance(prompt_tokens, (list, tuple)):  # left-padded array
+                p = p[next((i for i, t in enumerate(p) if t != pad), len(p)):]
+            if mask_rows is not None:
+                n = max((i + 1 for i, v in enumerate(mask_rows[r]) if v), default=0)
+            elif isinstance(completion_tokens, (list, tuple)):  # ragged: as given
+                n = len(c)
+            elif pad == eos:
+                n = c.index(eos) + 1 if eos in c else len(c)
+            else:
+                n = max((i + 1 for i, t in enumerate(c) if t != pad), default=0)
+                if eos in c[:n]:
+                    n = c.index(eos) + 1
+            prompts.append(p)
+            completions.append(c[:n])
+        width = max((len(c) for c in c_rows), default=0)
+        return prompts, completions, width
+
+    # ---------------------------------------------------------------- weights
+    def update_params(self, params: Any, filter_types: Optional[Tuple[Any, ...]] = None) -> dict:
+        """Swap the engine's weights in memory; the very next call uses them.
+
+        `params`: a model directory (str/Path, or anything with `.path`) whose *.safetensors are
+        loaded; a flat mapping of HuggingFace parameter names to arrays; or a nested state (a
+        flax nnx.State / dict of dicts), flattened to dotted paths and renamed with
+        `param_mapping` (a dict or callable path -> HF name; paths it maps to None are skipped).
+        `filter_types` is applied with nnx's state filtering when `params` is an nnx.State.
+        """
+        path = getattr(params, "path", params)
+        if isinstance(path, (str, Path)):
+            info = self._engine_call("update_weights", path=str(Path(path).resolve()))
+            self._weights_from = str(Path(path).resolve())
+            return info
+        named = self._named_arrays(params, filter_types)
+        info = self._engine_call("update_weights", named=named)
+        self._weights_from = None
+        return info
+
+    def _named_arrays(self, params: Any, filter_types: Optional[Tuple[Any, ...]]) -> dict[str, np.ndarray]:
+        if filter_types is not None:
+            try:
+                from flax import nnx
+
+                params = nnx.state(params, *filter_types) if isinstance(params, nnx.Module) else \
+                    params.filter(*filter_types)
+            except Exception:  # noqa: BLE001
+                pass
+        flat: dict[str, Any] = {}
+
+        def walk(prefix: str, node: Any) -> None:
+            if hasattr(node, "to_pure_dict"):
+                node = node.to_pure_dict()
+            if isinstance(node, Mapping):
+                for k, v in node.items():
+                    walk(f"{prefix}.{k}" if prefix else str(k), v)
+            elif hasattr(node, "value") and not hasattr(node, "shape"):
+                walk(prefix, node.value)
+            else:
+                flat[prefix] = node
+
+        walk("", params)
+        out = {}
+        for name, arr in flat.items():
+            target = name
+            if self.param_mapping is not None:
+                target = self.param_mapping(name) if callable(self.param_mapping) else self.param_mapping.get(name)
+                if target is None:
+                    continue
+            out[target] = np.asarray(arr)
+        return out
+
+    # ---------------------------------------------------------------- tunix generate
+    def generate(self, prompts: list[str], rollout_config: Any = None, **kwargs) -> Any:
+        """tunix's generate: text prompts -> RolloutOutput (text, tokens, left-padded prompt tokens,
+        logprobs of every generated token in the "temperature" mode, EOS included). `n` in kwargs
+        gives n samples per prompt, prompt-major."""
+        cfg = rollout_config if rollout_config is not None else self.rollout_config
+        max_prompt = int(getattr(cfg, "max_prompt_length", 64) or 64)
+        ids = [self._encode(p)[-max_prompt:] for p in prompts]
+        seed = getattr(cfg, "seed", None)
+        if seed is not None:
+            seed = int(np.asarray(seed).reshape(-1)[0])
+        top_k = getattr(cfg, "top_k", None)
+        params: dict[str, Any] = {
+            "max_new_tokens": int(cfg.max_tokens_to_generate),
+            "temperature": float(cfg.temperature or 0.0),
+            "top_p": 1.0 if getattr(cfg, "top_p", None) is None else float(cfg.top_p),
+            "top_k": -1 if top_k is None or int(top_k) <= 0 else int(top_k),
+            "n": int(kwargs.get("n", 1)),
+        }
+        if seed is not None:
+            params["sampling_seed"] = seed
+        if getattr(cfg, "eos_tokens", None):
+            params["stop_token_ids"] = [int(t) for t in cfg.eos_tokens]
+        res = self.generate_batch(input_ids=ids, sampling_params=params, return_logprob=True)
+        pad = self.pad_id()
+        left = np.full((len(ids), max_prompt), pad, dtype=np.int32)
+        for r, p in enumerate(ids):
+            left[r, max_prompt - len(p):] = p
+        samples = [s for pr in res for s in pr.samples]
+        n = params["n"]
+        return RolloutOutput(
+            text=[s.text for s in samples],
+            logits=None,
+            tokens=[np.asarray(s.token_ids, dtype=np.int32) for s in samples],
+            left_padded_prompt_tokens=np.repeat(left, n, axis=0) if n > 1 else left,
+            logprobs=[np.asarray(s.logprobs, dtype=np.float32) for s in samples],
+        )
