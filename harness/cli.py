@@ -72,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--run", required=True)
 
     sub.add_parser("build-model", help="build (or find) the embedded tiny model and print its hashes")
-    sub.add_parser("schema", help="print the record JSON schema")
+    sch = sub.add_parser("schema", help="print the record JSON schema (or the markdown of docs/records.md)")
+    sch.add_argument("--markdown", action="store_true")
     return ap
 
 
@@ -167,9 +168,9 @@ def cmd_build_model(args) -> int:
 
 
 def cmd_schema(args) -> int:
-    from harness.records import json_schema
+    from harness.records import json_schema, schema_markdown
 
-    print(json.dumps(json_schema(), indent=2))
+    print(schema_markdown() if args.markdown else json.dumps(json_schema(), indent=2))
     return EXIT_PASS
 
 

@@ -33,55 +33,63 @@ Phase = Literal["generate", "score"]
 class _Base(BaseModel):
     # -inf is a real value here (a token masked by top-k/top-p has processed logprob -inf).
     model_config = ConfigDict(extra="forbid", ser_json_inf_nan="constants")
-    schema_version: int = SCHEMA_VERSION
-    run_id: str
-    backend: str
-    phase: Phase
+    schema_version: int = Field(SCHEMA_VERSION, description="bumped on any incompatible change")
+    run_id: str = Field(description="the run directory's name")
+    backend: str = Field(description="reference, vllm, sglang_jax, ...")
+    phase: Phase = Field(description="generate, or score (teacher-forced scoring of recorded completions)")
 
 
 class CaseKey(BaseModel):
     """Where a record belongs: case, prompt, sample, variant."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    suite: str
-    case_id: str
-    case_hash: str
-    weights: Literal["A", "B"] = "A"
-    prompt_index: int
-    sample_index: int = 0
-    variant: str = "main"  # "main", "repeat-1", "alone"
+    suite: str = Field(description="suite name")
+    case_id: str = Field(description="case id, unique in its suite")
+    case_hash: str = Field(description="content hash of the case: records compare only when equal")
+    weights: Literal["A", "B"] = Field("A", description="weight set live when recorded")
+    prompt_index: int = Field(description="index into the case's prompts; -1 for a whole-case error")
+    sample_index: int = Field(0, description="0..n-1 for n samples per prompt, in the engine's order")
+    variant: str = Field("main", description="'main', 'repeat-K' (same seed again), 'alone-I' (prompt I alone)")
 
 
 class SessionRecord(_Base):
+    """One per backend process and phase: what produced the records that follow."""
+
     kind: Literal["session"] = "session"
-    versions: dict[str, str]
-    device: str
-    model: dict[str, str]
-    models: dict[str, dict[str, str]] = {}
-    logprob_mode: LogprobMode | None = None
-    config: dict = {}
-    started_at: float
+    versions: dict[str, str] = Field(description="package versions that decide the numbers")
+    device: str = Field(description="where it ran, in words")
+    model: dict[str, str] = Field(description="weight set A: path, content_hash, name")
+    models: dict[str, dict[str, str]] = Field({}, description="every weight set available: A, B")
+    logprob_mode: LogprobMode | None = Field(None, description="what this backend's generate logprobs mean")
+    config: dict = Field({}, description="engine options (and compat workarounds that were on)")
+    started_at: float = Field(description="unix time")
 
 
 class GenerationRecord(_Base):
+    """One completion: what `generate` returned for one (case, prompt, sample, variant)."""
+
     kind: Literal["generation"] = "generation"
     key: CaseKey
-    model_hash: str
-    prompt_ids: list[int]
-    completion_ids: list[int]
-    completion_logprobs: list[float] | None
-    logprob_mode: LogprobMode
-    prompt_logprobs: list[float | None] | None = None
+    model_hash: str = Field(description="content hash of the live weight set")
+    prompt_ids: list[int] = Field(description="the prompt exactly as sent")
+    completion_ids: list[int] = Field(description="generated ids, unpadded; a stop/EOS token that ended it included")
+    completion_logprobs: list[float] | None = Field(
+        description="logprob of each completion token given everything before it, in logprob_mode")
+    logprob_mode: LogprobMode = Field(description="raw | temperature | processed (harness/processing.py)")
+    prompt_logprobs: list[float | None] | None = Field(
+        None, description="one per prompt token, the first None (nothing precedes it); raw")
     completion_top: list[dict[str, float]] | None = Field(
         None, description="per completion position: top-k token id (as string) -> logprob, in the record's mode")
-    finish_reason: Literal["stop", "length", "abort"] | None
-    stop_reason: int | str | None = None
-    text: str = ""
-    native_params: dict = {}
-    timings: dict[str, float] = {}
+    finish_reason: Literal["stop", "length", "abort"] | None = Field(description="stop: EOS/stop token; length")
+    stop_reason: int | str | None = Field(None, description="the stop token id when a stop_token_ids entry ended it")
+    text: str = Field("", description="decoded completion")
+    native_params: dict = Field({}, description="the engine's own sampling parameters, exactly as sent")
+    timings: dict[str, float] = Field({}, description="seconds: batch_generate_s, ...")
 
 
 class ScoreRecord(_Base):
+    """Teacher-forced logprobs of one recorded completion (`get_per_token_logps`)."""
+
     kind: Literal["score"] = "score"
     key: CaseKey
     model_hash: str
@@ -97,12 +105,15 @@ class ScoreRecord(_Base):
 
 
 class ErrorRecord(_Base):
+    """A case (key set) or a whole backend process (key None) that failed, or a skipped case."""
+
     kind: Literal["error"] = "error"
     key: CaseKey | None = None
     source_backend: str | None = Field(None, description="score phase: whose completions were being scored")
-    reason: str
-    error_type: str
-    detail: str = ""
+    reason: str = Field(description="one line: what failed and why")
+    error_type: str = Field(description="exception class, or WorkerCrashed, CaseTimeout, BackendProcessFailed, "
+                                        "Skipped (not an error: a deselected case)")
+    detail: str = Field("", description="traceback or log tail")
 
 
 Record = Annotated[Union[SessionRecord, GenerationRecord, ScoreRecord, ErrorRecord], Field(discriminator="kind")]
@@ -191,3 +202,27 @@ def iter_kind(records: Iterable, kind: str) -> Iterator:
 
 def json_schema() -> dict:
     return _ADAPTER.json_schema()
+
+
+def _type_name(ann: object) -> str:
+    text = str(ann).replace("typing.", "").replace("harness.records.", "").replace("<class '", "").replace("'>", "")
+    return text.replace("NoneType", "None")
+
+
+def schema_markdown() -> str:
+    """docs/records.md, generated from the classes so the document cannot drift from the code."""
+    out = ["# The record format", "",
+           "Generated by `python -m harness schema --markdown` from `harness/records.py`; a test keeps it in sync.",
+           "", f"Schema version: **{SCHEMA_VERSION}**. One JSON object per line in "
+           "`<run>/records/<backend>.<phase>.jsonl`; `kind` tells which table below applies. Floats may be "
+           "`-Infinity` (a token masked out by top-k/top-p has processed logprob -inf).", ""]
+    paras = (__doc__ or "").split("\n\n")
+    out += paras[2].splitlines() + ["", " ".join(paras[3].split()).split(". ", 1)[1], ""]
+    for cls in (CaseKey, SessionRecord, GenerationRecord, ScoreRecord, ErrorRecord):
+        out += [f"## {cls.__name__}", "", (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else "", "",
+                "| field | type | default | meaning |", "| --- | --- | --- | --- |"]
+        for name, f in cls.model_fields.items():
+            default = "required" if f.is_required() else repr(f.get_default(call_default_factory=True))
+            out.append(f"| `{name}` | `{_type_name(f.annotation)}` | {default} | {f.description or ''} |")
+        out.append("")
+    return "\n".join(out)

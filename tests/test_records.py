@@ -60,3 +60,12 @@ def test_schema_lists_every_kind():
     text = str(json_schema())
     for kind in ("generation", "score", "error", "session"):
         assert kind in text
+
+
+def test_docs_records_md_is_current():
+    from pathlib import Path
+
+    from harness.records import schema_markdown
+
+    doc = Path(__file__).parent.parent / "docs" / "records.md"
+    assert doc.read_text() == schema_markdown() + "\n", "regenerate: python -m harness schema --markdown > docs/records.md"
