@@ -60,7 +60,7 @@ def install(session: nox.Session, requirements: str, after: list[list[str]] | No
         return
     session.install("-r", str(req))
     for cmd in after or []:
-        session.run(*cmd)
+        session.run_install(*cmd)
     session.install("--no-deps", "-e", str(ROOT))
     marker.write_text(stamp)
 
