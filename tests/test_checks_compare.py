@@ -37,7 +37,8 @@ def test_worked_example_shift_is_caught_at_position_1():
     assert c.argmax == 1 and not c.within(1e-4)
     assert c.max_abs == pytest.approx(0.2, abs=1e-12)  # 0.6 - 0.4 in the same row
     assert "engine vs reference" in c.describe() and "position 1" in c.describe()
-    assert compare_logprobs(name_0="a", lp_0=right, name_1="b", lp_1=GOLDEN["expected_logprobs"]["values"]).within(1e-12)
+    golden = GOLDEN["expected_logprobs"]["values"]
+    assert compare_logprobs(name_0="a", lp_0=right, name_1="b", lp_1=golden).within(1e-12)
 
 
 def test_worked_example_prompt_logprobs_structure():

@@ -61,7 +61,8 @@ class RunData:
         self.backend_errors: dict[tuple[str, str], list[ErrorRecord]] = defaultdict(list)
         self.case_errors: dict[tuple[str, str, str], list[ErrorRecord]] = defaultdict(list)
         # (backend, case_id) -> variant -> (prompt, sample) -> record
-        self.gens: dict[tuple[str, str], dict[str, dict[Key, GenerationRecord]]] = defaultdict(lambda: defaultdict(dict))
+        self.gens: dict[tuple[str, str], dict[str, dict[Key, GenerationRecord]]] = \
+            defaultdict(lambda: defaultdict(dict))
         self.gen_order: dict[tuple[str, str], list[GenerationRecord]] = defaultdict(list)
         # (scorer, case_id, source) -> (prompt, sample) -> record
         self.scores: dict[tuple[str, str, str], dict[Key, ScoreRecord]] = defaultdict(dict)
@@ -102,6 +103,11 @@ class RunData:
         manifest_path = run_dir / "run.json"
         manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
         path = suite_path or manifest.get("suite") or DEFAULT_SUITE
+        if suite_path is None and not Path(path).exists():
+            # a run directory from another machine: the same suite file in this checkout (case hashes
+            # still decide which records are compared)
+            local = Path(__file__).resolve().parents[2] / "cases" / Path(path).name
+            path = str(local) if local.exists() else path
         return cls(run_dir, load_suite(path), manifest, read_run(run_dir))
 
     # ------------------------------------------------------------ who is here

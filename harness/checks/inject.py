@@ -196,7 +196,8 @@ def inject_relabelled(run_dir: Path, backend: str, actual: str = "processed", de
     def fn(case, r):
         r["completion_logprobs"] = list(ref[_k(r)]["by_mode"][actual])
         r["logprob_mode"] = declared
-    n = _edit_gens(run_dir, backend, fn, lambda c, r: _k(r) in ref and ref[_k(r)]["completion_ids"] == r["completion_ids"])
+    n = _edit_gens(run_dir, backend, fn,
+                   lambda c, r: _k(r) in ref and ref[_k(r)]["completion_ids"] == r["completion_ids"])
     files = load(run_dir)
     for r in files[f"{backend}.generate.jsonl"]:
         if r["kind"] == "session":

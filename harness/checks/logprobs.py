@@ -94,7 +94,8 @@ def completion_logprobs(ctx: RunData, case: Case) -> list[Verdict]:
             w.add(where, compare_logprobs(name_0=f"{x} ({mode})", lp_0=rec.completion_logprobs,
                                           name_1=f"reference {mode}", lp_1=truth(s, mode, x)),
                   prompt=key[0], sample=key[1])
-        head = f"declared mode {'/'.join(sorted(modes)) or '?'}{' (greedy: all modes are raw)' if case.sampling.greedy else ''}; "
+        greedy = " (greedy: all modes are raw)" if case.sampling.greedy else ""
+        head = f"declared mode {'/'.join(sorted(modes)) or '?'}{greedy}; "
         return verdict(check, case.id, subject(x), metric=metric, value=w.result, threshold=atol,
                        passed=not w.problems and bool(w.per) and w.value <= atol, detail=w.detail(atol, head),
                        data=w.data() | {"declared_mode": sorted(modes)})

@@ -52,11 +52,18 @@ def backend_ran(ctx: RunData) -> list[Verdict]:
             status = ctx.phase_status(b, phase) or {}
             problem = ctx.phase_problem(b, phase)
             code = status.get("exit_code")
+            failed_cases = sorted({cid for (bb, ph, cid), errs in ctx.case_errors.items()
+                                   if bb == b and ph == phase and any(e.error_type != "Skipped" for e in errs)})
+            if problem and failed_cases:
+                problem += f"; case errors recorded for {', '.join(failed_cases)}"
+            done = f"{b} {phase} completed" + (
+                f" in {status['wall_s']:.1f}s" if isinstance(status.get("wall_s"), (int, float)) else "")
+            if not problem and failed_cases:
+                done += f" (with case errors for {', '.join(failed_cases)}: see those cases)"
             v = Verdict(check="backend_ran", backends=[b], case=RUN_CASE.format(phase=phase), metric="exit_code",
                         value=None if code is None else float(code), threshold=0.0,
-                        verdict="error" if problem else "pass",
-                        detail=problem or f"{b} {phase} completed"
-                        + (f" in {status['wall_s']:.1f}s" if isinstance(status.get("wall_s"), (int, float)) else ""),
-                        data={"status": status, "sessions": len(ctx.sessions.get((b, phase), []))})
+                        verdict="error" if problem else "pass", detail=problem or done,
+                        data={"status": status, "sessions": len(ctx.sessions.get((b, phase), [])),
+                              "case_errors": failed_cases})
             out.append(v)
     return out
