@@ -459,3 +459,28 @@ def test_html_marks_errors(tmp_path):
                                                                     encoding="unicode")
     assert "&lt;boom &amp; bust&gt;" in html
     assert 'class="box error case-error"' in html
+
+
+def test_many_prompts_are_capped_interesting_first(tmp_path, monkeypatch):
+    import harness.report.html as html_mod
+
+    monkeypatch.setattr(html_mod, "MAX_PROMPTS_PER_CASE", 2)
+    run = make_run(tmp_path, failing=True, extras=False)
+    write_reports(run)
+    html = (run / "index.html").read_text()
+    case = html[html.index('id="case-greedy-basic"'):html.index('id="case-greedy-eos"')]
+    assert "1 more prompt/sample panel(s) not shown" in case
+    assert "div-first" in case  # the diverging prompt 1 is among those shown
+
+
+def test_config_with_non_finite_values_is_strict_json(tmp_path):
+    run = make_run(tmp_path, backends=("reference",), failing=False, extras=False)
+    for phase in ("generate", "score"):
+        p = records_path(run, "reference", phase)
+        lines = p.read_text().splitlines()
+        first = json.loads(lines[0])
+        first["config"] = {"max_model_len": float("inf"), "dtype": "float64"}
+        lines[0] = json.dumps(first)
+        p.write_text("\n".join(lines) + "\n")
+    s = write_reports(run)
+    assert s["backends"]["reference"]["config"]["max_model_len"] == "Infinity"

@@ -7,6 +7,7 @@ CI=true (the report is a deliverable; CI must prove it renders).
 
     PARITY_UPDATE_DOCS_SCREENSHOT=1 pytest tests/test_report_render.py
         also writes docs/img/report.png: from reports/latest when present, else the built report.
+    PARITY_REPORT_RUN=DIR      render the run directory DIR instead of reports/latest
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from harness.report import write_reports
 from test_report import RESOURCE_REF, make_run
 
 ROOT = Path(__file__).resolve().parent.parent
-LATEST = ROOT / "reports" / "latest"
+LATEST = Path(os.environ.get("PARITY_REPORT_RUN") or ROOT / "reports" / "latest")
 DOCS_PNG = ROOT / "docs" / "img" / "report.png"
 WINDOW = (1400, 2400)
 DOCS_PNG_MAX = 500 * 1024
@@ -193,7 +194,7 @@ def test_render_error_report(tmp_path):
 
 def test_render_latest(tmp_path):
     if not LATEST.joinpath("run.json").exists():
-        pytest.skip("no reports/latest/run.json: `parity run` has not been run in this checkout")
+        pytest.skip(f"no {LATEST}/run.json: `parity run` has not been run in this checkout")
     chromium()
     run = tmp_path / "latest"
     shutil.copytree(LATEST, run, ignore=shutil.ignore_patterns("index.html", "summary.json", "junit.xml"))

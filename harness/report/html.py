@@ -23,6 +23,7 @@ from harness.report.summary import group_verdict
 
 RANK = {"error": 0, "fail": 1, "pass": 2, "skipped": 3}
 LOG_TAIL_LINES = 40
+MAX_PROMPTS_PER_CASE = 24  # prompt/sample panels shown in full per case; the rest are listed (records/ has them)
 
 
 def _env() -> jinja2.Environment:
@@ -238,6 +239,17 @@ def _case_views(data: RunData, idx: _Index, vocab: dict[int, str], colors: dict[
                 "plot": plot, "first_divergence": first_div, "prompt_logprob_diff": prompt_ld,
                 "mismatch": any(r["divergence"] is not None for r in rows),
             })
+        hidden = []
+        if len(prompts) > MAX_PROMPTS_PER_CASE:  # keep the page readable: interesting panels first
+            def interesting(p: dict) -> bool:
+                return p["mismatch"] or bool(p["missing"]) or any(
+                    r["max_abs_d"] is not None and tol is not None and r["max_abs_d"] > tol for r in p["rows"])
+
+            keep = {i for i, p in enumerate(prompts) if interesting(p)}
+            keep = set(sorted(keep)[:MAX_PROMPTS_PER_CASE])
+            keep |= set([i for i in range(len(prompts)) if i not in keep][:MAX_PROMPTS_PER_CASE - len(keep)])
+            hidden = [f"{p['prompt_index']}/{p['sample_index']}" for i, p in enumerate(prompts) if i not in keep]
+            prompts = [p for i, p in enumerate(prompts) if i in keep]
         outcome = group_verdict([v.verdict for v in verdicts])
         real_errors = [e for e in errors if e.error_type != "Skipped"]
         if real_errors and outcome != "error":
@@ -255,7 +267,7 @@ def _case_views(data: RunData, idx: _Index, vocab: dict[int, str], colors: dict[
                 gens[0].key.case_hash if gens else ""), "weights": case.weights if case else (
                 gens[0].key.weights if gens else ""), "checks": list(case.checks) if case else [],
             "sampling": sampling, "sampled": sampled, "tolerance": tol, "verdicts": verdicts, "errors": errors,
-            "outcome": outcome if (verdicts or real_errors) else "none", "prompts": prompts,
+            "outcome": outcome if (verdicts or real_errors) else "none", "prompts": prompts, "hidden": hidden,
             "repeats": case.repeats if case else None, "alone": case.alone if case else None,
         })
     return views

@@ -91,7 +91,7 @@ def backend_status(data: RunData) -> dict[str, dict]:
             "device": last.device if last else None,
             "logprob_mode": last.logprob_mode if last else None,
             "model_hash": (last.model.get("content_hash") if last else None),
-            "config": last.config if last else {},
+            "config": _json_safe(last.config) if last else {},
             "phases": phases,
             "wall_s": round(sum(walls), 2) if walls else None,
             "records": {"generation": n_gen, "score": n_score, "error": len(errs)},
@@ -99,6 +99,19 @@ def backend_status(data: RunData) -> dict[str, dict]:
                         "reason": e.reason} for e in errs],
         }
     return out
+
+
+def _json_safe(x):
+    """Strict-JSON copy: non-finite floats become strings, keys strings, unknown objects their str()."""
+    if isinstance(x, dict):
+        return {str(k): _json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_json_safe(v) for v in x]
+    if isinstance(x, float):
+        return finite_or_str(x)
+    if x is None or isinstance(x, (str, int, bool)):
+        return x
+    return str(x)
 
 
 def _pair_key(backends: list[str], order: list[str]) -> tuple[str, ...]:
