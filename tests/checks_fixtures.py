@@ -103,10 +103,16 @@ def t2_values(recorded_run, tmp_path_factory) -> dict:
 
 @pytest.fixture(scope="session")
 def clean_run(recorded_run, tmp_path_factory) -> Path:
-    from harness.checks.inject import add_clones
+    from harness.checks.inject import add_clones, write_manifest
 
     out = tmp_path_factory.mktemp("parity") / "clean"
-    shutil.copytree(recorded_run, out)
+    # the reference's records only: real engines (if recorded) cannot replay the clones' tokens
+    (out / "records").mkdir(parents=True)
+    shutil.copy(recorded_run / "records" / "reference.generate.jsonl", out / "records")
+    rows = [line for line in (recorded_run / "records" / "reference.score.jsonl").read_text().splitlines()
+            if line.strip() and json.loads(line).get("source_backend") in (None, "reference")]
+    (out / "records" / "reference.score.jsonl").write_text("".join(r + "\n" for r in rows))
+    write_manifest(out, ["reference"], str(SUITE))
     add_clones(out, CLONES, noise=CLONE_NOISE, suite=str(SUITE))
     return out
 

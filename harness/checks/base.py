@@ -54,7 +54,9 @@ def guard(check: str, case: Case, backends: Iterable[str], metric: str,
     try:
         out = fn()
     except Unavailable as u:
-        return [not_applicable(check, case.id, backends, metric, u.reason, u.outcome)]
+        v = not_applicable(check, case.id, backends, metric, u.reason, u.outcome)
+        v.data = clean(u.data)
+        return [v]
     except Exception as e:  # a bug in a check must show as an error verdict, never as a pass or a crash
         v = not_applicable(check, case.id, backends, metric,
                            f"internal error in check {check}: {type(e).__name__}: {e}", "error")

@@ -32,10 +32,11 @@ Key = tuple[int, int]  # (prompt_index, sample_index)
 class Unavailable(Exception):
     """The data a check needs is not there; `outcome` is the verdict it becomes."""
 
-    def __init__(self, outcome: Literal["error", "skipped"], reason: str):
+    def __init__(self, outcome: Literal["error", "skipped"], reason: str, data: dict | None = None):
         super().__init__(reason)
         self.outcome = outcome
         self.reason = reason
+        self.data = data or {}
 
 
 def _score_source_of_error(err: ErrorRecord) -> str | None:
@@ -155,9 +156,11 @@ class RunData:
         if not errs:
             return
         err = errs[-1]
+        first = err.reason.strip().split("\n", 1)[0]  # the full reason and traceback go to the verdict's data
+        data = {"error_type": err.error_type, "reason": err.reason, "error_detail": err.detail[-4000:]}
         if err.error_type == "Skipped":
-            raise Unavailable("skipped", f"{backend} {phase} skipped case {case.id}: {err.reason}")
-        raise Unavailable("error", f"{backend} {phase} failed on case {case.id}: {err.reason}")
+            raise Unavailable("skipped", f"{backend} {phase} skipped case {case.id}: {first}", data)
+        raise Unavailable("error", f"{backend} {phase} failed on case {case.id}: {first}", data)
 
     def _missing(self, backend: str, phase: str, case: Case, what: str) -> Unavailable:
         problem = self.phase_problem(backend, phase)
