@@ -142,7 +142,8 @@ def cmd_compare(args) -> int:
     from harness.compare import compare_run
 
     verdicts = compare_run(Path(args.run), args.suite)
-    return EXIT_FAIL if any(v.verdict != "pass" and v.verdict != "skipped" for v in verdicts) else EXIT_PASS
+    outcomes = {v.verdict for v in verdicts}
+    return EXIT_ERROR if "error" in outcomes else EXIT_FAIL if "fail" in outcomes else EXIT_PASS
 
 
 def cmd_report(args) -> int:

@@ -75,7 +75,7 @@ class Recorder:
         self.models = models
         self.prompt_ids = prompt_ids  # case id -> tokenized prompts
         self.quiet = quiet
-        self.live = "A"
+        self.live: str | None = "A"
         self.state_path: Path | None = None
 
     def _mark(self, phase: str, case: Case, source: str = "") -> None:
@@ -104,6 +104,9 @@ class Recorder:
 
     def _ensure_weights(self, case: Case) -> None:
         if case.weights != self.live:
+            # Unknown until the swap succeeds: a swap that fails half-way must be retried by the
+            # next case, never assumed to have left the old set live.
+            self.live = None
             self.runner.set_weights(self.models[case.weights])
             self.live = case.weights
 
