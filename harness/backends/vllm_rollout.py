@@ -287,6 +287,7 @@ class VllmRollout(BaseRollout):
         self.add_special_tokens = add_special_tokens
         self.param_mapping = param_mapping
         self.in_process = in_process
+        self._tmp_weights = None  # multi-process mode: where array updates are written for the worker
         # vLLM reads this when the LLM is built; in-process = no spawned EngineCore, ~3 s start
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0" if in_process else "1"
 
@@ -396,6 +397,9 @@ class VllmRollout(BaseRollout):
         except Exception:  # noqa: BLE001 - best effort; the process may be exiting
             pass
         self.llm = None
+        if self._tmp_weights is not None:
+            self._tmp_weights.cleanup()
+            self._tmp_weights = None
         import gc
 
         gc.collect()
@@ -666,6 +670,20 @@ class VllmRollout(BaseRollout):
             raise ValueError("update_params: no weights given")
         return pairs
 
+    def _weights_dir(self, params: Any, filter_types: tuple | None) -> str:
+        """A directory of safetensors for a worker in another process: the given one, or a temporary one."""
+        if isinstance(params, (str, os.PathLike)) and Path(params).is_dir():
+            return str(Path(params))
+        import tempfile
+
+        from safetensors.torch import save_file
+
+        if self._tmp_weights is None:
+            self._tmp_weights = tempfile.TemporaryDirectory(prefix="vllm-rollout-weights-")
+        path = Path(self._tmp_weights.name) / "model.safetensors"
+        save_file({n: t.contiguous() for n, t in self._weights_from(params, filter_types)}, str(path))
+        return self._tmp_weights.name
+
     def update_params(self, params: Any, filter_types: tuple[Any, ...] | None = None) -> None:
         """Push weights into the live engine in memory, then drop the prefix cache.
 
@@ -674,9 +692,15 @@ class VllmRollout(BaseRollout):
         `param_mapping(name, array) -> [(hf_name, array)]` given at construction. Every tensor
         of a layer should be given (vLLM reloads layer by layer). The next generate reflects them.
         """
-        weights = self._weights_from(params, filter_types)
         t0 = time.perf_counter()
-        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights})
+        if self.in_process:
+            # the driver worker lives in this process: hand it the tensors directly
+            weights = self._weights_from(params, filter_types)
+            self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights})
+        else:
+            # a worker process cannot receive a list of tensors through collective_rpc (msgpack turns
+            # it into nonsense); it reads safetensors from a directory instead
+            self.llm.collective_rpc("reload_weights", kwargs={"weights_path": self._weights_dir(params, filter_types)})
         if not self.llm.reset_prefix_cache():
             raise RuntimeError("vLLM refused reset_prefix_cache() after a weight update (requests still running?)")
         self.last_update_s = time.perf_counter() - t0

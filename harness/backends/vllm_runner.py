@@ -17,8 +17,9 @@ which builds runners with no options):
   rollout, reading the prefix cache) and gets prompt logprobs from a second request.
 - `block_size` / PARITY_VLLM_BLOCK_SIZE = 32 (default; the CPU attention backend needs a
   multiple of 32, its own default is 128): small blocks let short prompts be cached.
-- `enforce_eager` / PARITY_VLLM_EAGER = 1 (default; 0 enables torch.compile).
-- `threads`: torch threads (vLLM's CPU worker binds its own; informative only).
+- `enforce_eager` / PARITY_VLLM_EAGER = 1 (default; 0 enables torch.compile: faster decode,
+  15-60 s longer start).
+- `dtype` (float32), `kv_cache_memory_bytes` (32 MiB), `engine_kwargs` (anything for vllm.LLM).
 """
 
 from __future__ import annotations
