@@ -7,7 +7,8 @@ the results into the recorder's Sample / Scored objects.
 Options (constructor keywords, or environment variables for `parity record`,
 which builds runners with no options):
 
-- `logprobs_mode` / PARITY_VLLM_LOGPROBS_MODE = processed (default, as tunix) | raw.
+- `logprobs_mode` / PARITY_VLLM_LOGPROBS_MODE = processed (default, as tunix) | raw
+  (`raw=True` is short for logprobs_mode="raw").
   The completion logprobs (and their top-k) of `generate` are in this mode; prompt
   logprobs and `score` are raw log_softmax whatever the mode.
 - `prompt_logprobs` / PARITY_VLLM_PROMPT_LOGPROBS = separate (default) | inline.
@@ -53,6 +54,8 @@ class VllmRunner(Runner):
 
     def __init__(self, model: ModelRef, **options: Any):
         super().__init__(model, **options)
+        if options.get("raw"):  # VllmRunner(model, raw=True)
+            options["logprobs_mode"] = "raw"
         mode = str(_option(options, "logprobs_mode", "PARITY_VLLM_LOGPROBS_MODE", "processed")).lower()
         mode = mode.removesuffix("_logprobs")
         if mode not in _MODES:
