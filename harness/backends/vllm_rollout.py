@@ -413,7 +413,7 @@ class VllmRollout(BaseRollout):
     # ------------------------------------------------------------------ tokenization
     def encode(self, text: str) -> list[int]:
         tok = self._tokenizer
-        if hasattr(tok, "convert_tokens_to_ids"):  # a HuggingFace tokenizer
+        if hasattr(tok, "convert_tokens_to_ids") and callable(tok):  # a HuggingFace tokenizer
             return list(tok(text, add_special_tokens=self.add_special_tokens)["input_ids"])
         return [int(t) for t in tok.encode(text)]  # a tunix TokenizerAdapter / sentencepiece
 
