@@ -458,6 +458,7 @@ def test_html_marks_errors(tmp_path):
     assert "XLA device lost" in html and "\x1b" not in ET.tostring(ET.parse(run / "junit.xml").getroot(),
                                                                     encoding="unicode")
     assert "&lt;boom &amp; bust&gt;" in html
+    assert 'class="log-cause"' in html and "RuntimeError: XLA device lost" in html
     assert 'class="box error case-error"' in html
 
 
@@ -484,3 +485,54 @@ def test_config_with_non_finite_values_is_strict_json(tmp_path):
         p.write_text("\n".join(lines) + "\n")
     s = write_reports(run)
     assert s["backends"]["reference"]["config"]["max_model_len"] == "Infinity"
+
+
+# ----------------------------------------------------------------------------- properties
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from harness.report.junit import build_junit  # noqa: E402
+
+_verdicts = st.lists(st.builds(
+    Verdict, check=st.sampled_from(["greedy_tokens", "mismatch", "replay"]),
+    backends=st.lists(st.sampled_from(["reference", "vllm", "sglang_jax"]), min_size=0, max_size=2, unique=True),
+    case=st.sampled_from(["a", "b", "run:generate"]), metric=st.sampled_from(["k3", "max_abs_dlogp"]),
+    value=st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True)),
+    threshold=st.one_of(st.none(), st.floats(min_value=0, max_value=1)),
+    verdict=st.sampled_from(["pass", "fail", "error", "skipped"]),
+    detail=st.text(max_size=30)), max_size=25)
+
+
+@given(vs=_verdicts, backend_ok=st.booleans())
+def test_verdict_and_junit_properties(vs, backend_ok):
+    backends = {"vllm": {"status": "ok" if backend_ok else "failed", "reason": "", "wall_s": 1.0, "errors": []}}
+    verdict, _ = overall(vs, backends, [])
+    outcomes = {v.verdict for v in vs}
+    if not backend_ok or "error" in outcomes or not outcomes - {"skipped"}:
+        assert verdict == "error"
+    elif "fail" in outcomes:
+        assert verdict == "fail"
+    else:
+        assert verdict == "pass"
+    summary = {"run_id": "r", "generated_at": "2025-01-01T00:00:00Z", "backends": backends, "problems": []}
+    root = build_junit(vs, summary)
+    ET.fromstring(ET.tostring(root))  # well-formed whatever the detail text holds
+    main = root.find("testsuite")
+    cases = main.findall("testcase")
+    assert len(cases) == len(vs)
+    assert len({(c.get("classname"), c.get("name")) for c in cases}) == len(vs)
+    assert int(main.get("failures")) == sum(v.verdict == "fail" for v in vs)
+    assert int(main.get("errors")) == sum(v.verdict == "error" for v in vs)
+    assert int(main.get("skipped")) == sum(v.verdict == "skipped" for v in vs)
+
+
+def test_errors_caused_by_a_crashed_backend_are_folded(tmp_path):
+    run = make_run(tmp_path, failing=True, crashed="vllm", extras=False)
+    s = write_reports(run)
+    html = (run / "index.html").read_text()
+    failing = html[html.index('id="failing-table"'):html.index('id="backends"')]
+    n_vllm_errors = sum(1 for c in s["checks"] if c["verdict"] == "error" and "vllm" in c["backends"])
+    assert n_vllm_errors > 1
+    assert f"{n_vllm_errors} check(s) involving vllm errored because vllm did not run cleanly" in failing
+    # the parity failures are listed on their own, before the folded errors
+    assert failing.index("greedy_tokens") < failing.index("consequential")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections import defaultdict
 from pathlib import Path
 
@@ -65,15 +66,24 @@ def _status_class(status: str) -> str:
     return "note"
 
 
-def _log_tail(run_dir: Path, rel: str | None) -> str:
+_LOG_NOISE = re.compile(r"^(Requirement already satisfied|Processing /|Collecting |Using cached |Downloading |"
+                        r"Loading weights:|Loading safetensors|\s*$)")
+_LOG_ERROR = re.compile(r"error|exception|traceback|failed|killed|timed out|abort", re.I)
+
+
+def _log_tail(run_dir: Path, rel: str | None) -> tuple[str, str]:
+    """(the last LOG_TAIL_LINES lines that are not install/progress noise, the last line that names an error)."""
     if not rel:
-        return ""
+        return "", ""
     p = run_dir / rel
     try:
         lines = p.read_text(encoding="utf-8", errors="replace").splitlines()
     except OSError:
-        return f"(log {rel} not found)"
-    return "\n".join(lines[-LOG_TAIL_LINES:])
+        return f"(log {rel} not found)", ""
+    lines = [ln for ln in lines if not _LOG_NOISE.match(ln)]
+    tail = lines[-LOG_TAIL_LINES:]
+    cause = next((ln for ln in reversed(tail) if _LOG_ERROR.search(ln) and not ln.startswith("nox >")), "")
+    return "\n".join(tail), cause.strip()
 
 
 # ----------------------------------------------------------------------------- token streams
@@ -404,16 +414,28 @@ def render_html(data: RunData, summary: dict) -> str:
     logs = {}
     for b, st in backends.items():
         if st["status"] != "ok":
-            logs[b] = [(p, ph.get("log"), _log_tail(data.run_dir, ph.get("log"))) for p, ph in st["phases"].items()
-                       if ph.get("exit_code") != 0]
+            logs[b] = [(p, ph.get("log"), *_log_tail(data.run_dir, ph.get("log")))
+                       for p, ph in st["phases"].items() if ph.get("exit_code") != 0]
             details = [e.detail for e in data.errors if e.backend == b and e.detail]
             if details and not logs[b]:
-                logs[b] = [("record", None, details[-1])]
+                logs[b] = [("record", None, details[-1], "")]
     artefacts = [p for p in ("summary.json", "junit.xml", "checks.json", "run.json")
                  if (data.run_dir / p).exists() or p in ("summary.json", "junit.xml")]
+    # Failing checks: parity failures first, then errors; errors that only follow from a backend that did
+    # not run are folded into one row per backend (a crashed engine would otherwise bury everything else).
+    broken = [b for b in order if backends.get(b, {}).get("status", "ok") != "ok"]
+    fails = [v for v in verdicts if v.verdict == "fail"]
+    errors, consequential = [], {b: [] for b in broken}
+    for v in (v for v in verdicts if v.verdict == "error"):
+        cause = next((b for b in v.backends if b in broken), None)
+        if cause is not None and v.check != "backend_ran":
+            consequential[cause].append(v)
+        else:
+            errors.append(v)
     ctx = {
         "s": summary, "colors": colors, "order": order,
-        "failing": [v for v in verdicts if v.verdict in ("fail", "error")],
+        "failing": fails + errors + [v for vs in consequential.values() for v in vs],
+        "failing_rows": fails + errors, "consequential": {b: vs for b, vs in consequential.items() if vs},
         "verdicts": verdicts, "case_ids": case_ids, "cases": cases,
         "matrix": _pair_matrix(summary["pairs"], order), "stats": stats, "hists": hists,
         "extras": _extras(data, colors, order), "logs": logs, "vocab": bool(vocab),
