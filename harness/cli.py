@@ -6,6 +6,9 @@
     parity record --backend vllm --suite cases/default.yaml --out reports/x   (inside that backend's venv)
     parity compare --run reports/x               checks -> reports/x/checks.json
     parity report --run reports/x                summary.json, junit.xml, index.html
+    parity golden compare --run reports/x        regressions against golden/<hardware-class>/ -> reports/x/golden.json
+    parity golden update --run reports/x [--yes] show the diff to the golden; write it only with --yes
+    parity selftest [--run DIR | --golden DIR]   inject known defects into copies of a clean run: all must be caught
 """
 
 from __future__ import annotations
@@ -70,6 +73,33 @@ def build_parser() -> argparse.ArgumentParser:
 
     rep = sub.add_parser("report", help="write summary.json, junit.xml and index.html for a compared run")
     rep.add_argument("--run", required=True)
+
+    st = sub.add_parser("selftest", help="inject known defects into copies of a clean recorded run; every defect must "
+                                         "be caught by its check and the clean run raise no alarm")
+    src = st.add_mutually_exclusive_group()
+    src.add_argument("--run", default=None, help="a clean recorded run directory (default: the committed golden run)")
+    src.add_argument("--golden", default=None, help="a golden directory, e.g. golden/cpu-x86_64-float32")
+    st.add_argument("--out", default="reports/selftest", help="where selftest.json goes (default reports/selftest/; "
+                                                             "a run directory puts the matrix in its report)")
+    st.add_argument("--targets", default=None, help="comma-separated engines to inject into (default: every engine)")
+    st.add_argument("--defects", default=None, help="comma-separated defect names (default: all)")
+    st.add_argument("--repeats", type=int, default=5, help="clean comparisons with fresh noise (default 5)")
+    st.add_argument("--keep", default=None, help=argparse.SUPPRESS)
+
+    gold = sub.add_parser("golden", help="golden baselines: compare a run with golden/<hardware-class>/, or refresh it")
+    gsub = gold.add_subparsers(dest="golden_command", required=True, metavar="ACTION")
+    gc = gsub.add_parser("compare", help="regressions of each backend against the golden -> RUN/golden.json")
+    gc.add_argument("--run", required=True, help="run directory")
+    gc.add_argument("--golden", default=None, help="golden directory (default golden/<the run's hardware class>)")
+    gc.add_argument("--atol", type=float, default=None, help="logprob tolerance (default: each case's logprob_atol)")
+    gu = gsub.add_parser("update", help="show what a run would change in the golden; write it with --yes")
+    gu.add_argument("--run", required=True, help="a clean run directory")
+    gu.add_argument("--golden", default=None, help="golden directory (default golden/<the run's hardware class>)")
+    gu.add_argument("--yes", action="store_true", help="write without asking (after printing the diff)")
+    gu.add_argument("--allow-failing", action="store_true",
+                    help="store a run whose checks fail (the self-test then fails on it)")
+    gu.add_argument("--no-derive", action="store_true",
+                    help="skip the model-derived values (derived.json; needs the reference's interpreter)")
 
     sub.add_parser("build-model", help="build (or find) the embedded tiny model and print its hashes")
     sch = sub.add_parser("schema", help="print the record JSON schema (or the markdown of docs/records.md)")
@@ -175,8 +205,44 @@ def cmd_schema(args) -> int:
     return EXIT_PASS
 
 
+def cmd_selftest(args) -> int:
+    from harness.golden import GoldenError, default_golden
+    from harness.selftest import SelftestError, format_matrix, run_selftest, write_result
+
+    try:
+        source = Path(args.run or args.golden or default_golden())
+        result = run_selftest(source, targets=args.targets.split(",") if args.targets else None,
+                              defects=args.defects.split(",") if args.defects else None, repeats=args.repeats,
+                              workdir=Path(args.keep) if args.keep else None)
+    except (GoldenError, SelftestError) as e:
+        raise HarnessError(str(e)) from None
+    print(format_matrix(result))
+    print(f"selftest.json: {write_result(Path(args.out), result)}")
+    return EXIT_PASS if result["passed"] else EXIT_FAIL
+
+
+def cmd_golden(args) -> int:
+    from harness.golden import GoldenError, compare_golden, outcome, update_golden, write_golden_result
+
+    try:
+        if args.golden_command == "update":
+            return update_golden(Path(args.run), Path(args.golden) if args.golden else None, args.yes,
+                                 derived=not args.no_derive, allow_failing=args.allow_failing)
+        verdicts, info = compare_golden(Path(args.run), Path(args.golden) if args.golden else None, args.atol)
+    except GoldenError as e:
+        raise HarnessError(str(e)) from None
+    path = write_golden_result(Path(args.run), verdicts, info)
+    for v in verdicts:
+        if v.verdict != "pass":
+            print(f"{v.verdict.upper():7} {v.test_id}: {v.detail}")
+    counts = {o: sum(v.verdict == o for v in verdicts) for o in ("pass", "fail", "error", "skipped")}
+    result = outcome(verdicts)
+    print(f"golden {result.upper()} against {info['golden']} ({info['hardware_class']}): {counts} -> {path}")
+    return {"pass": EXIT_PASS, "fail": EXIT_FAIL}.get(result, EXIT_ERROR)
+
+
 COMMANDS = {"run": cmd_run, "record": cmd_record, "compare": cmd_compare, "report": cmd_report,
-            "build-model": cmd_build_model, "schema": cmd_schema}
+            "selftest": cmd_selftest, "golden": cmd_golden, "build-model": cmd_build_model, "schema": cmd_schema}
 
 
 def main(argv: list[str] | None = None) -> int:
