@@ -221,3 +221,12 @@ def rl_tests(session: nox.Session) -> None:
     """Stale-weight detection on a real engine (update_params disabled) plus the curve statistics."""
     install_rl_sglang(session)
     session.run("python", "-m", "pytest", "tests/rl", "--junitxml=reports/tests/rl.xml", *session.posargs)
+
+
+# ---------------------------------------------------------------- selftest (issue 9): detection power of the checks
+@nox.session(python=PY_DRIVER, tags=["tests"])
+def selftest(session: nox.Session) -> None:
+    """Known defects injected into copies of the committed golden run must each be caught, the clean run raise no alarm."""
+    install_driver(session)
+    args = session.posargs or ["--out", "reports/selftest"]
+    session.run("python", "-m", "harness", "selftest", *args)
