@@ -536,3 +536,11 @@ def test_errors_caused_by_a_crashed_backend_are_folded(tmp_path):
     assert f"{n_vllm_errors} check(s) involving vllm errored because vllm did not run cleanly" in failing
     # the parity failures are listed on their own, before the folded errors
     assert failing.index("greedy_tokens") < failing.index("consequential")
+
+
+def test_case_sections_fold_errors_of_a_crashed_backend(tmp_path):
+    run = make_run(tmp_path, failing=False, crashed="vllm", extras=False)
+    write_reports(run)
+    html = (run / "index.html").read_text()
+    case = html[html.index('id="case-greedy-basic"'):html.index('id="case-greedy-eos"')]
+    assert 'class="small folded"' in case and "check(s) involving vllm" in case

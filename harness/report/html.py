@@ -98,9 +98,9 @@ def _dlogp(gen, ref_score) -> list[float | None]:
     """Backend's completion logprob minus the reference's teacher-forced logprob of the same token, in
     the backend's declared mode; None where either is missing."""
     n = len(gen.completion_ids)
-    if gen.completion_logprobs is None or ref_score is None:
+    ref = _ref_mode(gen, ref_score)
+    if gen.completion_logprobs is None or ref is None:
         return [None] * n
-    ref = ref_score.by_mode.get(gen.logprob_mode) or ref_score.logprobs
     out: list[float | None] = []
     for i in range(n):
         if i >= len(ref) or i >= len(gen.completion_logprobs) or gen.completion_logprobs[i] is None:
@@ -114,10 +114,21 @@ def _dlogp(gen, ref_score) -> list[float | None]:
     return out
 
 
-def _ref_values(gen, ref_score) -> list[float | None]:
+def _ref_mode(gen, ref_score) -> list[float] | None:
+    """The reference's teacher-forced logprobs of gen's tokens in gen's declared mode (None if not recorded:
+    never another mode in its place, which would show a difference that is not there)."""
     if ref_score is None:
+        return None
+    ref = ref_score.by_mode.get(gen.logprob_mode)
+    if ref is None and gen.logprob_mode == ref_score.logprob_mode:
+        ref = ref_score.logprobs
+    return ref
+
+
+def _ref_values(gen, ref_score) -> list[float | None]:
+    ref = _ref_mode(gen, ref_score)
+    if ref is None:
         return [None] * len(gen.completion_ids)
-    ref = ref_score.by_mode.get(gen.logprob_mode) or ref_score.logprobs
     return [ref[i] if i < len(ref) else None for i in range(len(gen.completion_ids))]
 
 
@@ -157,10 +168,24 @@ def _stream_row(label: str, backend: str, gen, ref_score, base_ids: list[int] | 
     return {"label": label, "backend": backend, "color": color, "cells": cells, "divergence": div,
             "finish_reason": gen.finish_reason, "stop_reason": gen.stop_reason, "mode": gen.logprob_mode,
             "text": gen.text, "dlogp": d, "max_abs_d": (float("inf") if nonfinite else (max(finite) if finite else None)),
-            "has_ref": ref_score is not None, "sampled": sampled, "is_variant": gen.key.variant != "main"}
+            "has_ref": _ref_mode(gen, ref_score) is not None, "sampled": sampled, "is_variant": gen.key.variant != "main"}
 
 
-def _case_views(data: RunData, idx: _Index, vocab: dict[int, str], colors: dict[str, str]) -> list[dict]:
+def _fold(verdicts: list, broken: list[str]) -> tuple[list, dict[str, list]]:
+    """Split error verdicts into those to show one by one and, per backend that did not run cleanly, those
+    that only follow from it (any error verdict involving it, except backend_ran, which says why)."""
+    own, folded = [], {b: [] for b in broken}
+    for v in verdicts:
+        cause = next((b for b in v.backends if b in broken), None) if v.verdict == "error" else None
+        if cause is not None and v.check != "backend_ran":
+            folded[cause].append(v)
+        else:
+            own.append(v)
+    return own, {b: vs for b, vs in folded.items() if vs}
+
+
+def _case_views(data: RunData, idx: _Index, vocab: dict[int, str], colors: dict[str, str],
+                broken: list[str]) -> list[dict]:
     suite_cases = {c.id: c for c in data.suite.cases} if data.suite is not None else {}
     ids = list(suite_cases)
     for g in data.generations:
@@ -179,6 +204,7 @@ def _case_views(data: RunData, idx: _Index, vocab: dict[int, str], colors: dict[
     for cid in ids:
         case = suite_cases.get(cid)
         verdicts = sorted([v for v in data.verdicts if v.case == cid], key=lambda v: (RANK[v.verdict], v.check))
+        shown, folded = _fold(verdicts, broken)
         errors = [e for e in data.errors if e.key and e.key.case_id == cid]
         gens = idx.by_case.get(cid, [])
         sampled = bool(case and not case.sampling.greedy) or any(
@@ -277,6 +303,7 @@ def _case_views(data: RunData, idx: _Index, vocab: dict[int, str], colors: dict[
                 gens[0].key.case_hash if gens else ""), "weights": case.weights if case else (
                 gens[0].key.weights if gens else ""), "checks": list(case.checks) if case else [],
             "sampling": sampling, "sampled": sampled, "tolerance": tol, "verdicts": verdicts, "errors": errors,
+            "shown": shown, "folded": folded,
             "outcome": outcome if (verdicts or real_errors) else "none", "prompts": prompts, "hidden": hidden,
             "repeats": case.repeats if case else None, "alone": case.alone if case else None,
         })
@@ -405,12 +432,13 @@ def render_html(data: RunData, summary: dict) -> str:
     model_path = (summary["provenance"].get("model") or {}).get("path")
     vocab = load_vocab(model_path)
     idx = _Index(data)
-    cases = _case_views(data, idx, vocab, colors)
+    backends = summary["backends"]
+    broken = [b for b in order if backends.get(b, {}).get("status", "ok") != "ok"]
+    cases = _case_views(data, idx, vocab, colors, broken)
     tol_default = None
     stats, hists = _dlogp_stats(cases, order, colors, tol_default)
     verdicts = sorted(data.verdicts, key=lambda v: (RANK[v.verdict], v.check, v.case))
     case_ids = {c["id"] for c in cases}
-    backends = summary["backends"]
     logs = {}
     for b, st in backends.items():
         if st["status"] != "ok":
@@ -423,19 +451,12 @@ def render_html(data: RunData, summary: dict) -> str:
                  if (data.run_dir / p).exists() or p in ("summary.json", "junit.xml")]
     # Failing checks: parity failures first, then errors; errors that only follow from a backend that did
     # not run are folded into one row per backend (a crashed engine would otherwise bury everything else).
-    broken = [b for b in order if backends.get(b, {}).get("status", "ok") != "ok"]
     fails = [v for v in verdicts if v.verdict == "fail"]
-    errors, consequential = [], {b: [] for b in broken}
-    for v in (v for v in verdicts if v.verdict == "error"):
-        cause = next((b for b in v.backends if b in broken), None)
-        if cause is not None and v.check != "backend_ran":
-            consequential[cause].append(v)
-        else:
-            errors.append(v)
+    errors, consequential = _fold([v for v in verdicts if v.verdict == "error"], broken)
     ctx = {
-        "s": summary, "colors": colors, "order": order,
+        "s": summary, "colors": colors, "order": order, "broken": broken,
         "failing": fails + errors + [v for vs in consequential.values() for v in vs],
-        "failing_rows": fails + errors, "consequential": {b: vs for b, vs in consequential.items() if vs},
+        "failing_rows": fails + errors, "consequential": consequential,
         "verdicts": verdicts, "case_ids": case_ids, "cases": cases,
         "matrix": _pair_matrix(summary["pairs"], order), "stats": stats, "hists": hists,
         "extras": _extras(data, colors, order), "logs": logs, "vocab": bool(vocab),
