@@ -9,7 +9,7 @@ A golden directory (`golden/<hardware-class>/`) holds
 
     golden.json          manifest: hardware class, machine, devices, versions, model hashes,
                          suite name and file hash, case hashes, source run, date, files
-    run.json             the source run's manifest (suite path made repo-relative)
+    run.json             the source run's manifest (`suite`: this directory's suite.yaml, repo-relative)
     suite.yaml           the suite the records were made with (the self-test runs on it)
     records/*.jsonl      the run's records, valid record files, `timings` emptied (noise)
     derived.json         values only the model can give (temperature applied twice, top-k
@@ -639,8 +639,9 @@ def write_golden(run_dir: Path, golden_dir: Path, run_rows: dict[str, list[dict]
     if suite_file is not None:
         shutil.copyfile(suite_file, tmp / "suite.yaml")
     m = dict(manifest)
-    if m.get("suite"):
-        m["suite"] = "suite.yaml" if suite_file is not None else m["suite"]
+    if suite_file is not None:  # repo-relative where possible, so `parity compare/report --run golden/<class>` work
+        final = golden_dir.resolve() / "suite.yaml"
+        m["suite"] = str(final.relative_to(ROOT)) if final.is_relative_to(ROOT) else str(final)
     m.pop("argv", None)
     (tmp / "run.json").write_text(json.dumps(m, indent=2, sort_keys=True) + "\n")
     gm = build_manifest(run_dir, run_rows, manifest, run_class, tmp / "suite.yaml" if suite_file else None, files)
