@@ -1,0 +1,108 @@
+"""`python -m harness.rl`: GRPO/PPO reward curves per rollout engine, compared statistically.
+
+    python -m harness.rl run --out reports/rl --steps 40 --seeds 3 --engines vanilla,sglang_jax,vllm
+        (driver venv) train every (algo, engine, seed) in its engine venv, one process each,
+        then compare: RUN/rl/<algo>.json, RUN/rl/comparison.json
+    python -m harness.rl train --config '<RunConfig json>' --out RUN     (inside an engine venv)
+    python -m harness.rl compare --run RUN                               (re-run the statistics only)
+
+Exit codes: 0 every verdict passes, 1 a verdict fails, 2 harness error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from harness.rl.config import ALGOS, DEFAULT_ENGINES, RunConfig
+
+EXIT_PASS, EXIT_FAIL, EXIT_ERROR = 0, 1, 2
+
+
+def _csv(s: str) -> list[str]:
+    return [x.strip() for x in s.split(",") if x.strip()]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m harness.rl", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    d = RunConfig()
+
+    run = sub.add_parser("run", help="train every algo x engine x seed (one process each), then compare",
+                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    run.add_argument("--out", default="reports", help="parent directory of run directories")
+    run.add_argument("--run-id", default=None, help="run directory name (default: rl-<UTC timestamp>)")
+    run.add_argument("--algos", default=",".join(ALGOS), help="comma-separated: grpo,ppo")
+    run.add_argument("--engines", default=",".join(DEFAULT_ENGINES),
+                     help="comma-separated: vanilla (tunix baseline), sglang_jax, vllm; append '-stale' to an "
+                          "engine to disable its update_params (e.g. vanilla-stale)")
+    run.add_argument("--seeds", type=int, default=3, help="seeds per engine (0..N-1)")
+    run.add_argument("--steps", type=int, default=d.steps, help="training steps per run")
+    run.add_argument("--window", type=int, default=10, help="steps in the final-reward window")
+    run.add_argument("--alpha", type=float, default=0.05, help="family-wise alpha per algorithm (Bonferroni)")
+    run.add_argument("--k3-threshold", type=float, default=1e-3, help="max allowed per-step k3 mismatch")
+    run.add_argument("--launcher", choices=["direct", "nox"], default="direct",
+                     help="direct: the engine venv's python (installed once via its nox session); "
+                          "nox: `nox -s rl_sglang|rl_vllm -- train ...` per run")
+    run.add_argument("--timeout", type=float, default=900.0, help="seconds per training process")
+    run.add_argument("--resume", action="store_true", help="skip runs whose result file says ok")
+    run.add_argument("--no-engine-score", action="store_true",
+                     help="skip scoring samples with the engine's get_per_token_logps (faster)")
+    _hyper(run, d)
+
+    tr = sub.add_parser("train", help="one training run inside an engine venv")
+    tr.add_argument("--config", required=True, help="RunConfig as JSON")
+    tr.add_argument("--out", required=True, help="run directory")
+
+    cmp_ = sub.add_parser("compare", help="recompute curves and verdicts from RUN/rl/runs/*.json",
+                          formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    cmp_.add_argument("--run", required=True)
+    cmp_.add_argument("--window", type=int, default=10)
+    cmp_.add_argument("--alpha", type=float, default=0.05)
+    cmp_.add_argument("--k3-threshold", type=float, default=1e-3)
+    return ap
+
+
+def _hyper(p: argparse.ArgumentParser, d: RunConfig) -> None:
+    g = p.add_argument_group("hyperparameters (identical for every engine)")
+    g.add_argument("--prompts-per-step", type=int, default=d.prompts_per_step, help="GRPO prompts per step")
+    g.add_argument("--num-generations", type=int, default=d.num_generations, help="GRPO group size")
+    g.add_argument("--ppo-batch", type=int, default=d.ppo_batch, help="PPO prompts per step")
+    g.add_argument("--max-tokens", type=int, default=d.max_tokens)
+    g.add_argument("--actor-lr", type=float, default=None, help="default: 0.05 (GRPO), 0.02 (PPO)")
+    g.add_argument("--critic-lr", type=float, default=d.critic_lr)
+    g.add_argument("--model", default=None, help="local HF Qwen3 directory (default: the embedded tiny model)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "train":
+        from harness.rl.train import run_to_file
+
+        cfg = RunConfig.from_json(args.config)
+        path = run_to_file(cfg, Path(args.out))
+        res = json.loads(path.read_text())
+        r = [s["reward_mean"] for s in res["steps"]]
+        print(f"[rl] {cfg.algo} {cfg.label} seed {cfg.seed}: {len(r)} steps, reward "
+              f"{r[0] if r else float('nan'):.3f} -> {r[-1] if r else float('nan'):.3f}, "
+              f"syncs {res['syncs']} (skipped {res['syncs_skipped']}), train {res['train_seconds']:.1f} s",
+              flush=True)
+        return EXIT_PASS
+    if args.command == "compare":
+        from harness.rl.compare import compare_run, print_summary
+
+        out = compare_run(Path(args.run), window=args.window, alpha=args.alpha, k3_threshold=args.k3_threshold)
+        print_summary(out)
+        return out["exit_code"]
+    if args.command == "run":
+        from harness.rl.driver import run_all
+
+        return run_all(args)
+    return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())
