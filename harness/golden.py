@@ -28,8 +28,10 @@ record (by source backend, prompt, sample): token ids identical, finish reasons 
 completion, prompt and score logprobs within the case's `logprob_atol` (or `--atol`). One
 Verdict per (backend, case), check name `golden`, into `<run>/golden.json`; exit 0 pass,
 1 a regression, 2 an error (hardware mismatch, nothing comparable, a case that errored in the
-run but not in the golden). Backends or cases in only one side, and cases whose hash or model
-changed, get `skipped` verdicts saying why (refresh the golden after a reviewed change).
+run but not in the golden, a backend whose phase did not complete). Backends or cases in only one
+side, and cases whose hash or model changed, get `skipped` verdicts saying why (refresh the golden
+after a reviewed change). A score of another backend's completion whose tokens changed is not
+held against the scorer: the generating backend's verdict reports the change.
 """
 
 from __future__ import annotations
@@ -321,6 +323,7 @@ def compare_golden(run_dir: Path, golden_dir: Path | None = None, atol: float | 
     tol = _tolerances(run_dir, manifest, atol)
     g_idx, r_idx = index_rows(golden_rows), index_rows(run_rows)
     g_sessions, r_sessions = sessions_of(golden_rows), sessions_of(run_rows)
+    run_problems = phase_problems(run_rows, manifest)
     g_backends = sorted(g_sessions, key=lambda b: (b != REFERENCE, b))
     r_backends = sorted(r_sessions, key=lambda b: (b != REFERENCE, b))
     verdicts: list[Verdict] = []
@@ -378,7 +381,21 @@ def compare_golden(run_dir: Path, golden_dir: Path | None = None, atol: float | 
             atol_c = tol[case]
             diffs: list[RecordDiff] = []
             worst = 0.0
+            notes: dict[str, int] = defaultdict(int)
             for k in sorted(set(g.records) | set(r.records), key=lambda k: tuple(map(str, k))):
+                source = k[1]
+                if k[0] == "score" and source != b:
+                    # a score of another backend's completion: when that backend's tokens changed (or it
+                    # did not generate), the difference is its regression, reported under it, not the scorer's
+                    gs, rs = g.records.get(k), r.records.get(k)
+                    src_gen = _gen_of(r_idx, source, case, common[-1], k)
+                    if (gs is None or rs is None) and (src_gen is None or run_problems.get(source)):
+                        notes[f"scores of {source}'s completions not comparable ({source} has no such "
+                              f"completion in {'this run' if rs is None else 'the golden'})"] += 1
+                        continue
+                    if gs is not None and rs is not None and gs["completion_ids"] != rs["completion_ids"]:
+                        notes[f"scores of {source}'s completions whose tokens changed (see {source})"] += 1
+                        continue
                 if k not in r.records:
                     diffs.append(RecordDiff(_where(k), ["missing in this run"], math.inf))
                     continue
@@ -390,6 +407,15 @@ def compare_golden(run_dir: Path, golden_dir: Path | None = None, atol: float | 
                 if d.problems:
                     diffs.append(d)
             n = len(set(g.records) | set(r.records))
+            note = "".join(f"; {c} {what}" for what, c in notes.items())
+            if run_problems.get(b):
+                verdicts.append(Verdict(
+                    check="golden", backends=[b], case=case, metric="regressions", value=None, threshold=0.0,
+                    verdict="error", detail=f"{b} did not run cleanly in this run ({run_problems[b]}): "
+                                            f"{len(diffs)} of {n} records differ from the golden{note}{vnote}",
+                    data={"diffs": [d.as_dict() for d in diffs[:20]], "versions_changed": vdiff}))
+                continue
+            vnote = note + vnote
             if diffs:
                 detail = (f"{b} case {case}: {len(diffs)} of {n} records differ from the golden: "
                           + "; ".join(f"{d.where}: {', '.join(d.problems)}" for d in diffs[:3])
@@ -411,6 +437,26 @@ def compare_golden(run_dir: Path, golden_dir: Path | None = None, atol: float | 
     info = {"golden": str(golden_dir), "hardware_class": run_class, "golden_hardware_class": gm["hardware_class"],
             "golden_created_at": gm.get("created_at"), "golden_source_run": gm.get("source_run")}
     return verdicts, info
+
+
+def _gen_of(idx: dict, backend: str, case: str, case_hash: str, k: Key) -> dict | None:
+    """The generation record (main variant) of `backend` that score key k scored."""
+    cr = idx.get((backend, case), {}).get(case_hash)
+    return None if cr is None else cr.records.get(("generation", None, k[2], k[3], "main"))
+
+
+def phase_problems(rows: dict[str, list[dict]], manifest: dict) -> dict[str, str]:
+    """backend -> why a phase of it did not complete (run.json exit code, backend-level error records)."""
+    out: dict[str, list[str]] = defaultdict(list)
+    for b, st in (manifest.get("backend_status") or {}).items():
+        for ph, status in ((st or {}).get("phases") or {}).items():
+            if status and status.get("exit_code", 0) != 0:
+                out[b].append(f"{ph} exited with code {status.get('exit_code')}")
+    for recs in rows.values():
+        for r in recs:
+            if r["kind"] == "error" and r.get("key") is None:
+                out[r["backend"]].append(f"{r['phase']}: {r['error_type']}: {r['reason'].splitlines()[0][:200]}")
+    return {b: "; ".join(dict.fromkeys(v)) for b, v in out.items()}
 
 
 def outcome(verdicts: list[Verdict]) -> str:

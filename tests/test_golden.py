@@ -274,3 +274,36 @@ def test_update_of_an_unchanged_run_reports_no_change(golden_copy, gm, run_copy)
     assert G.update_golden(run_copy(), golden_copy, yes=False, derived=False, machine=gm["machine"],
                            out=printed.append) == 0
     assert "no change beyond tolerance" in printed[0]
+
+
+def test_changed_tokens_are_the_generating_backends_regression_not_the_scorers(golden_dir, gm, run_copy):
+    """sglang-jax generates other tokens (and every backend scores those): only sglang-jax fails;
+    the scorers' scores of the new tokens are noted, not blamed on them."""
+    d = run_copy()
+    files = inject.load(d)
+    for name, rows in files.items():
+        for r in rows:
+            k = r.get("key")
+            if not k or k["case_id"] != "greedy-ids" or k["prompt_index"] != 0:
+                continue
+            if (r["kind"] == "generation" and r["backend"] == "sglang_jax") or \
+                    (r["kind"] == "score" and r["source_backend"] == "sglang_jax"):
+                r["completion_ids"] = r["completion_ids"][:-1] + [r["completion_ids"][-1] + 1]
+    inject.save(d, files)
+    verdicts, _ = G.compare_golden(d, golden_dir, machine=gm["machine"])
+    bad = {(v.backends[0], v.case) for v in verdicts if v.verdict != "pass"}
+    assert bad == {("sglang_jax", "greedy-ids")}, bad
+    ref = next(v for v in verdicts if v.backends == ["reference"] and v.case == "greedy-ids")
+    assert "whose tokens changed (see sglang_jax)" in ref.detail
+
+
+def test_a_backend_that_did_not_run_cleanly_is_an_error(golden_dir, gm, run_copy):
+    d = run_copy()
+    inject.remove_backend_phase(d, "vllm", "generate", exit_code=1)
+    verdicts, _ = G.compare_golden(d, golden_dir, machine=gm["machine"])
+    errors = {v.case for v in verdicts if v.verdict == "error" and v.backends == ["vllm"]}
+    assert errors == set(gm["case_hashes"])
+    assert all("generate exited with code 1" in v.detail for v in verdicts if v.verdict == "error")
+    # the others are not blamed for vLLM's missing completions
+    assert {v.verdict for v in verdicts if v.backends != ["vllm"]} == {"pass"}
+    assert G.outcome(verdicts) == "error"
