@@ -41,6 +41,7 @@ import json
 import math
 import os
 import platform
+import re
 import shutil
 import sys
 import time
@@ -94,9 +95,9 @@ def _manifest(run_dir: Path) -> dict:
 
 def _device_kind(device: str) -> str:
     d = device.lower()
-    if "tpu" in d:
+    if re.search(r"\btpu", d):
         return "tpu"
-    if any(s in d for s in ("cuda", "gpu", "nvidia", "rocm", "h100", "h200", "a100", "l4")):
+    if re.search(r"\b(cuda(:\d+)?|gpu|nvidia|rocm|hip|[ahlb]\d{2,3}|mi\d{3}x?)\b", d):
         return "gpu"
     return "cpu"
 

@@ -107,6 +107,7 @@ def test_hardware_class_from_sessions():
     assert G.hardware_class(rows("cuda:0 NVIDIA H100 80GB HBM3", dtype="bfloat16"), machine="x86_64") \
         == "gpu-x86_64-bfloat16"
     assert G.hardware_class(rows("TPU v5 lite (bf16)"), machine="x86_64") == "tpu-x86_64-bfloat16"
+    assert G.hardware_class(rows("cpu: AMD EPYC 7L43, 2 cores (float32)"), machine="x86_64") == "cpu-x86_64-float32"
     assert G.hardware_class(rows("cpu (float32)", "NVIDIA L4 (float16)"), machine="aarch64") \
         == "cpu+gpu-aarch64-float16+float32"
     only_ref = {"r.jsonl": [{"kind": "session", "backend": "reference", "device": "cpu (float64)", "config": {}}]}
