@@ -19,6 +19,7 @@ from __future__ import annotations
 import collections
 import os
 import pickle
+import re
 import struct
 import subprocess
 import sys
@@ -64,8 +65,12 @@ class EngineCallError(RuntimeError):
 class LocalEngine:
     """A real sgl_jax Engine with the compat workarounds applied; plain-data in, plain-data out."""
 
-    def __init__(self, model_path: str, engine_kwargs: dict | None = None, compat_off: list[str] | None = None):
+    def __init__(self, model_path: str, engine_kwargs: dict | None = None, compat_off: list[str] | None = None,
+                 weight_swap: str = "leaves"):
         t0 = time.perf_counter()
+        if weight_swap not in ("leaves", "rejit"):
+            raise ValueError(f"weight_swap={weight_swap!r}: 'leaves' (no recompile) or 'rejit' (initialize_jit)")
+        self.weight_swap = weight_swap
         self.cfg = compat.CompatConfig.from_env(compat_off)
         self.env_applied = compat.apply_env(self.cfg)
         kwargs = {**CPU_ENGINE_DEFAULTS, **(engine_kwargs or {})}
@@ -104,19 +109,20 @@ class LocalEngine:
         head = getattr(mr.model, "lm_head", None)
         return {
             "versions": {**compat.installed_versions(), "python": sys.version.split()[0]},
-            "device": f"{dev.platform} ({getattr(dev, 'device_kind', dev.platform)}), {cfg.dtype.__name__ if hasattr(cfg.dtype, '__name__') else cfg.dtype}",
+            "device": f"{dev.platform} ({getattr(dev, 'device_kind', dev.platform)}), {_dtype_name(cfg.dtype)}",
             "engine_kwargs": self.kwargs,
             "model_path": self.model_path,
             "vocab_size": int(cfg.vocab_size),
             "eos_token_ids": sorted(int(x) for x in (cfg.hf_eos_token_id or [])),
             "context_length": int(cfg.context_len),
             "architecture": list(getattr(hf, "architectures", None) or []),
-            "lm_head_dtype": str(getattr(head, "dtype", None)) if head is not None else "tied",
+            "lm_head_dtype": _dtype_name(getattr(head, "dtype", None)) if head is not None else "tied",
             "compat": self.cfg.describe(),
             "compat_env_applied": self.env_applied,
             "compat_patches_applied": self.patches_applied,
             "timings": {"import_s": self.t_import, "engine_start_s": self.t_start},
             "weight_swaps": self.weight_swaps,
+            "weight_swap": self.weight_swap,
             "pid": os.getpid(),
         }
 
@@ -163,17 +169,55 @@ class LocalEngine:
         if self.cfg.on("lm_head_model_dtype"):
             compat.fix_lm_head_dtype(model, mr.model_config.dtype)
         t_update = time.perf_counter() - t0
-        mr.initialize_jit()
+        how = self._refresh_jit_leaves(mr) if self.weight_swap == "leaves" else None
+        if how is None:
+            mr.initialize_jit()
+            how = "rejit"
         if flush:
             compat.flush_cache(self.engine, self.cfg)
         self.weight_swaps += 1
-        return {"tensors": len(named), "update_s": t_update, "total_s": time.perf_counter() - t0}
+        return {"tensors": len(named), "update_s": t_update, "total_s": time.perf_counter() - t0, "jit": how}
+
+    @staticmethod
+    def _refresh_jit_leaves(mr) -> str | None:
+        """Point 0.0.2's jitted forward at the new state leaves without rebuilding it.
+
+        initialize_jit() closes `run_model_wrapper` over the Python list of state leaves that it
+        passes to the jitted function on every call (as arguments, not constants). Replacing that
+        list's contents in place swaps the weights with no retrace and no recompile, provided the
+        state's structure, shapes and dtypes are unchanged; otherwise None (caller re-jits)."""
+        import jax
+        from flax import nnx
+
+        wrapper = mr.jitted_run_model
+        names = getattr(getattr(wrapper, "__code__", None), "co_freevars", ())
+        if "model_state_leaves" not in names or "model_state_def" not in names:
+            return None
+        cells = dict(zip(names, wrapper.__closure__))
+        _, state = nnx.split(mr.model)
+        leaves, treedef = jax.tree_util.tree_flatten(state)
+        old = cells["model_state_leaves"].cell_contents
+        if treedef != cells["model_state_def"].cell_contents or len(old) != len(leaves) or any(
+                getattr(a, "shape", None) != getattr(b, "shape", None) or getattr(a, "dtype", None) != getattr(b, "dtype", None)
+                for a, b in zip(old, leaves)):
+            return None
+        old[:] = leaves
+        return "leaves"
 
     def shutdown(self) -> None:
         try:
             self.engine.shutdown()
         except Exception:
             pass
+
+
+def _dtype_name(dtype: Any) -> str:
+    try:
+        import numpy as np
+
+        return np.dtype(dtype).name
+    except TypeError:
+        return str(dtype)
 
 
 def _read_safetensors(path: Path) -> dict:
@@ -226,7 +270,8 @@ class EngineProcess:
     """A LocalEngine in a child process (`python -m harness.backends.sglang_jax.worker`)."""
 
     def __init__(self, model_path: str, engine_kwargs: dict | None = None, compat_off: list[str] | None = None,
-                 start_timeout: float = 600.0, call_timeout: float = 1800.0, echo_stderr: bool | None = None):
+                 weight_swap: str = "leaves", start_timeout: float = 600.0, call_timeout: float = 1800.0,
+                 echo_stderr: bool | None = None):
         self.model_path = str(model_path)
         self.engine_kwargs = dict(engine_kwargs or {})
         self.compat_off = list(compat_off or [])
@@ -246,7 +291,8 @@ class EngineProcess:
         self._stderr_thread = threading.Thread(target=self._pump_stderr, daemon=True)
         self._stderr_thread.start()
         self.info_at_start = self._call("init", timeout=start_timeout, model_path=self.model_path,
-                                        engine_kwargs=self.engine_kwargs, compat_off=self.compat_off)
+                                        engine_kwargs=self.engine_kwargs, compat_off=self.compat_off,
+                                        weight_swap=weight_swap)
 
     def _pump_stderr(self) -> None:
         for raw in iter(self.proc.stderr.readline, b""):
@@ -273,10 +319,18 @@ class EngineProcess:
             rc = self.proc.wait()
         self._stderr_thread.join(timeout=2)
         how = f"killed by signal {-rc}" if rc is not None and rc < 0 else f"exit status {rc}"
-        if rc == 137:
-            how += " (SIGKILL: sglang-jax kills its host process when the engine fails)"
-        return EngineCrashed(f"sglang-jax engine process died during {what} ({how}); last stderr lines:\n"
-                             f"{self.stderr_tail()}")
+        if rc in (137, -9):
+            how += ": sglang-jax kills its host process when the engine fails"
+        cause = self.last_exception_line()
+        return EngineCrashed(f"sglang-jax engine process died during {what} ({how})"
+                             f"{': ' + cause if cause else ''}; last stderr lines:\n{self.stderr_tail()}")
+
+    def last_exception_line(self) -> str:
+        for line in reversed(self._tail):
+            m = re.match(r"^([A-Za-z_][\w.]*(?:Error|Exception|Interrupt)): (.*)", line)
+            if m:
+                return line[:500]
+        return ""
 
     def _call(self, op: str, timeout: float | None = None, **kwargs) -> Any:
         with self._lock:

@@ -41,6 +41,7 @@ import abc
 import dataclasses
 import hashlib
 import random
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -177,7 +178,7 @@ class SglangJaxRollout(BaseRollout):
     def __init__(self, rollout_actor: Any = None, tokenizer: Any = None, mesh: Any = None,
                  rollout_config: Any = None, *, model_path: str | Path | None = None,
                  engine_options: dict | None = None, compat_off: Sequence[str] | str | None = None,
-                 isolated: bool = True, param_mapping: Any = None, **_ignored: Any):
+                 isolated: bool = True, param_mapping: Any = None, weight_swap: str = "leaves", **_ignored: Any):
         self._actor = rollout_actor
         self._mesh = mesh  # the engine builds its own mesh (tp_size); kept for tunix
         self.rollout_config = rollout_config if rollout_config is not None else RolloutConfig()
@@ -189,6 +190,7 @@ class SglangJaxRollout(BaseRollout):
         self.compat = compat.CompatConfig.from_env(compat_off)
         self.engine_options = {**self._options_from_config(self.rollout_config), **(engine_options or {})}
         self.isolated = isolated
+        self.weight_swap = weight_swap
         self.param_mapping = param_mapping
         self._weights_from = self.model_path  # what a restarted engine must load
         self._tokenizer = tokenizer if tokenizer is not None else self._load_tokenizer(self.model_path)
@@ -211,10 +213,10 @@ class SglangJaxRollout(BaseRollout):
     def _start_engine(self) -> None:
         off = self.compat.to_wire()
         if self.isolated:
-            self._engine = EngineProcess(self._weights_from, self.engine_options, off)
+            self._engine = EngineProcess(self._weights_from, self.engine_options, off, weight_swap=self.weight_swap)
             self.info = self._engine.info_at_start
         else:
-            self._engine = LocalEngine(self._weights_from, self.engine_options, off)
+            self._engine = LocalEngine(self._weights_from, self.engine_options, off, weight_swap=self.weight_swap)
             self.info = self._engine.info()
         self.vocab_size = int(self.info["vocab_size"])
         self._eos_ids = list(self.info["eos_token_ids"])
@@ -493,12 +495,11 @@ class SglangJaxRollout(BaseRollout):
         out = np.zeros((len(prompts), width), dtype=np.float32)
         for r, s in enumerate(scored):
             out[r, :len(s.logprobs)] = s.logprobs
-        try:
+        if "jax" in sys.modules:  # a jax program (tunix) gets a jax.Array; others need not import jax
             import jax.numpy as jnp
 
             return jnp.asarray(out)
-        except ImportError:  # pragma: no cover
-            return out
+        return out
 
     def _unpad(self, prompt_tokens: Any, completion_tokens: Any, completion_mask: Any | None):
         pad, eos = self.pad_id(), self.eos_id()
