@@ -150,11 +150,9 @@ def _always(*checks: str) -> Callable[[dict], list[str]]:
 
 
 def _topk_expected(modes: dict) -> list[str]:
-    """An engine that reports processed logprobs gives a finite logprob to a token the filter
-    excludes (the truth is -inf): completion_logprobs. In raw or temperature mode the logprobs are
-    right for the token drawn; only the distribution check can see a token outside the support."""
-    topk_modes = {m for c, m in modes.items() if c in modes.get("_topk_cases", ())}
-    return ["completion_logprobs"] if topk_modes == {"processed"} else ["sampling_distribution"]
+    """A sampled token outside the top-k has processed logprob -inf under the reference: caught by
+    sampling_support whatever mode the engine reports its logprobs in."""
+    return ["sampling_support"]
 
 
 DEFECTS: list[Defect] = [

@@ -25,7 +25,7 @@ from harness.verdict import Verdict
 # (sglang-jax) and ignores top-k samples tokens whose logprobs are right in that mode; only a check
 # of the sampled token against the processed distribution's support (sampling_distribution,
 # issue 6, not implemented yet) can see it. Remove from this set when that check lands.
-KNOWN_GAPS = {"topk-ignored@sglang_jax"}
+KNOWN_GAPS: set[str] = set()
 
 
 @pytest.fixture(scope="module")
@@ -71,8 +71,6 @@ def test_every_defect_is_caught_by_its_check(result):
                 assert e["value"] is None or e["threshold"] is None or e["value"] > e["threshold"], e
 
 
-@pytest.mark.xfail(strict=True, reason="known gap: top-k ignored by a temperature-mode engine (sglang-jax) "
-                                       "needs the sampling_distribution check (issue 6)")
 def test_selftest_passes_on_the_golden_run(result):
     assert result["passed"], format_matrix(result)
 
@@ -83,9 +81,9 @@ def test_expected_checks_per_defect(result):
     assert rows["temperature-twice@vllm"]["expected"] == ["logprob_mode"]
     assert rows["eos-dropped@vllm"]["expected"] == ["eos_policy"]
     assert rows["stale-weights@sglang_jax"]["expected"] == ["weight_update"]
-    # vLLM reports processed logprobs: a token top-k excludes gets a finite logprob whose truth is -inf
-    assert rows["topk-ignored@vllm"]["expected"] == ["completion_logprobs"]
-    assert rows["topk-ignored@sglang_jax"]["expected"] == ["sampling_distribution"]
+    # whatever mode an engine reports, a token top-k excludes has processed truth -inf
+    assert rows["topk-ignored@vllm"]["expected"] == ["sampling_support"]
+    assert rows["topk-ignored@sglang_jax"]["expected"] == ["sampling_support"]
 
 
 def test_matrix_text_and_selftest_json(result, tmp_path, golden_dir, monkeypatch, capsys):

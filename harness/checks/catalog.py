@@ -76,6 +76,9 @@ CATALOG: dict[str, CheckInfo] = {c.name: c for c in [
               "after update_params(W) logprobs match the reference under W and not under the other set (the "
               "reference scores weight_update cases under both: stale-weight detection)",
               {"logprob_atol": 1e-4}),
+    CheckInfo("sampling_support",
+              "every sampled token lies inside the support of the case's processed distribution (the reference's "
+              "processed logprob of it is finite): top-k, top-p and min-p were obeyed"),
     CheckInfo("sampling_distribution",
               "empirical next-token distribution matches the exact processed distribution from the reference logits "
               "(chi-square, stated false-alarm rate)",

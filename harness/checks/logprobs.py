@@ -103,6 +103,42 @@ def completion_logprobs(ctx: RunData, case: Case) -> list[Verdict]:
     return [v for x in ctx.backends for v in guard(check, case, subject(x), metric, lambda x=x: unit(x))]
 
 
+def sampling_support(ctx: RunData, case: Case) -> list[Verdict]:
+    """Every sampled token lies inside the support of the case's processed distribution: the
+    reference's processed logprob of it is finite. In raw or temperature mode a backend's own
+    logprob of a token that top-k/top-p/min-p should have excluded is still correct for that
+    token, so only this check sees the filter ignored."""
+    check, metric = "sampling_support", "tokens_outside_support"
+    if case.sampling.greedy:
+        return [not_applicable(check, case.id, [], metric, "greedy: the support is the argmax; greedy_tokens checks it",
+                               "skipped")]
+
+    def unit(x: str) -> Verdict:
+        gens = ctx.gens_of(x, case)
+        scores = ctx.scores_of(REFERENCE, case, x)
+        outside, problems, n = [], [], 0
+        for key, rec in sorted(gens.items()):
+            s = scores.get(key)
+            if s is None or _matched(s, rec, x):
+                problems.append(f"{fmt_keys(key)}: no matching reference score")
+                continue
+            for i, lp in enumerate(truth(s, "processed", x)):
+                n += 1
+                if not math.isfinite(lp):
+                    outside.append(f"{fmt_keys(key)} position {i} token {rec.completion_ids[i]}")
+        if problems:
+            return verdict(check, case.id, subject(x), metric=metric, value=math.inf, threshold=0.0, passed=False,
+                           detail="; ".join(problems[:4]), data={"problems": problems})
+        sp = case.sampling
+        filt = f"top_k {sp.top_k}, top_p {sp.top_p}, min_p {sp.min_p}"
+        detail = (f"{len(outside)} of {n} sampled tokens outside the support ({filt}): " + "; ".join(outside[:4])
+                  if outside else f"all {n} sampled tokens inside the support ({filt})")
+        return verdict(check, case.id, subject(x), metric=metric, value=float(len(outside)), threshold=0.0,
+                       passed=not outside and n > 0, detail=detail, data={"outside": outside, "n_tokens": n})
+
+    return [v for x in ctx.backends for v in guard(check, case, subject(x), metric, lambda x=x: unit(x))]
+
+
 def logprob_mode(ctx: RunData, case: Case) -> list[Verdict]:
     """Detect which mode a backend's logprobs are in, by their distance to each exact reference
     mode over all the case's tokens; fail when the declared mode is not among those within

@@ -7,7 +7,7 @@ from harness.checks.catalog import CATALOG
 from harness.checks.data import PHASES, RunData
 from harness.checks.determinism import batch_invariance, n_samples, seed_determinism
 from harness.checks.eos import eos_policy
-from harness.checks.logprobs import completion_logprobs, logprob_mode, replay, self_consistency
+from harness.checks.logprobs import completion_logprobs, logprob_mode, replay, sampling_support, self_consistency
 from harness.checks.mismatch import mismatch
 from harness.checks.prompts import prompt_ids, prompt_logprobs
 from harness.checks.tokens import greedy_tokens
@@ -29,6 +29,7 @@ CHECKS: dict[str, CheckFn] = {
     "n_samples": n_samples,
     "eos_policy": eos_policy,
     "weight_update": weight_update,
+    "sampling_support": sampling_support,
 }
 
 RUN_CASE = "run:{phase}"  # Verdict.case of backend_ran verdicts
