@@ -49,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="how to start a backend: its nox session (default; installs its venv) or this interpreter")
     run.add_argument("--timeout", type=float, default=1800.0, help="seconds per backend process (default 1800)")
     run.add_argument("--quiet", action="store_true", help="no per-case progress lines")
+    run.add_argument("--no-selftest", action="store_true",
+                     help="skip the detection matrix (defects injected into the golden run) in the report")
     _add_model_args(run)
 
     rec = sub.add_parser("record", help="run a suite through one backend (inside its venv) and append records")

@@ -109,6 +109,23 @@ def run_backend_phase(backend: str, phase: str, args, run_dir: Path, run_id: str
     return status
 
 
+def _selftest_into(run_dir: Path) -> None:
+    """The detection matrix of the committed golden run, so the report shows that these checks
+    catch each known defect (`parity selftest` is the gate; this is the reviewer's copy)."""
+    from harness.golden import GoldenError, default_golden
+    from harness.selftest import SelftestError, run_selftest, write_result
+
+    print("[parity] self-test: injecting known defects into the golden run ...", file=sys.stderr, flush=True)
+    try:
+        result = run_selftest(Path(default_golden()), repeats=1)
+    except (GoldenError, SelftestError) as e:
+        print(f"[parity] self-test not run: {e}", file=sys.stderr, flush=True)
+        return
+    write_result(run_dir, result)
+    print(f"[parity] self-test: {'every defect caught' if result['passed'] else 'DETECTION GAPS: see the report'}",
+          file=sys.stderr, flush=True)
+
+
 def run_all(args) -> int:
     from harness.backends.base import BACKENDS
     from harness.model import resolve
@@ -158,6 +175,8 @@ def run_all(args) -> int:
 
     try:
         compare_run(run_dir, args.suite)
+        if not args.no_selftest:
+            _selftest_into(run_dir)
         summary = write_reports(run_dir)
     except Exception as e:  # the records stay; say where they are
         raise HarnessError(f"compare/report failed on {run_dir}: {type(e).__name__}: {e}") from e
