@@ -23,9 +23,9 @@ class RunConfig:
     seed: int = 0
     steps: int = 30
     # GRPO: prompts_per_step prompts x num_generations samples; PPO: ppo_batch prompts, one sample each.
-    prompts_per_step: int = 2
+    prompts_per_step: int = 4
     num_generations: int = 4
-    ppo_batch: int = 8
+    ppo_batch: int = 16
     max_tokens: int = 12
     max_prompt_length: int = 8
     temperature: float = 1.0  # 1.0 and no top-k/top-p: every engine's logprob mode means the same thing

@@ -285,6 +285,9 @@ class TrackedRollout(_Base):
         completion = _pad_right(tokens, max_len, pad)
         lengths = [min(len(t), max_len) for t in tokens]
         mask = completion != pad  # what GRPO/PPO train on
+        # A sampled pad id inside a completion is masked out by tunix's trainers (mask = token != pad),
+        # so every later token is scored without it: a real trainer/rollout mismatch of tunix's making.
+        rec["pad_tokens_sampled"] = int(sum(int(np.sum(np.asarray(t[:n]) == pad)) for t, n in zip(tokens, lengths)))
 
         cluster = self.tracker.cluster
         trainer = None
