@@ -21,6 +21,7 @@ What runs, overlapped to fit ~8 minutes on 2 cores:
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import os
 import shutil
 import subprocess
@@ -51,9 +52,17 @@ REF_PY = Path(os.environ.get("PARITY_REFERENCE_PYTHON", DEFAULT_CACHE / "nox" / 
 ATOL = 1e-4
 EOS = 1
 ENGINE_FAILURES = (EngineCrashed, EngineCallError, EngineOutputError)
+os.environ.pop(compat.ENV_OFF, None)  # every engine here says explicitly which workaround is off
 
 MODEL_A, MODEL_B = embedded("A"), embedded("B")
+SUITE_TEXT = SUITE.read_text()  # a snapshot: the suite is recorded and compared as it was at import
 _SUITE = load_suite(SUITE)
+#: measured figures; written as JSON to $PARITY_SGLANG_FIGURES when set
+FIGURES: dict[str, float] = {}
+
+
+def figure(name: str, value: float) -> None:
+    FIGURES[name] = round(float(value), 9)
 PROMPTS = tokenize_suite(_SUITE, MODEL_A)  # case id -> prompt ids
 
 
@@ -65,10 +74,10 @@ def _env() -> dict:
     return env
 
 
-def _record(python: Path | str, backend: str, out: Path, phase: str, log: Path) -> tuple[int, float, str]:
+def _record(python: Path | str, backend: str, out: Path, phase: str, log: Path, suite: Path) -> tuple[int, float, str]:
     t0 = time.perf_counter()
     with log.open("w") as fh:
-        rc = subprocess.run([str(python), "-m", "harness", "record", "--backend", backend, "--suite", str(SUITE),
+        rc = subprocess.run([str(python), "-m", "harness", "record", "--backend", backend, "--suite", str(suite),
                              "--out", str(out), "--phase", phase, "--run-id", "sglang-jax-test"],
                             cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT, env=_env(), timeout=900).returncode
     return rc, time.perf_counter() - t0, log.read_text()[-3000:]
@@ -198,6 +207,13 @@ def _run_probe(name: str, off: list[str], rollout: SglangJaxRollout | None = Non
     return obs
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _write_figures():
+    yield
+    if os.environ.get("PARITY_SGLANG_FIGURES"):
+        Path(os.environ["PARITY_SGLANG_FIGURES"]).write_text(json.dumps(FIGURES, indent=1, sort_keys=True) + "\n")
+
+
 _BG = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="compat-off")
 _OFF_FUTURES: dict[str, concurrent.futures.Future] = {}
 
@@ -214,8 +230,8 @@ def _start_compat_off_probes():
 
 # ============================================================================ the recorded run
 class Run:
-    def __init__(self, path: Path, procs: dict):
-        self.path, self.procs = path, procs
+    def __init__(self, path: Path, procs: dict, suite: Path):
+        self.path, self.procs, self.suite = path, procs, suite
         self.gen: dict = defaultdict(dict)  # backend -> (case, prompt, sample, variant) -> record
         self.score: dict = defaultdict(dict)  # (scorer, source) -> (case, prompt, sample) -> record
         self.errors = []
@@ -245,17 +261,19 @@ def run(tmp_path_factory) -> Run:
                     f"PARITY_REFERENCE_PYTHON)")
     base = tmp_path_factory.mktemp("sglang-jax-run")
     sdir, rdir = base / "sglang", base / "run"
+    suite = base / "default.yaml"
+    suite.write_text(SUITE_TEXT)
     procs = {}
     with concurrent.futures.ThreadPoolExecutor(max_workers=2) as ex:
-        fs = ex.submit(_record, sys.executable, "sglang_jax", sdir, "all", base / "sglang-all.log")
-        fr = ex.submit(_record, REF_PY, "reference", rdir, "generate", base / "ref-generate.log")
+        fs = ex.submit(_record, sys.executable, "sglang_jax", sdir, "all", base / "sglang-all.log", suite)
+        fr = ex.submit(_record, REF_PY, "reference", rdir, "generate", base / "ref-generate.log", suite)
         procs["sglang_jax all"], procs["reference generate"] = fs.result(), fr.result()
         for f in (sdir / "records").glob("sglang_jax.*.jsonl"):
             shutil.copy(f, rdir / "records" / f.name)
-        fs = ex.submit(_record, sys.executable, "sglang_jax", rdir, "score", base / "sglang-score.log")
-        fr = ex.submit(_record, REF_PY, "reference", rdir, "score", base / "ref-score.log")
+        fs = ex.submit(_record, sys.executable, "sglang_jax", rdir, "score", base / "sglang-score.log", suite)
+        fr = ex.submit(_record, REF_PY, "reference", rdir, "score", base / "ref-score.log", suite)
         procs["sglang_jax score"], procs["reference score"] = fs.result(), fr.result()
-    return Run(rdir, procs)
+    return Run(rdir, procs, suite)
 
 
 @pytest.fixture(scope="module")
@@ -266,9 +284,9 @@ def control():
 
 
 # ============================================================================ the recording
-def test_recording_processes_succeeded(run, record_property):
+def test_recording_processes_succeeded(run):
     for what, (rc, seconds, tail) in run.procs.items():
-        record_property(f"{what} seconds", round(seconds, 1))
+        figure(f"{what} seconds", round(seconds, 1))
         assert rc == 0, f"`parity record` {what} exited {rc}:\n{tail}"
     assert not run.errors, [f"{e.backend} {e.phase} {e.key and e.key.case_id}: {e.reason}" for e in run.errors]
 
@@ -279,16 +297,16 @@ def test_session_records_the_compat_state(run):
     states = s.config["compat"]["workarounds"]
     assert set(states) == set(compat.REGISTRY)
     assert all(v == "on" for v in states.values()), states  # 0.0.2 needs every one of them
-    assert s.config["lm_head_dtype"].endswith("float32")
+    assert s.config["lm_head_dtype"] == "float32"
     assert s.versions["sglang-jax"] == "0.0.2"
 
 
-def test_every_harness_check_passes(run, record_property):
+def test_every_harness_check_passes(run):
     from harness.compare import compare_run
 
-    verdicts = compare_run(run.path, str(SUITE))
+    verdicts = compare_run(run.path, str(run.suite))
     bad = [f"{v.test_id}: {v.verdict}: {v.detail[:300]}" for v in verdicts if v.verdict in ("fail", "error")]
-    record_property("verdicts", len(verdicts))
+    figure("verdicts", len(verdicts))
     assert verdicts and not bad, "\n".join(bad)
     checked = {v.check for v in verdicts if v.verdict == "pass" and "sglang_jax" in v.backends}
     assert {"greedy_tokens", "prompt_logprobs", "completion_logprobs", "logprob_mode", "seed_determinism",
@@ -307,18 +325,18 @@ def test_greedy_tokens_equal_reference(run):
     assert n >= 14
 
 
-def test_prompt_logprobs_match_reference(run, record_property):
+def test_prompt_logprobs_match_reference(run):
     worst = 0.0
     for key, s in run.gen["sglang_jax"].items():
         r = run.gen["reference"][key]
         assert s.prompt_logprobs[0] is None and len(s.prompt_logprobs) == len(s.prompt_ids)
         d = max(abs(a - b) for a, b in zip(s.prompt_logprobs[1:], r.prompt_logprobs[1:]))
         worst = max(worst, d)
-    record_property("prompt logprob max abs diff", worst)
+    figure("prompt logprob max abs diff", worst)
     assert worst < ATOL
 
 
-def test_completion_logprobs_match_reference_in_declared_mode(run, record_property):
+def test_completion_logprobs_match_reference_in_declared_mode(run):
     worst = 0.0
     scores = run.score[("reference", "sglang_jax")]
     for (case, p, j, variant), s in run.gen["sglang_jax"].items():
@@ -327,11 +345,11 @@ def test_completion_logprobs_match_reference_in_declared_mode(run, record_proper
         assert s.completion_logprobs is not None and len(s.completion_logprobs) == len(s.completion_ids)
         truth = scores[(case, p, j)].by_mode[s.logprob_mode]
         worst = max(worst, max(abs(a - b) for a, b in zip(s.completion_logprobs, truth)))
-    record_property("completion logprob max abs diff (temperature mode)", worst)
+    figure("completion logprob max abs diff (temperature mode)", worst)
     assert worst < ATOL
 
 
-def test_teacher_forced_scores_match_reference(run, record_property):
+def test_teacher_forced_scores_match_reference(run):
     worst, n = 0.0, 0
     for source in ("sglang_jax", "reference"):
         mine, truth = run.score[("sglang_jax", source)], run.score[("reference", source)]
@@ -340,7 +358,7 @@ def test_teacher_forced_scores_match_reference(run, record_property):
             assert s.completion_ids == truth[key].completion_ids
             worst = max([worst] + [abs(a - b) for a, b in zip(s.logprobs, truth[key].by_mode["raw"])])
             n += 1
-    record_property("score max abs diff (raw)", worst)
+    figure("score max abs diff (raw)", worst)
     assert n > 20 and worst < ATOL
 
 
@@ -383,11 +401,13 @@ def test_weight_update_to_b_and_back(run):
 def test_engine_loads_embedded_model(control):
     info = control.info
     assert info["architecture"] == ["Qwen3ForCausalLM"] and info["vocab_size"] == 384
-    assert info["eos_token_ids"] == [EOS] and info["lm_head_dtype"].endswith("float32")
+    assert info["eos_token_ids"] == [EOS] and info["lm_head_dtype"] == "float32"
     assert control.pad_id() == 0 and control.eos_id() == EOS
+    figure("engine import seconds", info["timings"]["import_s"])
+    figure("engine start seconds", info["timings"]["engine_start_s"])
 
 
-def test_get_per_token_logps_padded_batch_matches_reference(run, control, record_property):
+def test_get_per_token_logps_padded_batch_matches_reference(run, control):
     """Prompts of unequal length left-padded, completions of unequal length right-padded (tunix's layout)."""
     keys = [("greedy-basic", 0, 0), ("greedy-basic", 1, 0), ("greedy-eos", 0, 0), ("greedy-eos", 1, 0),
             ("sample-t08", 1, 0), ("update-back-a", 1, 0)]
@@ -409,7 +429,7 @@ def test_get_per_token_logps_padded_batch_matches_reference(run, control, record
         n = len(r.completion_ids)
         worst = max(worst, float(np.max(np.abs(got[i, :n] - np.array(r.by_mode["raw"])))))
         assert np.all(got[i, n:] == 0.0)
-    record_property("get_per_token_logps max abs diff", worst)
+    figure("get_per_token_logps max abs diff", worst)
     assert worst < ATOL
     # with a mask instead of the pad/EOS rule, and as ragged lists: the same numbers
     mask = (np.arange(C)[None, :] < np.array([len(r.completion_ids) for r in recs])[:, None]).astype(np.int32)
@@ -463,10 +483,22 @@ def test_tunix_generate_contract(control):
     row0 = out.left_padded_prompt_tokens[0]
     assert (row0[:-len(PROMPTS["greedy-basic"][0])] == control.pad_id()).all()
     assert list(row0[-len(PROMPTS["greedy-basic"][0]):]) == PROMPTS["greedy-basic"][0]
-    assert [len(t) for t in out.tokens] == [len(lp) for lp in out.logprobs] == [5, 5]
-    assert all(isinstance(x, str) for x in out.text)
+    assert out.tokens.shape == (2, 5) and [len(lp) for lp in out.logprobs] == [5, 5]
+    assert all(isinstance(x, str) and "<|" not in x for x in out.text)
+    assert control.model() is None  # no actor given; with one, a clone (never the actor itself)
     for m in ("generate", "get_per_token_logps", "update_params", "pad_id", "eos_id", "model"):
         assert callable(getattr(control, m))
+
+
+def test_tunix_generate_repeated_prompts_with_one_seed_are_distinct(control):
+    """RLCluster's GRPO repeats each prompt with one RolloutConfig.seed: the rows must differ."""
+    cfg = RolloutConfig(max_tokens_to_generate=6, temperature=1.0, top_p=1.0, seed=3, max_prompt_length=8)
+    a = control.generate(["The ship"] * 4, cfg)
+    b = control.generate(["The ship"] * 4, cfg)
+    assert len({tuple(r) for r in a.tokens}) == 4
+    assert (a.tokens == b.tokens).all()
+    c = control.generate(["The ship"], cfg, n=4)  # or n samples of one prompt
+    assert c.tokens.shape == (4, 6) and len({tuple(r) for r in c.tokens}) == 4
 
 
 # ============================================================================ compat workarounds
@@ -513,7 +545,7 @@ def test_compat_off_crashes(control, name, expect):
     _control_probe(control, name)
 
 
-def test_compat_off_lm_head_model_dtype(run, control, record_property):
+def test_compat_off_lm_head_model_dtype(run, control):
     truth = [r.prompt_logprobs for _, r in sorted(run.ref("greedy-basic").items())]
 
     def worst(obs):
@@ -521,7 +553,7 @@ def test_compat_off_lm_head_model_dtype(run, control, record_property):
 
     off, on = _off("lm_head_model_dtype"), _control_probe(control, "lm_head_model_dtype")
     assert not _err(off), off
-    record_property("prompt logprob max abs diff with bf16 lm_head", worst(off))
+    figure("prompt logprob max abs diff with bf16 lm_head", worst(off))
     assert worst(on) < ATOL < 10 * ATOL < worst(off)
 
 
@@ -543,6 +575,7 @@ def test_compat_off_flush_cache_direct(control):
     assert "FlushCacheReqInput" in _err(obs), obs
     on = _control_probe(control, "flush_cache_direct")
     assert [s["jit"] for s in on["swaps"]] == ["leaves", "leaves"]
+    figure("weight swap seconds (max of 2)", max(s["total_s"] for s in on["swaps"]))
 
 
 def test_compat_off_keep_stop_token(control):

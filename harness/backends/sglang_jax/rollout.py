@@ -42,6 +42,7 @@ import dataclasses
 import hashlib
 import random
 import sys
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -178,8 +179,10 @@ class SglangJaxRollout(BaseRollout):
     def __init__(self, rollout_actor: Any = None, tokenizer: Any = None, mesh: Any = None,
                  rollout_config: Any = None, *, model_path: str | Path | None = None,
                  engine_options: dict | None = None, compat_off: Sequence[str] | str | None = None,
-                 isolated: bool = True, param_mapping: Any = None, weight_swap: str = "leaves", **_ignored: Any):
+                 isolated: bool = True, param_mapping: Any = None, state_to_hf: Any = None,
+                 weight_swap: str = "leaves", **_ignored: Any):
         self._actor = rollout_actor
+        self._model_view = None
         self._mesh = mesh  # the engine builds its own mesh (tp_size); kept for tunix
         self.rollout_config = rollout_config if rollout_config is not None else RolloutConfig()
         path = model_path or getattr(self.rollout_config, "rollout_sglang_jax_model_version", "") or ""
@@ -192,9 +195,11 @@ class SglangJaxRollout(BaseRollout):
         self.isolated = isolated
         self.weight_swap = weight_swap
         self.param_mapping = param_mapping
+        self.state_to_hf = state_to_hf
         self._weights_from = self.model_path  # what a restarted engine must load
         self._tokenizer = tokenizer if tokenizer is not None else self._load_tokenizer(self.model_path)
         self._engine: Any = None
+        self._warned: set[str] = set()
         self._start_engine()
 
     # ---------------------------------------------------------------- engine lifecycle
@@ -278,13 +283,33 @@ class SglangJaxRollout(BaseRollout):
         return int(eid if eid is not None else self._eos_ids[0])
 
     def model(self) -> Any:
-        """The rollout model. Its weights live in the engine process; this is the actor tunix gave
-        us (or None), for callers that only need the architecture."""
-        return self._actor
+        """A stand-in for the rollout model: the weights live in the engine process.
+
+        With a rollout_actor this is an nnx clone of it, made once and kept in step with
+        update_params when the update is an nnx state of the same structure. It must not be the
+        actor itself: tunix's learners skip weight sync when `is_sharing_weights(actor,
+        rollout.model())`, and sync_weights reshards the actor's state onto this model's layout
+        before calling update_params. Without an actor: None."""
+        if self._actor is None:
+            return None
+        if self._model_view is None:
+            from flax import nnx
+
+            self._model_view = nnx.clone(self._actor)
+        return self._model_view
 
     # ---------------------------------------------------------------- native sampling dicts
+    #: SamplingParams fields sglang-jax 0.0.2 accepts and then ignores (no penalizer applies them)
+    IGNORED_BY_ENGINE = {"logit_bias": lambda v: bool(v), "repetition_penalty": lambda v: v not in (None, 1.0)}
+
     def _request_params(self, params: dict, j: int, n: int, base_seed: int | None) -> dict:
         p = {k: v for k, v in params.items() if k != "n"}
+        if compat._sgl_at_most_002(self.compat.versions):
+            for key, used in self.IGNORED_BY_ENGINE.items():
+                if used(p.get(key)) and key not in self._warned:
+                    self._warned.add(key)
+                    warnings.warn(f"sglang-jax {self.compat.versions.get('sglang-jax')} accepts {key} but never "
+                                  f"applies it (no workaround here): the completion ignores it", stacklevel=3)
         if self.compat.on("keep_stop_token"):
             p.setdefault("skip_special_tokens", False)
             p.setdefault("no_stop_trim", True)
@@ -541,9 +566,11 @@ class SglangJaxRollout(BaseRollout):
 
         `params`: a model directory (str/Path, or anything with `.path`) whose *.safetensors are
         loaded; a flat mapping of HuggingFace parameter names to arrays; or a nested state (a
-        flax nnx.State / dict of dicts), flattened to dotted paths and renamed with
-        `param_mapping` (a dict or callable path -> HF name; paths it maps to None are skipped).
-        `filter_types` is applied with nnx's state filtering when `params` is an nnx.State.
+        flax nnx.State / dict of dicts). A nested state goes through `state_to_hf` (a callable
+        state -> {HF name: array}, e.g. harness.rl.weights.tunix_to_hf for tunix's Qwen3) when
+        given, else is flattened to dotted paths renamed with `param_mapping` (a dict or callable
+        path -> HF name; paths it maps to None are skipped). `filter_types` is applied with nnx's
+        state filtering when `params` is an nnx.State.
         """
         path = getattr(params, "path", params)
         if isinstance(path, (str, Path)):
@@ -553,9 +580,18 @@ class SglangJaxRollout(BaseRollout):
         named = self._named_arrays(params, filter_types)
         info = self._engine_call("update_weights", named=named)
         self._weights_from = None
+        if self._model_view is not None:
+            try:
+                from flax import nnx
+
+                nnx.update(self._model_view, params)
+            except Exception:  # noqa: BLE001 - the view is best effort; the engine holds the truth
+                pass
         return info
 
     def _named_arrays(self, params: Any, filter_types: Optional[Tuple[Any, ...]]) -> dict[str, np.ndarray]:
+        if self.state_to_hf is not None:
+            return {str(k): np.asarray(v) for k, v in self.state_to_hf(params).items()}
         if filter_types is not None:
             try:
                 from flax import nnx
@@ -589,39 +625,70 @@ class SglangJaxRollout(BaseRollout):
         return out
 
     # ---------------------------------------------------------------- tunix generate
-    def generate(self, prompts: list[str], rollout_config: Any = None, **kwargs) -> Any:
-        """tunix's generate: text prompts -> RolloutOutput (text, tokens, left-padded prompt tokens,
-        logprobs of every generated token in the "temperature" mode, EOS included). `n` in kwargs
-        gives n samples per prompt, prompt-major."""
+    def generate(self, prompts: list[str] | list[list[int]], rollout_config: Any = None, **kwargs) -> Any:
+        """tunix BaseRollout.generate: text (or token-id) prompts -> RolloutOutput.
+
+        Rows are samples grouped by prompt in order: with n (kwarg `n` or `multi_sampling`) samples
+        per prompt, row i * n + j is prompt i's sample j, and `left_padded_prompt_tokens` repeats
+        each prompt n times so rows align (width max_prompt_length, or the next power of two of
+        the longest prompt if that is longer: nothing is truncated). `tokens` is right-padded with
+        pad_id to max_tokens_to_generate; `logprobs` holds one unpadded float32 array per row, the
+        EOS/stop token included, in the "temperature" mode. `text` is decoded without special tokens.
+
+        Seeds: RolloutConfig.seed seeds the whole batch: prompt i's request seed is
+        `derive_seed(seed, i, len(prompts))` and its n samples get the per-sample seeds derived
+        from that, so that a prompt repeated in the batch (RLCluster's GRPO groups) yields distinct
+        samples, the same ones on every call with that seed. Stop tokens: RolloutConfig.eos_tokens,
+        else EOS.
+        """
         cfg = rollout_config if rollout_config is not None else self.rollout_config
-        max_prompt = int(getattr(cfg, "max_prompt_length", 64) or 64)
-        ids = [self._encode(p)[-max_prompt:] for p in prompts]
+        n = int(kwargs.pop("n", kwargs.pop("multi_sampling", 1)) or 1)
+        ids = [self._encode(p) if isinstance(p, str) else [int(t) for t in p] for p in prompts]
         seed = getattr(cfg, "seed", None)
         if seed is not None:
-            seed = int(np.asarray(seed).reshape(-1)[0])
+            seed = int(np.asarray(seed).reshape(-1)[-1])
         top_k = getattr(cfg, "top_k", None)
-        params: dict[str, Any] = {
-            "max_new_tokens": int(cfg.max_tokens_to_generate),
+        top_p = getattr(cfg, "top_p", None)
+        width = int(cfg.max_tokens_to_generate)
+        base: dict[str, Any] = {
+            "max_new_tokens": width,
             "temperature": float(cfg.temperature or 0.0),
-            "top_p": 1.0 if getattr(cfg, "top_p", None) is None else float(cfg.top_p),
+            "top_p": 1.0 if top_p is None else float(top_p),
             "top_k": -1 if top_k is None or int(top_k) <= 0 else int(top_k),
-            "n": int(kwargs.get("n", 1)),
+            "stop_token_ids": [int(t) for t in (getattr(cfg, "eos_tokens", None) or [self.eos_id()])],
         }
-        if seed is not None:
-            params["sampling_seed"] = seed
-        if getattr(cfg, "eos_tokens", None):
-            params["stop_token_ids"] = [int(t) for t in cfg.eos_tokens]
+        rows = len(ids) * n
+        params = []
+        for i in range(len(ids)):
+            p = dict(base, n=n)
+            if seed is not None:
+                # one seed per row: request i's sample j is row i*n+j; generate_batch derives the
+                # n per-sample seeds from the request seed, so give it the row seed of sample 0
+                p["sampling_seed"] = derive_seed(seed, i, len(ids)) if len(ids) > 1 else seed
+            params.append(p)
         res = self.generate_batch(input_ids=ids, sampling_params=params, return_logprob=True)
         pad = self.pad_id()
-        left = np.full((len(ids), max_prompt), pad, dtype=np.int32)
-        for r, p in enumerate(ids):
-            left[r, max_prompt - len(p):] = p
-        samples = [s for pr in res for s in pr.samples]
-        n = params["n"]
-        return RolloutOutput(
-            text=[s.text for s in samples],
-            logits=None,
-            tokens=[np.asarray(s.token_ids, dtype=np.int32) for s in samples],
-            left_padded_prompt_tokens=np.repeat(left, n, axis=0) if n > 1 else left,
-            logprobs=[np.asarray(s.logprobs, dtype=np.float32) for s in samples],
-        )
+        longest = max(len(p) for p in ids)
+        plen = int(getattr(cfg, "max_prompt_length", longest) or longest)
+        if plen < longest:
+            plen = 1 << max(0, (longest - 1).bit_length())
+        tok = np.full((rows, width), pad, dtype=np.int32)
+        left = np.full((rows, plen), pad, dtype=np.int32)
+        texts, lps = [], []
+        r = 0
+        for pr in res:
+            for smp in pr.samples:
+                t = smp.token_ids[:width]
+                tok[r, :len(t)] = t
+                left[r, plen - len(pr.prompt_ids):] = pr.prompt_ids
+                texts.append(self._decode(smp.token_ids))
+                lps.append(np.asarray(smp.logprobs, dtype=np.float32))
+                r += 1
+        self.output = RolloutOutput(text=texts, logits=None, tokens=tok, left_padded_prompt_tokens=left, logprobs=lps)
+        return self.output
+
+    def _decode(self, ids: list[int]) -> str:
+        try:
+            return self._tokenizer.decode(ids, skip_special_tokens=True)
+        except TypeError:  # a tunix tokenizer adapter
+            return self._tokenizer.decode(ids)
