@@ -127,7 +127,8 @@ def curves_for_algo(runs: list[dict], algo: str, window: int, confidence: float 
             entry["versions"] = first.get("versions", {})
         engines[label] = entry
     return _clean({"schema_version": CURVES_SCHEMA_VERSION, "algo": algo, "window": window,
-                   "confidence": confidence, "config": shared or {}, "engines": engines})
+                   "confidence": confidence, "config": shared or {}, "engine_order": list(engines),
+                   "engines": engines})
 
 
 def verdicts_for_algo(curves: dict, alpha: float, k3_threshold: float) -> tuple[list[Verdict], list[dict]]:
@@ -223,7 +224,7 @@ def compare_run(run_dir: Path, *, window: int = 10, alpha: float = 0.05, k3_thre
     for algo in algos:
         curves = curves_for_algo(runs, algo, window)
         path = run_dir / "rl" / f"{algo}.json"
-        write_json(path, curves)
+        write_json(path, curves, sort_keys=False)
         curves_files[algo] = str(path.relative_to(run_dir))
         v, d = verdicts_for_algo(curves, alpha, k3_threshold)
         verdicts += v

@@ -57,6 +57,8 @@ def train_command(cfg: RunConfig, run_dir: Path, launcher: str) -> list[str]:
     args = ["train", "--config", cfg.to_json(), "--out", str(run_dir)]
     if launcher == "nox":
         return _nox_cmd() + ["-s", session, "--"] + args
+    if launcher == "current":  # this interpreter (tests inside an engine venv)
+        return [sys.executable, "-m", "harness.rl"] + args
     return [str(venv_python(session)), "-m", "harness.rl"] + args
 
 

@@ -74,12 +74,12 @@ def run_path(run_dir: Path, cfg) -> Path:
     return Path(run_dir) / "rl" / "runs" / f"{run_name(cfg.algo, cfg.label, cfg.seed)}.json"
 
 
-def write_json(path: Path, obj) -> None:
+def write_json(path: Path, obj, sort_keys: bool = True) -> None:
     """Atomic: a reader never sees half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True, allow_nan=True) + "\n")
+    tmp.write_text(json.dumps(obj, indent=1, sort_keys=sort_keys, allow_nan=True) + "\n")
     os.replace(tmp, path)
 
 
@@ -114,3 +114,16 @@ def write_run_records(run_dir: Path, result: dict) -> Path:
     with RecordWriter(path) as w:
         w.write_many(step_records(run_id, result))
     return path
+
+
+def read_step_records(run_dir: Path) -> list:
+    """Every RL record of a run directory, validated."""
+    from pydantic import TypeAdapter
+
+    adapter = TypeAdapter(RLRunRecord | RLStepRecord)
+    out = []
+    for path in sorted((Path(run_dir) / RECORDS_SUBDIR).glob("*.jsonl")):
+        for line in path.read_text().splitlines():
+            if line.strip():
+                out.append(adapter.validate_json(line))
+    return out
