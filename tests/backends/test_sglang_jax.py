@@ -129,9 +129,11 @@ def _probe_top2_support(r: SglangJaxRollout) -> dict:
 
 
 def _probe_unseeded_twice(r: SglangJaxRollout) -> dict:
-    sp = {"max_new_tokens": 12, "temperature": 1.0, "ignore_eos": True}
-    a = r.generate_batch(input_ids=PROMPTS["sample-n4"], sampling_params=sp, return_logprob=False)
-    b = r.generate_batch(input_ids=PROMPTS["sample-n4"], sampling_params=sp, return_logprob=False)
+    """One prompt (so one batch row: with a frozen key a row's noise depends on its batch position,
+    and the scheduler may batch several prompts differently from call to call), called twice."""
+    sp = {"max_new_tokens": 16, "temperature": 1.0, "ignore_eos": True}
+    a = r.generate_batch(input_ids=PROMPTS["sample-n4"][:1], sampling_params=sp, return_logprob=False)
+    b = r.generate_batch(input_ids=PROMPTS["sample-n4"][:1], sampling_params=sp, return_logprob=False)
     return {"first": [s.token_ids for p in a for s in p.samples], "second": [s.token_ids for p in b for s in p.samples]}
 
 
