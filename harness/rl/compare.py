@@ -148,7 +148,8 @@ def verdicts_for_algo(curves: dict, alpha: float, k3_threshold: float) -> tuple[
         g = stats.gain_test(entry["summary"]["gain"])
         out.append(Verdict(
             check="rl.learning", backends=[label], case=algo, metric="p(gain <= 0), one-sided t-test",
-            value=g["p"], threshold=alpha, verdict="pass" if (g["p"] == g["p"] and g["p"] < alpha) else "fail",
+            value=g["p"] if g["p"] == g["p"] else None, threshold=alpha,
+            verdict=("skipped" if g["p"] != g["p"] else "pass" if g["p"] < alpha else "fail"),
             detail=(f"reward first {curves['window']} steps {np.mean(entry['summary']['first']):.3f} -> last "
                     f"{curves['window']} steps {np.mean(entry['summary']['final']):.3f} "
                     f"(mean gain {g['mean']:+.3f} over {len(entry['summary']['gain'])} seeds)"),
@@ -256,6 +257,9 @@ def print_summary(comparison: dict) -> None:
             print(f"  {label:18s} {mean[0]:.3f} -> {mean[-1]:.3f} | {np.mean(e['summary']['final']):.3f} "
                   f"(seeds {', '.join(f'{x:.3f}' for x in e['summary']['final'])}) | "
                   f"{max(k3) if k3 else float('nan'):.3g} | {max(lp) if lp else float('nan'):.3g}")
+        for label, e in curves["engines"].items():
+            for w in e.get("warnings") or []:
+                print(f"  note {label}: {w}")
     for v in comparison["verdicts"]:
         mark = {"pass": "PASS", "fail": "FAIL", "error": "ERROR", "skipped": "SKIP"}[v["verdict"]]
         print(f"  {mark:5s} {v['check']}[{v['case']}:{'-vs-'.join(v['backends'])}] {v['detail']}")
