@@ -246,3 +246,14 @@ def selftest(session: nox.Session) -> None:
     install_driver(session)
     args = session.posargs or ["--out", "reports/selftest"]
     session.run("python", "-m", "harness", "selftest", *args)
+
+
+# ---------------------------------------------------------------- bench (issue 10): what each engine costs
+@nox.session(python=PY_DRIVER)
+def bench(session: nox.Session) -> None:
+    """Throughput (logprobs on/off), score, update_params, start/compile, recompiles per backend, side by side,
+    plus compare+report time over 100k synthetic records: `nox -s bench -- [--backends ...] [--out DIR]`.
+    Each backend is measured in its own venv's python (installed through its session when missing)."""
+    install_driver(session)
+    env = {"PARITY_NOX_ENVDIR": str(Path(nox.options.envdir))}
+    session.run("python", "-m", "harness", "bench", *session.posargs, env=env)

@@ -103,6 +103,20 @@ def build_parser() -> argparse.ArgumentParser:
     gu.add_argument("--no-derive", action="store_true",
                     help="skip the model-derived values (derived.json; needs the reference's interpreter)")
 
+    bench = sub.add_parser("bench", help="throughput, compile, update_params and recompiles per backend, side by "
+                                         "side, plus the harness's compare+report time over synthetic records")
+    bench.add_argument("--backends", default="vllm,sglang_jax", help="comma-separated (default vllm,sglang_jax)")
+    bench.add_argument("--suite", default=DEFAULT_SUITE, help=f"suite file (default {DEFAULT_SUITE})")
+    bench.add_argument("--out", default="reports/bench", help="where bench.json goes (default reports/bench/)")
+    bench.add_argument("--model", default=None, help="local HF model directory (default: the embedded tiny model)")
+    bench.add_argument("--new-tokens", type=int, default=32, help="new tokens per prompt (default 32)")
+    bench.add_argument("--repeats", type=int, default=3, help="timed repeats per figure (default 3; median)")
+    bench.add_argument("--records", type=int, default=100_000,
+                       help="synthetic records for the compare+report timing (default 100000; 0 skips)")
+    bench.add_argument("--overhead-only", action="store_true", help="no engines: only the compare+report timing")
+    bench.add_argument("--keep-synthetic", action="store_true", help="keep OUT/synthetic-run/")
+    bench.add_argument("--timeout", type=float, default=1800.0, help="seconds per backend process (default 1800)")
+
     sub.add_parser("build-model", help="build (or find) the embedded tiny model and print its hashes")
     sch = sub.add_parser("schema", help="print the record JSON schema (or the markdown of docs/records.md)")
     sch.add_argument("--markdown", action="store_true")
@@ -191,6 +205,12 @@ def cmd_run(args) -> int:
     return run_all(args)
 
 
+def cmd_bench(args) -> int:
+    from harness.bench import run_bench
+
+    return run_bench(args)
+
+
 def cmd_build_model(args) -> int:
     from harness.model import embedded
 
@@ -244,7 +264,7 @@ def cmd_golden(args) -> int:
 
 
 COMMANDS = {"run": cmd_run, "record": cmd_record, "compare": cmd_compare, "report": cmd_report,
-            "selftest": cmd_selftest, "golden": cmd_golden, "build-model": cmd_build_model, "schema": cmd_schema}
+            "selftest": cmd_selftest, "golden": cmd_golden, "build-model": cmd_build_model, "bench": cmd_bench, "schema": cmd_schema}
 
 
 def main(argv: list[str] | None = None) -> int:

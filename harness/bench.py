@@ -1,0 +1,235 @@
+"""`parity bench`: what SglangJaxRollout costs next to VllmRollout, on the same suite, model and machine.
+
+    parity bench                                      vllm and sglang_jax, cases/default.yaml, reports/bench/
+    parity bench --backends sglang_jax --repeats 5
+    parity bench --overhead-only --records 100000     only the harness's compare + report time
+
+Each backend is measured in its own process and venv (harness.bench_worker, run by the venv's
+python under $PARITY_CACHE/nox/<backend>/, created through `nox -s <backend>` when missing).
+Then the harness's own overhead: compare_run + write_reports over N synthetic-but-valid records
+made from a real run's shapes (the committed golden run's records, replicated under new case
+ids; the case hashes stay valid since they do not cover the id).
+
+Writes OUT/bench.json in the shape the report renders (docs/report.md: device, note, figures),
+plus the raw per-backend figures (`backends`), the ratios (`ratios`) and `overhead`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+CACHE = Path(os.environ.get("PARITY_CACHE", Path.home() / ".cache" / "rollout-parity"))
+GOLDEN = ROOT / "golden" / "cpu-x86_64-float32"
+UNIT, REF = "sglang_jax", "vllm"  # ratios are UNIT / REF
+
+
+# ---------------------------------------------------------------- synthetic records (harness overhead)
+def make_synthetic_run(dest: Path, n_records: int, template: Path = GOLDEN) -> dict:
+    """A run directory of about n_records records (at least one replica of the template).
+
+    Every case of the template's suite is replicated as `<id>-sNNNNN` with the same content (so the
+    template's case hashes hold), and every non-session record is copied under each replica's id.
+    Session records are written once per file. Returns {'records': count, 'replicas', 'suite'}."""
+    dest = Path(dest)
+    if dest.exists():
+        shutil.rmtree(dest)
+    (dest / "records").mkdir(parents=True)
+    raw = yaml.safe_load((template / "suite.yaml").read_text())
+    files = {p.name: [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+             for p in sorted((template / "records").glob("*.jsonl"))}
+    per_replica = sum(1 for recs in files.values() for r in recs if r.get("kind") != "session")
+    sessions = sum(1 for recs in files.values() for r in recs if r.get("kind") == "session")
+    replicas = max(1, round((n_records - sessions) / max(per_replica, 1)))
+    sid = lambda cid, i: f"{cid}-s{i:05d}"  # noqa: E731
+    cases = []
+    for i in range(replicas):
+        for c in raw["cases"]:
+            cases.append({**c, "id": sid(c["id"], i)})
+    suite = {**raw, "cases": cases}
+    suite_path = dest / "suite.yaml"
+    suite_path.write_text(yaml.safe_dump(suite, sort_keys=False))
+    count = 0
+    for name, recs in files.items():
+        with (dest / "records" / name).open("w") as fh:
+            for r in recs:
+                if r.get("kind") == "session":
+                    fh.write(json.dumps(r) + "\n")
+                    count += 1
+            body = [r for r in recs if r.get("kind") != "session"]
+            for i in range(replicas):
+                for r in body:
+                    if r.get("key"):
+                        r = {**r, "key": {**r["key"], "case_id": sid(r["key"]["case_id"], i)}}
+                    fh.write(json.dumps(r) + "\n")
+                    count += 1
+    manifest = json.loads((template / "run.json").read_text()) if (template / "run.json").exists() else {}
+    manifest.update({"suite": str(suite_path.resolve()), "run_id": f"synthetic-{count}"})
+    (dest / "run.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return {"records": count, "replicas": replicas, "suite": str(suite_path)}
+
+
+def time_overhead(n_records: int, workdir: Path) -> dict:
+    from harness.compare import compare_run
+    from harness.report import write_reports
+
+    t = time.perf_counter()
+    info = make_synthetic_run(workdir, n_records)
+    gen_s = time.perf_counter() - t
+    t = time.perf_counter()
+    verdicts = compare_run(workdir)
+    compare_s = time.perf_counter() - t
+    t = time.perf_counter()
+    summary = write_reports(workdir)
+    report_s = time.perf_counter() - t
+    return {"records": info["records"], "replicas": info["replicas"], "generate_records_s": gen_s,
+            "compare_s": compare_s, "report_s": report_s, "compare_report_s": compare_s + report_s,
+            "verdicts": len(verdicts), "verdict": summary.get("verdict")}
+
+
+# ---------------------------------------------------------------- engines
+def backend_python(backend: str) -> Path:
+    envdir = Path(os.environ.get("PARITY_NOX_ENVDIR", CACHE / "nox"))
+    py = envdir / backend / "bin" / "python"
+    if not py.exists():  # install the venv through its own session (no posargs: install only)
+        subprocess.run([sys.executable, "-m", "nox", "-f", str(ROOT / "noxfile.py"), "-s", backend], cwd=ROOT,
+                       check=True)
+    return py
+
+
+def run_worker(backend: str, args, out: Path) -> dict:
+    js = out / f"{backend}.worker.json"
+    log = out / f"{backend}.worker.log"
+    cmd = [str(backend_python(backend)), "-m", "harness.bench_worker", "--backend", backend,
+           "--suite", str(Path(args.suite).resolve()), "--json", str(js), "--new-tokens", str(args.new_tokens),
+           "--repeats", str(args.repeats)]
+    if args.model:
+        cmd += ["--model", str(Path(args.model).resolve())]
+    print(f"[bench] {backend}: measuring (log {log})", file=sys.stderr, flush=True)
+    t = time.perf_counter()
+    with log.open("w") as fh:
+        proc = subprocess.run(cmd, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT, timeout=args.timeout,
+                              start_new_session=True)
+    if proc.returncode != 0 or not js.exists():
+        tail = "".join(log.read_text(errors="replace").splitlines(keepends=True)[-15:])
+        return {"backend": backend, "error": f"exit {proc.returncode}:\n{tail}"}
+    res = json.loads(js.read_text())
+    res["process_wall_s"] = time.perf_counter() - t
+    return res
+
+
+def _get(d: dict | None, *path):
+    for p in path:
+        if not isinstance(d, dict):
+            return None
+        d = d.get(p)
+    return d
+
+
+#: (title, unit, lower_is_better, path into a worker's result)
+FIGURES = [
+    ("generate greedy, logprobs on", "tok/s", False, ("generate", "greedy/lp", "tokens_per_s")),
+    ("generate greedy, logprobs off", "tok/s", False, ("generate", "greedy/nolp", "tokens_per_s")),
+    ("generate sampled, logprobs on", "tok/s", False, ("generate", "sampled/lp", "tokens_per_s")),
+    ("generate sampled, logprobs off", "tok/s", False, ("generate", "sampled/nolp", "tokens_per_s")),
+    ("logprob on/off time ratio, greedy", "x", True, ("logprob_on_off_ratio", "greedy")),
+    ("logprob on/off time ratio, sampled", "x", True, ("logprob_on_off_ratio", "sampled")),
+    ("score (get_per_token_logps)", "tok/s", False, ("score", "tokens_per_s")),
+    ("update_params latency", "s", True, ("update_params", "median_s")),
+    ("engine start", "s", True, ("engine_start_s",)),
+    ("first call (compile)", "s", True, ("first_call_s",)),
+    ("suite generate pass after warm-up", "s", True, ("suite_warm_s",)),
+    ("JIT recompiles after warm-up", "count", True, ("recompiles_after_warmup",)),
+]
+
+
+def build_bench(results: dict[str, dict], overhead: dict | None, note: str) -> dict:
+    figures, ratios = [], {}
+    for title, unit, lower, path in FIGURES:
+        vals = {b: _get(r, *path) for b, r in results.items() if "error" not in r}
+        if not vals:
+            continue
+        u, v = vals.get(UNIT), vals.get(REF)
+        ratio = (u / v) if isinstance(u, (int, float)) and isinstance(v, (int, float)) and v else None
+        ratios[title] = ratio
+        na = [b for b, x in vals.items() if x is None]
+        figures.append({"title": title, "unit": unit, "lower_is_better": lower, "values": vals,
+                        "note": (f"n/a for {', '.join(na)}" if na else "")
+                        + (f"{'; ' if na else ''}{UNIT}/{REF} = {ratio:.2f}" if ratio is not None else "")})
+    if overhead:
+        figures.append({"title": f"harness compare + report, {overhead['records']} records", "unit": "s",
+                        "lower_is_better": True,
+                        "values": {"compare": overhead["compare_s"], "report": overhead["report_s"]},
+                        "note": f"total {overhead['compare_report_s']:.1f} s (aim < 10 s)"})
+    devices = sorted({str(r.get("device")) for r in results.values() if r.get("device")})
+    return {"device": "; ".join(devices) or platform.processor() or platform.machine(), "note": note,
+            "figures": figures, "ratios": ratios, "backends": results, "overhead": overhead,
+            "machine": {"cpus": os.cpu_count(), "load_avg": list(os.getloadavg()), "platform": platform.platform()}}
+
+
+def _fmt(x) -> str:
+    if x is None:
+        return "n/a"
+    if isinstance(x, float):
+        return f"{x:.3g}" if abs(x) < 100 else f"{x:.0f}"
+    return str(x)
+
+
+def format_table(bench: dict) -> str:
+    backends = list(bench.get("backends") or {})
+    lines = [f"{'figure':42s} " + " ".join(f"{b:>12s}" for b in backends) + f" {UNIT + '/' + REF:>18s}"]
+    for f in bench["figures"]:
+        if f["title"].startswith("harness"):
+            continue
+        vals = f["values"]
+        r = bench["ratios"].get(f["title"])
+        lines.append(f"{f['title'] + ' (' + f['unit'] + ')':42s} " + " ".join(f"{_fmt(vals.get(b)):>12s}" for b in backends)
+                     + f" {_fmt(r):>18s}")
+    for b, r in (bench.get("backends") or {}).items():
+        if "error" in r:
+            lines.append(f"{b}: FAILED: {r['error']}")
+    o = bench.get("overhead")
+    if o:
+        lines.append(f"harness overhead: {o['records']} synthetic records: compare {o['compare_s']:.1f} s + report "
+                     f"{o['report_s']:.1f} s = {o['compare_report_s']:.1f} s (aim < 10 s; generating them "
+                     f"{o['generate_records_s']:.1f} s, not counted)")
+    la = bench.get("machine", {}).get("load_avg")
+    if la:
+        lines.append(f"machine: {bench['machine']['cpus']} cpus, load average {la[0]:.2f} {la[1]:.2f} {la[2]:.2f}")
+    return "\n".join(lines)
+
+
+def run_bench(args) -> int:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results: dict[str, dict] = {}
+    if not args.overhead_only:
+        for b in [x.strip() for x in args.backends.split(",") if x.strip()]:
+            try:
+                results[b] = run_worker(b, args, out)
+            except (subprocess.SubprocessError, OSError) as e:
+                results[b] = {"backend": b, "error": str(e)}
+    overhead = None
+    if args.records > 0:
+        print(f"[bench] harness overhead over {args.records} synthetic records", file=sys.stderr, flush=True)
+        work = out / "synthetic-run"
+        overhead = time_overhead(args.records, work)
+        if not args.keep_synthetic:
+            shutil.rmtree(work, ignore_errors=True)
+    note = (f"suite {args.suite}; batch = every suite prompt, {args.new_tokens} new tokens (EOS ignored); "
+            f"median of {args.repeats}; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cpus")
+    bench = build_bench(results, overhead, note)
+    path = out / "bench.json"
+    path.write_text(json.dumps(bench, indent=1) + "\n")
+    print(format_table(bench))
+    print(f"bench.json: {path}")
+    return 2 if any("error" in r for r in results.values()) else 0

@@ -1,0 +1,81 @@
+"""parity bench: the synthetic-record generator makes valid records, bench.json has the documented shape.
+
+No engine and no timing here (speed is measured by `parity bench` only)."""
+
+from __future__ import annotations
+
+import json
+
+from harness.bench import build_bench, format_table, make_synthetic_run
+from harness.cli import build_parser
+from harness.records import read_records
+from harness.suite import load_suite
+
+
+def test_synthetic_records_are_valid_and_match_the_suite(tmp_path):
+    info = make_synthetic_run(tmp_path / "run", 1)  # smallest: one replica of the golden run
+    assert info["replicas"] == 1
+    run = tmp_path / "run"
+    suite = load_suite(run / "suite.yaml")
+    hashes = {c.id: c.content_hash() for c in suite.cases}
+    total = 0
+    for f in sorted((run / "records").glob("*.jsonl")):
+        recs = read_records(f, tolerate_torn_tail=False)  # validates every record
+        total += len(recs)
+        for r in recs:
+            key = getattr(r, "key", None)
+            if key is not None:
+                assert key.case_id.endswith("-s00000")
+                assert hashes[key.case_id] == key.case_hash  # the checks will compare them
+    assert total == info["records"] > 0
+    assert json.loads((run / "run.json").read_text())["suite"].endswith("suite.yaml")
+
+
+def test_synthetic_records_scale_with_replicas(tmp_path):
+    one = make_synthetic_run(tmp_path / "a", 1)
+    two = make_synthetic_run(tmp_path / "b", 2 * one["records"])
+    assert two["replicas"] == 2
+    ids = {c.id for c in load_suite(tmp_path / "b" / "suite.yaml").cases}
+    assert len(ids) == 2 * len(load_suite(tmp_path / "a" / "suite.yaml").cases)
+
+
+def _worker(backend: str, **over) -> dict:
+    r = {"backend": backend, "device": "cpu", "engine_start_s": 3.0, "first_call_s": 2.0,
+         "generate": {"greedy/lp": {"tokens_per_s": 100.0}, "greedy/nolp": {"tokens_per_s": 110.0},
+                      "sampled/lp": {"tokens_per_s": 90.0}, "sampled/nolp": {"tokens_per_s": 99.0}},
+         "logprob_on_off_ratio": {"greedy": 1.1, "sampled": 1.1}, "score": {"tokens_per_s": 500.0},
+         "update_params": {"median_s": 0.5}, "suite_warm_s": 4.0, "recompiles_after_warmup": None}
+    r.update(over)
+    return r
+
+
+def test_bench_json_has_the_documented_shape():
+    results = {"vllm": _worker("vllm"), "sglang_jax": _worker("sglang_jax", recompiles_after_warmup=0,
+                                                                 engine_start_s=6.0)}
+    overhead = {"records": 100, "replicas": 1, "generate_records_s": 0.1, "compare_s": 1.0, "report_s": 2.0,
+                "compare_report_s": 3.0, "verdicts": 10, "verdict": "pass"}
+    bench = json.loads(json.dumps(build_bench(results, overhead, "test")))  # JSON-serialisable
+    assert isinstance(bench["device"], str) and bench["note"] == "test"
+    for f in bench["figures"]:  # docs/report.md: title, unit, lower_is_better, values, note
+        assert set(f) >= {"title", "unit", "lower_is_better", "values", "note"}
+        assert all(v is None or isinstance(v, (int, float)) for v in f["values"].values())
+    by = {f["title"]: f for f in bench["figures"]}
+    assert by["engine start"]["values"] == {"vllm": 3.0, "sglang_jax": 6.0}
+    assert bench["ratios"]["engine start"] == 2.0
+    assert by["JIT recompiles after warm-up"]["values"]["vllm"] is None  # n/a, said so
+    assert "n/a for vllm" in by["JIT recompiles after warm-up"]["note"]
+    assert any(t.startswith("harness compare + report") for t in by)
+    table = format_table(bench)
+    assert "n/a" in table and "sglang_jax/vllm" in table
+
+
+def test_a_failed_backend_is_reported_not_dropped():
+    bench = build_bench({"vllm": _worker("vllm"), "sglang_jax": {"backend": "sglang_jax", "error": "exit 1"}},
+                        None, "")
+    assert "FAILED" in format_table(bench)
+    assert all(set(f["values"]) == {"vllm"} for f in bench["figures"])
+
+
+def test_cli_has_bench():
+    args = build_parser().parse_args(["bench", "--overhead-only", "--records", "10"])
+    assert args.command == "bench" and args.records == 10 and args.backends == "vllm,sglang_jax"
