@@ -25,6 +25,7 @@ from pathlib import Path
 
 from harness.checks.data import RunData
 from harness.checks.registry import backend_ran, run_case_check
+from harness.checks.sampling import mapping_verdicts, write_sampling_table
 from harness.verdict import Verdict
 
 CHECKS_SCHEMA_VERSION = 1
@@ -35,7 +36,7 @@ def compare_data(ctx: RunData) -> list[Verdict]:
     for case in ctx.suite.cases:
         for name in case.checks:
             verdicts += run_case_check(ctx, case, name)
-    return verdicts
+    return verdicts + mapping_verdicts(ctx)  # fields an engine would drop: explicit (harness/checks/sampling.py)
 
 
 def write_checks(run_dir: Path, verdicts: list[Verdict]) -> Path:
@@ -61,4 +62,5 @@ def compare_run(run_dir: Path, suite_path: str | None = None) -> list[Verdict]:
     ctx = RunData.load(run_dir, suite_path)
     verdicts = compare_data(ctx)
     write_checks(run_dir, verdicts)
+    write_sampling_table(run_dir, ctx)  # the report's sampling-parameter mapping section
     return verdicts

@@ -4,8 +4,11 @@ Phase `generate` runs every case's prompts through `generate` (plus repeat
 and alone variants). Phase `score` reads every backend's generation records
 of the run and scores each completion with this backend's teacher-forced
 `score` (get_per_token_logps): the reference gives the truth, an engine gives
-forced-token replay. A case's records are written together, so `--resume`
-skips whole cases and never duplicates one.
+forced-token replay. Cases that name only checks reading the reference's scores
+(sampling_distribution, sampling_effects) are scored by the reference alone, which
+also adds their exact distributions / greedy expectations (harness/sampling/expect.py).
+A case's records are written together, so `--resume` skips whole cases and never
+duplicates one.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from harness.records import (
     read_run,
     records_path,
 )
+from harness.sampling.expect import REFERENCE_SCORE_ONLY, score_extras
 from harness.suite import Case, Suite
 
 
@@ -173,7 +177,9 @@ class Recorder:
             groups[(g.key.case_id, g.backend)].append(g)
         cases = {c.id: c for c in self.suite.cases}
         todo = [(cid, src) for (cid, src) in sorted(groups)
-                if cid in cases and (cases[cid].content_hash(), src) not in done]
+                if cid in cases and (cases[cid].content_hash(), src) not in done
+                and (self.runner.name == "reference" or not cases[cid].checks
+                     or not set(cases[cid].checks) <= REFERENCE_SCORE_ONLY)]
         errors = 0
         with RecordWriter(path) as w:
             w.write(self.session("score"))
@@ -203,6 +209,8 @@ class Recorder:
                                                   case.sampling)
                         for s, o in zip(scored, stale):
                             s.by_mode.update({f"{m}@{other}": v for m, v in o.by_mode.items()})
+                    if self.runner.name == "reference":  # exact distributions / greedy expectations for
+                        score_extras(self.runner, case, batch, scored)  # sampling_* checks (harness/sampling/expect.py)
                     w.write_many([
                         ScoreRecord(**self._base("score"), key=g.key, model_hash=self.models[case.weights].content_hash,
                                     source_backend=src, prompt_ids=g.prompt_ids, completion_ids=g.completion_ids,

@@ -9,6 +9,8 @@ distribution with numpy, and `score` returns each logprob mode exactly
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import numpy as np
 
 from harness.backends.base import Runner, Sample, Scored
@@ -31,6 +33,10 @@ class ReferenceRunner(Runner):
 
     def _load(self, model: ModelRef) -> None:
         import transformers
+
+        # identical token sequences recur by the thousand in sampling-distribution cases (n draws of
+        # one next token, then their scoring): forward passes are cached, read-only, per weight set
+        self._logits_cache: OrderedDict[tuple[int, ...], np.ndarray] = OrderedDict()
 
         transformers.utils.logging.disable_progress_bar()
         self.model = model
@@ -61,10 +67,19 @@ class ReferenceRunner(Runner):
 
     # ------------------------------------------------------------ core
     def logits(self, ids: list[int]) -> np.ndarray:
-        """[len(ids), vocab] float64 logits; row i predicts token i+1."""
+        """[len(ids), vocab] float64 logits; row i predicts token i+1 (read-only: cached)."""
+        key = tuple(int(t) for t in ids)
+        hit = self._logits_cache.get(key)
+        if hit is not None:
+            self._logits_cache.move_to_end(key)
+            return hit
         with self._torch.no_grad():
-            out = self._lm(self._torch.tensor([ids], dtype=self._torch.long)).logits[0]
-        return out.numpy()
+            out = self._lm(self._torch.tensor([ids], dtype=self._torch.long)).logits[0].numpy()
+        out.setflags(write=False)
+        self._logits_cache[key] = out
+        if len(self._logits_cache) > 512:
+            self._logits_cache.popitem(last=False)
+        return out
 
     def prompt_logprobs(self, prompt: list[int], logits: np.ndarray) -> list[float | None]:
         lp = log_softmax(logits[: len(prompt) - 1])
@@ -109,7 +124,9 @@ class ReferenceRunner(Runner):
         for i, prompt in enumerate(prompts):
             samples = []
             for j in range(spec.n):
-                rng = None if spec.greedy else np.random.default_rng([spec.seed or 0, i, j])
+                # unseeded: fresh entropy, as an engine's own randomness (a fixed stream would repeat its
+                # "samples" on every call: what sampling_distribution's independence verdict rejects)
+                rng = None if spec.greedy else np.random.default_rng(None if spec.seed is None else [spec.seed, i, j])
                 samples.append(self._generate_one(list(prompt), spec, rng))
             results.append(samples)
         return results

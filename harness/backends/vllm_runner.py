@@ -32,6 +32,7 @@ from typing import Any
 from harness.backends.base import Runner, Sample, Scored
 from harness.backends.vllm_rollout import VllmRollout
 from harness.model import ModelRef
+from harness.sampling.mapping import to_vllm
 from harness.spec import SamplingSpec
 
 _MODES = {"processed": "processed_logprobs", "raw": "raw_logprobs"}
@@ -130,27 +131,9 @@ class VllmRunner(Runner):
 
     # ------------------------------------------------------------------ mapping
     def native_params(self, spec: SamplingSpec) -> dict:
-        """SamplingSpec -> the SamplingParams fields sent (every field explicit: no engine default decides)."""
-        return {
-            "n": spec.n,
-            "temperature": spec.temperature,
-            "top_p": spec.top_p,
-            "top_k": spec.top_k if spec.top_k is not None else 0,  # vLLM: 0 (or -1) = off
-            "min_p": spec.min_p,
-            "seed": spec.seed,
-            "max_tokens": spec.max_tokens,
-            "min_tokens": spec.min_tokens,
-            "stop_token_ids": list(spec.stop_token_ids),  # vLLM adds the model's EOS itself
-            "ignore_eos": spec.ignore_eos,
-            "repetition_penalty": spec.repetition_penalty,
-            "presence_penalty": spec.presence_penalty,
-            "frequency_penalty": spec.frequency_penalty,
-            "logit_bias": {int(k): float(v) for k, v in spec.logit_bias.items()} or None,
-            "logprobs": spec.top_logprobs,
-            "prompt_logprobs": 1 if self.rollout.prompt_logprobs_how == "inline" else None,
-            "skip_special_tokens": True,  # as tunix's VllmSampler; token ids are unaffected
-            "detokenize": True,
-        }
+        """SamplingSpec -> the SamplingParams fields sent (every field explicit: no engine default decides);
+        the conventions (top_k off, greedy, seed, logit_bias keys) are harness.sampling.mapping's."""
+        return to_vllm(spec, prompt_logprobs=1 if self.rollout.prompt_logprobs_how == "inline" else None)
 
     # ------------------------------------------------------------------ calls
     def generate(self, prompts: list[list[int]], spec: SamplingSpec) -> list[list[Sample]]:

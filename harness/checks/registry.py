@@ -10,6 +10,7 @@ from harness.checks.eos import eos_policy
 from harness.checks.logprobs import completion_logprobs, logprob_mode, replay, sampling_support, self_consistency
 from harness.checks.mismatch import mismatch
 from harness.checks.prompts import prompt_ids, prompt_logprobs
+from harness.checks.sampling import SAMPLING_CHECKS
 from harness.checks.tokens import greedy_tokens
 from harness.checks.weights import weight_update
 from harness.suite import Case
@@ -30,6 +31,7 @@ CHECKS: dict[str, CheckFn] = {
     "eos_policy": eos_policy,
     "weight_update": weight_update,
     "sampling_support": sampling_support,
+    **SAMPLING_CHECKS,  # sampling_distribution, sampling_effects (harness/checks/sampling.py)
 }
 
 RUN_CASE = "run:{phase}"  # Verdict.case of backend_ran verdicts

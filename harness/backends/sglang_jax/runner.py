@@ -22,6 +22,7 @@ from harness.backends.base import Runner, Sample, Scored
 from harness.backends.sglang_jax import compat
 from harness.backends.sglang_jax.rollout import LOGPROB_MODE, SglangJaxRollout, derive_seed
 from harness.model import ModelRef
+from harness.sampling.mapping import to_sglang_jax
 from harness.spec import SamplingSpec
 
 
@@ -67,26 +68,7 @@ class SglangJaxRunner(Runner):
 
     # ---------------------------------------------------------------- spec -> sglang-jax
     def _sampling(self, spec: SamplingSpec) -> dict:
-        p: dict[str, Any] = {
-            "max_new_tokens": spec.max_tokens,
-            "min_new_tokens": spec.min_tokens,
-            "temperature": spec.temperature,  # 0 -> sglang-jax's greedy (T < 1e-6 => top_k = 1)
-            "top_p": spec.top_p,
-            "top_k": -1 if spec.top_k is None else spec.top_k,
-            "min_p": spec.min_p,
-            "n": spec.n,
-            "ignore_eos": spec.ignore_eos,
-            "repetition_penalty": spec.repetition_penalty,
-            "presence_penalty": spec.presence_penalty,
-            "frequency_penalty": spec.frequency_penalty,
-        }
-        if spec.stop_token_ids:
-            p["stop_token_ids"] = list(spec.stop_token_ids)
-        if spec.logit_bias:
-            p["logit_bias"] = {str(k): float(v) for k, v in sorted(spec.logit_bias.items())}
-        if spec.seed is not None:
-            p["sampling_seed"] = spec.seed
-        return p
+        return to_sglang_jax(spec)  # harness.sampling.mapping: top_k off -1, greedy, sampling_seed, str logit_bias
 
     def native_params(self, spec: SamplingSpec) -> dict:
         """What one prompt's requests carry, exactly as sent: the rollout turns n > 1 into n

@@ -1,0 +1,405 @@
+"""sampling_distribution, sampling_effects: does a sampling field *do* what its canonical meaning says,
+on each engine; plus the run-level sampling table and the mapping verdicts.
+
+sampling_distribution (per backend, the reference included as the method's own control): the first
+completion token of every main-variant sample is a draw from the engine's next-token distribution
+(an unseeded case's repeat variants are pooled with it: fresh draws); per prompt, harness.sampling.stats.goodness_of_fit tests the draws against the exact processed
+distribution the reference computed from its float64 logits (ScoreRecord.by_mode["dist:processed"],
+harness/sampling/expect.py). False-alarm rate: the case's `alpha` (catalog default 1e-3) per verdict,
+Bonferroni-split over the case's prompts. Power: at least POWER_TARGET against any alternative at
+total-variation distance MIN_TV on the test's bins; a test with less power than that is an error
+(underpowered), never a pass. Where the spec combines top_p with top_k or min_p, the draws are also
+tested against sglang-jax's own semantics, so that the verdict says whether a failure is that
+convention difference or a sampler defect. For an unseeded case recorded with `repeats: 2+`, a second
+verdict (metric repeat_independence_p) tests that the repeat's draws are independent of the first
+call's: matches of the same (prompt, sample) beyond sum_t p_t^2 reject (a frozen PRNG key).
+
+sampling_effects (per backend, greedy cases): every completion token must be the reference's argmax
+under the spec given the same prefix (teacher-forced; a logit margin within logprob_atol is a tie),
+and the completion must end exactly where the spec says (first stop/EOS token, not before
+min_tokens, else max_tokens). The case must exercise every effect field it sets (the reference's
+argmax without the field differs somewhere, or the termination rule bites); a field it does not
+exercise is an error. A token equal to the argmax *without* a field is reported as "as if <field>
+were not set".
+
+mapping_verdicts (run level, every case, called by harness/compare.py): a `sampling_mapping` fail
+verdict for each (case, engine) whose spec sets a field that engine drops or ignores
+(harness.sampling.mapping.issues). write_sampling_table writes sampling_table.json.
+"""
+
+from __future__ import annotations
+
+import json
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from harness.checks.base import guard, no_units, not_applicable, verdict
+from harness.checks.data import REFERENCE, RunData, Unavailable
+from harness.sampling import mapping
+from harness.sampling.stats import (
+    bonferroni,
+    fmt_p,
+    goodness_of_fit,
+    repeat_independence,
+    required_n,
+)
+from harness.suite import Case
+from harness.verdict import Verdict
+
+MIN_TV = 0.1  # the minimal effect the distribution test is sized for (total-variation distance)
+POWER_TARGET = 0.95
+
+
+# ============================================================================ helpers
+def _dists(ctx: RunData, case: Case, source: str) -> dict[int, dict[str, list[float]]]:
+    """prompt index -> the reference's dist:* entries (from its score of `source`'s completions)."""
+    scores = ctx.scores_of(REFERENCE, case, source)
+    out = {}
+    for (p, s), rec in scores.items():
+        if "dist:processed" in rec.by_mode:
+            out[p] = rec.by_mode
+    if not out:
+        raise Unavailable("error", f"the reference's score of {source}'s completions of case {case.id} carries no "
+                                   "exact distribution (dist:processed): re-run the reference's score phase with "
+                                   "this harness version (harness/sampling/expect.py)")
+    return out
+
+
+def _probs(logp: list[float]) -> np.ndarray:
+    p = np.exp(np.asarray(logp, dtype=np.float64))
+    return p / p.sum()
+
+
+def _first_tokens(gens: dict, prompt: int) -> list[int]:
+    return [int(g.completion_ids[0]) for (p, _), g in sorted(gens.items()) if p == prompt and g.completion_ids]
+
+
+def _spec_issue(case: Case, engine: str, field: str) -> mapping.MappingIssue | None:
+    for i in mapping.issues(case.sampling, engine):
+        if i.field == field:
+            return i
+    return None
+
+
+# ============================================================================ sampling_distribution
+def sampling_distribution(ctx: RunData, case: Case) -> list[Verdict]:
+    check, metric = "sampling_distribution", "p_value"
+    spec = case.sampling
+    alpha = case.tolerance("alpha")
+    if spec.greedy:
+        return [not_applicable(check, case.id, [], metric, "suite configuration: sampling_distribution needs "
+                               "temperature > 0 (a greedy case has no distribution to test)", "error")]
+    if not ctx.has_reference:
+        return no_units(check, case, metric, "the reference (it computes the exact distribution)", ctx)
+    m = len(case.prompts)
+    a_each = bonferroni(alpha, m)
+    combo = spec.top_p < 1.0 and (spec.top_k is not None or spec.min_p > 0.0)
+
+    # unseeded repeats are fresh draws (the independence verdict tests that they are): pooled; seeded repeats
+    # are copies by design: main only
+    pooled = ["main"] + ([f"repeat-{r}" for r in range(1, case.repeats)] if spec.seed is None else [])
+
+    def unit(x: str) -> Verdict:
+        variants = [ctx.gens_of(x, case, v) for v in pooled]
+        dists = _dists(ctx, case, x)
+        per_prompt, fails, weak = [], [], []
+        worst_p = 1.0
+        for i in range(m):
+            if i not in dists:
+                raise Unavailable("error", f"no exact distribution for prompt {i} (the reference's score of {x}'s "
+                                           f"sample 0 of prompt {i} is missing)")
+            d = dists[i]
+            draws = [t for gens in variants for t in _first_tokens(gens, i)]
+            if not draws:
+                raise Unavailable("error", f"{x} returned no tokens for prompt {i}")
+            p = _probs(d["dist:processed"])
+            border = {int(t) for t in d.get("dist:borderline", [])}
+            g = goodness_of_fit(draws, p, alpha=a_each, tv=MIN_TV, borderline=border)
+            row = {"prompt": i, **g.as_dict(), "alpha": a_each}
+            if combo:
+                alt = goodness_of_fit(draws, _probs(d["dist:processed:sglang_jax"]), alpha=a_each, tv=MIN_TV,
+                                      borderline=border)
+                p_alt = _probs(d["dist:processed:sglang_jax"])
+                row["sglang_jax_semantics"] = {"p_value": alt.p_value, "out_of_support": alt.out_of_support,
+                                               "tv_between_semantics": 0.5 * float(np.abs(p - p_alt).sum())}
+            if g.power < POWER_TARGET:
+                row["required_n"] = required_n(p, MIN_TV, a_each, POWER_TARGET)
+                weak.append(row)
+            worst_p = min(worst_p, g.p_value)
+            if g.p_value < a_each:
+                fails.append(row)
+            per_prompt.append(row)
+        data = {"alpha": alpha, "alpha_per_prompt": a_each, "min_effect_tv": MIN_TV, "power_target": POWER_TARGET,
+                "prompts": per_prompt, "variants": pooled, "spec": case.sampling.canonical()}
+        parts = []
+        for r in per_prompt:
+            s = (f"prompt {r['prompt']}: N={r['n']} chi2 {r['statistic']:.1f} on {r['df']} df, p={fmt_p(r['p_value'])}"
+                 f", TV {r['tv']:.3f}, power {r['power']:.3f} vs TV {MIN_TV}")
+            if r["out_of_support"]:
+                s += f", {r['out_of_support']} draws of masked tokens (e.g. {list(r['out_of_support_tokens'])[:5]})"
+            if r["borderline"]:
+                s += f", {r['borderline']} borderline draws set aside"
+            if "sglang_jax_semantics" in r:
+                sj = r["sglang_jax_semantics"]
+                s += (f"; vs sglang-jax's top-p semantics (TV {sj['tv_between_semantics']:.3f} from canonical): "
+                      f"p={fmt_p(sj['p_value'])}")
+            parts.append(s)
+        detail = f"alpha {alpha:g} ({a_each:g} per prompt); " + "; ".join(parts)
+        if fails:
+            why = []
+            for r in fails:
+                if "sglang_jax_semantics" in r and r["sglang_jax_semantics"]["p_value"] >= a_each:
+                    why.append(f"prompt {r['prompt']} follows sglang-jax's top-p convention, not the canonical one")
+            if why:
+                detail = "; ".join(why) + " — " + detail
+            v = verdict(check, case.id, [x], metric=metric, value=worst_p, threshold=a_each, passed=False,
+                        detail=detail, data=data)
+            return v
+        if weak:
+            needs = ", ".join(f"prompt {r['prompt']}: N={r['n']} gives power {r['power']:.3f}, needs N>={r['required_n']}"
+                              for r in weak)
+            v = verdict(check, case.id, [x], metric=metric, value=worst_p, threshold=a_each, passed=True,
+                        detail=f"underpowered for TV {MIN_TV} at power {POWER_TARGET} ({needs}); " + detail, data=data)
+            v.verdict = "error"
+            return v
+        return verdict(check, case.id, [x], metric=metric, value=worst_p, threshold=a_each, passed=True,
+                       detail=detail, data=data)
+
+    def independence(x: str) -> Verdict:
+        gens = ctx.gens_of(x, case)
+        dists = _dists(ctx, case, x)
+        rows, worst = [], 1.0
+        tests = (case.repeats - 1) * m
+        a_each2 = bonferroni(alpha, tests)
+        for r in range(1, case.repeats):
+            rep = ctx.gens_of(x, case, f"repeat-{r}")
+            for i in range(m):
+                pairs = [(int(gens[k].completion_ids[0]), int(rep[k].completion_ids[0])) for k in sorted(gens)
+                         if k[0] == i and k in rep and gens[k].completion_ids and rep[k].completion_ids]
+                p = _probs(dists[i]["dist:processed"])
+                emp = np.bincount([a for a, _ in pairs], minlength=p.size) / max(1, len(pairs))
+                q = max(float((p * p).sum()), float((emp * emp).sum()))  # the larger: conservative
+                res = repeat_independence(pairs, q)
+                rows.append({"repeat": r, "prompt": i, **res.as_dict()})
+                worst = min(worst, res.p_value)
+        detail = "; ".join(f"repeat-{r['repeat']} prompt {r['prompt']}: {r['matches']}/{r['pairs']} draws equal to "
+                           f"the first call's (expected {r['expected']:.1f} if independent), p={fmt_p(r['p_value'])}"
+                           for r in rows)
+        return verdict(check, case.id, [x], metric="repeat_independence_p", value=worst, threshold=a_each2,
+                       passed=worst >= a_each2, detail=f"unseeded repeats, alpha {alpha:g}: " + detail,
+                       data={"alpha": alpha, "alpha_per_test": a_each2, "tests": rows})
+
+    out = []
+    for x in ctx.backends:
+        out += guard(check, case, [x], metric, lambda x=x: unit(x))
+        if spec.seed is None and case.repeats >= 2:
+            out += guard(check, case, [x], "repeat_independence_p", lambda x=x: independence(x))
+    return out
+
+
+# ============================================================================ sampling_effects
+def _exercised(ctx: RunData, case: Case) -> tuple[dict[str, bool], dict[str, str]]:
+    """Which of the case's effect fields the reference's own completions exercise, and how."""
+    spec = case.sampling
+    gens = ctx.gens_of(REFERENCE, case)
+    scores = ctx.scores_of(REFERENCE, case, REFERENCE)
+    active = [f for f in mapping.EFFECT_NEUTRAL if getattr(spec, f) != mapping.EFFECT_NEUTRAL[f]]
+    done = {f: False for f in active}
+    how: dict[str, str] = {}
+    for key, g in sorted(gens.items()):
+        s = scores.get(key)
+        if s is None or "fx:argmax" not in s.by_mode:
+            raise Unavailable("error", f"the reference's score of its own completion {key} carries no greedy "
+                                       "expectation (fx:argmax): re-run its score phase with this harness version")
+        ids = list(g.completion_ids)
+        eos = {int(t) for t in s.by_mode.get("fx:eos", [])}
+        am = s.by_mode["fx:argmax"]
+        for f in active:
+            if f in ("repetition_penalty", "presence_penalty", "frequency_penalty", "logit_bias", "min_tokens"):
+                wo = s.by_mode.get(f"fx:without:{f}", [])
+                for i, (a, b) in enumerate(zip(am, wo)):
+                    if int(a) != int(b):
+                        done[f] = True
+                        how.setdefault(f, f"prompt {key[0]} position {i}: argmax {int(a)}, without {f} {int(b)}")
+                        break
+            elif f == "stop_token_ids" and ids and ids[-1] in spec.stop_token_ids and g.finish_reason == "stop":
+                done[f] = True
+                how.setdefault(f, f"prompt {key[0]} stopped on {ids[-1]} after {len(ids)} tokens")
+            elif f == "ignore_eos" and any(t in eos for t in ids):
+                done[f] = True
+                how.setdefault(f, f"prompt {key[0]} ran past EOS at position {[t in eos for t in ids].index(True)}")
+    return done, how
+
+
+def sampling_effects(ctx: RunData, case: Case) -> list[Verdict]:
+    check, metric = "sampling_effects", "problems"
+    spec = case.sampling
+    tie = case.tolerance("logprob_atol")
+    if not spec.greedy:
+        return [not_applicable(check, case.id, [], metric, "suite configuration: sampling_effects needs "
+                               "temperature 0 (deterministic effects)", "error")]
+    if not ctx.has_reference:
+        return no_units(check, case, metric, "the reference (it computes the expected tokens)", ctx)
+
+    def unit(x: str) -> Verdict:
+        exercised, how = _exercised(ctx, case)
+        gens = ctx.gens_of(x, case)
+        scores = ctx.scores_of(REFERENCE, case, x)
+        problems: list[str] = []
+        blamed: dict[str, int] = {}
+        lengths = []
+        for key, g in sorted(gens.items()):
+            s = scores.get(key)
+            if s is None or "fx:argmax" not in s.by_mode:
+                raise Unavailable("error", f"no greedy expectation for {x}'s completion {key} (the reference's "
+                                           "score phase did not add fx:argmax)")
+            ids = list(g.completion_ids)
+            lengths.append(len(ids))
+            eos = {int(t) for t in s.by_mode.get("fx:eos", [])}
+            am, margin = s.by_mode["fx:argmax"], s.by_mode["fx:margin"]
+            for i, tok in enumerate(ids):
+                if tok == int(am[i]) or margin[i] <= tie:
+                    continue
+                as_if = [f.removeprefix("fx:without:") for f, v in s.by_mode.items()
+                         if f.startswith("fx:without:") and int(v[i]) == tok]
+                for f in as_if:
+                    blamed[f] = blamed.get(f, 0) + 1
+                problems.append(f"prompt {key[0]} position {i}: token {tok}, expected {int(am[i])} (logit margin "
+                                f"{margin[i]:.3g})" + (f", as if {', '.join(as_if)} were not set" if as_if else ""))
+                break  # later positions are teacher-forced on this prefix, but one finding per stream is enough
+            stops = set(spec.stop_token_ids) | (set() if spec.ignore_eos else eos)
+            inner = [i for i, t in enumerate(ids[:-1]) if t in stops]
+            if inner:
+                problems.append(f"prompt {key[0]}: continued past stop/EOS token {ids[inner[0]]} at position "
+                                f"{inner[0]}")
+            elif ids and ids[-1] in stops:
+                if len(ids) <= spec.min_tokens:
+                    problems.append(f"prompt {key[0]}: stopped on {ids[-1]} after {len(ids)} tokens, before "
+                                    f"min_tokens {spec.min_tokens}")
+                if g.finish_reason != "stop":
+                    problems.append(f"prompt {key[0]}: ends with stop token {ids[-1]} but finish reason "
+                                    f"{g.finish_reason!r}")
+            elif len(ids) != spec.max_tokens:
+                problems.append(f"prompt {key[0]}: ended after {len(ids)} of max_tokens {spec.max_tokens} tokens "
+                                f"without a stop token (finish {g.finish_reason!r})")
+            elif g.finish_reason != "length":
+                problems.append(f"prompt {key[0]}: {len(ids)} = max_tokens tokens but finish reason "
+                                f"{g.finish_reason!r}")
+        missing = [f for f, ok in exercised.items() if not ok]
+        data = {"problems": problems, "exercised": how, "not_exercised": missing, "as_if_not_set": blamed,
+                "tie_margin": tie, "lengths": lengths, "spec": mapping.set_fields(spec)}
+        fields = ", ".join(f"{f}={getattr(spec, f)!r}" for f in exercised) or "max_tokens only"
+        if problems:
+            lead = ""
+            if blamed:
+                lead = "no effect of " + ", ".join(sorted(blamed)) + " — "
+            return verdict(check, case.id, [x], metric=metric, value=len(problems), threshold=0, passed=False,
+                           detail=lead + "; ".join(problems[:6]) + (f" (+{len(problems) - 6} more)"
+                                                                      if len(problems) > 6 else ""), data=data)
+        if missing:
+            v = verdict(check, case.id, [x], metric=metric, value=0, threshold=0, passed=True,
+                        detail=f"suite configuration: the case does not exercise {', '.join(missing)} (the reference's "
+                               "completions are the same without it): it cannot show that the field works", data=data)
+            v.verdict = "error"
+            return v
+        return verdict(check, case.id, [x], metric=metric, value=0, threshold=0, passed=True,
+                       detail=f"{fields}: every token is the reference's argmax under the spec and every completion "
+                              f"ends where the spec says ({len(lengths)} completions, lengths {lengths}); exercised: "
+                              + "; ".join(f"{f}: {h}" for f, h in how.items()), data=data)
+
+    return [v for x in ctx.backends for v in guard(check, case, [x], metric, lambda x=x: unit(x))]
+
+
+SAMPLING_CHECKS = {"sampling_distribution": sampling_distribution, "sampling_effects": sampling_effects}
+
+
+# ============================================================================ run level: mapping verdicts + table
+def _engine_facts(ctx: RunData, engine: str) -> tuple[str | None, bool | None]:
+    """(engine version, sglang-jax deterministic mode) from the engine's generate session."""
+    s = ctx.session(engine, "generate")
+    if s is None:
+        return None, None
+    version = s.versions.get("sglang-jax") or s.versions.get("sglang_jax") or s.versions.get("vllm")
+    det = None
+    kw = (s.config or {}).get("engine_kwargs")
+    if isinstance(kw, dict) and "enable_deterministic_sampling" in kw:
+        det = bool(kw["enable_deterministic_sampling"])
+    return version, det
+
+
+def case_issues(ctx: RunData) -> list[dict]:
+    out = []
+    facts = {e: _engine_facts(ctx, e) for e in ctx.engines}
+    for case in ctx.suite.cases:
+        for e in ctx.engines:
+            version, det = facts[e]
+            for i in mapping.issues(case.sampling, e, deterministic=det, version=version):
+                out.append({"case": case.id, **i.as_dict()})
+    return out
+
+
+def mapping_verdicts(ctx: RunData) -> list[Verdict]:
+    """A fail verdict per (case, engine) whose spec sets a field the engine drops or ignores."""
+    by: dict[tuple[str, str], list[dict]] = {}
+    for i in case_issues(ctx):
+        if i["severity"] == "fail":
+            by.setdefault((i["case"], i["engine"]), []).append(i)
+    out = []
+    for (cid, e), items in by.items():
+        out.append(Verdict(check="sampling_mapping", backends=[e], case=cid, metric="fields_not_honoured",
+                           value=float(len(items)), threshold=0.0, verdict="fail",
+                           detail="; ".join(f"{i['field']}: {i['reason']}" for i in items),
+                           data={"issues": items}))
+    return out
+
+
+def sampling_table(ctx: RunData | None = None) -> dict:
+    from harness.sampling.introspect import load_snapshots
+    from harness.sampling.table import coverage_summary, table_rows
+
+    snaps = load_snapshots()
+    rows = table_rows(snaps)
+    doc: dict = {"rows": rows, "coverage": coverage_summary(snaps),
+                 "design": {"alpha_default": 1e-3, "min_effect_tv": MIN_TV, "power_target": POWER_TARGET},
+                 "snapshots": {e: {"version": d["version"], "class": d["class"]} for e, d in snaps.items()}}
+    if ctx is not None:
+        issues = case_issues(ctx)
+        doc["case_issues"] = issues
+        for i in issues:  # visible in the report's table section too
+            rows.append({"canonical": f"{i['field']} (case {i['case']})",
+                         "vllm_field": None, "vllm_default": None, "sglang_field": None, "sglang_default": None,
+                         "tunix_field": None, "conversion": f"this run, {i['engine']}",
+                         "status": i["status"], "reason": i["reason"]})
+        mismatch = {}
+        for e in ctx.engines:
+            version, _ = _engine_facts(ctx, e)
+            snap = snaps.get(e)
+            if version and snap and version != snap["version"]:
+                mismatch[e] = f"the run's {e} is {version}, the table's snapshot {snap['version']}: run " \
+                              f"`python -m harness.sampling.introspect --check` in that venv"
+        doc["version_mismatch"] = mismatch
+    return doc
+
+
+def write_sampling_table(run_dir: Path, ctx: RunData | None = None) -> Path | None:
+    """run_dir/sampling_table.json (the report's 'Sampling-parameter mapping' section). Never fatal:
+    a problem here is printed and the compare result stands."""
+    try:
+        doc = sampling_table(ctx)
+        path = Path(run_dir) / "sampling_table.json"
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(doc, indent=1, default=str, allow_nan=True) + "\n")
+        os.replace(tmp, path)
+        return path
+    except Exception as e:  # pragma: no cover - reported
+        print(f"warning: sampling_table.json not written: {type(e).__name__}: {e}", file=sys.stderr)
+        return None
+
+
+__all__ = ["SAMPLING_CHECKS", "sampling_distribution", "sampling_effects", "mapping_verdicts", "write_sampling_table",
+           "sampling_table", "case_issues", "MIN_TV", "POWER_TARGET"]
+

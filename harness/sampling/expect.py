@@ -1,0 +1,158 @@
+"""What the reference computes for the sampling checks (numpy only: runs in the reference's venv).
+
+`score_extras` is called by the recorder's score phase (harness/record.py, run_score) for the
+reference backend; it adds entries to each ScoreRecord's `by_mode` (lists of floats):
+
+For cases naming `sampling_distribution`, on the record of sample 0 of every prompt (one per
+prompt and source), the full first-step distribution over the vocabulary:
+
+- `dist:raw`, `dist:temperature`, `dist:processed`: log-probabilities in each logprob mode
+  (harness.processing; processed = the canonical sampling distribution, vLLM's order).
+- `dist:processed:sglang_jax`: the same under sglang-jax 0.0.2's sampler semantics (top_p measured
+  on the full distribution before the top-k/min-p cut), to tell a convention difference from a
+  sampler defect.
+- `dist:borderline`: token ids whose membership of the support flips when the top-p / min-p
+  thresholds move by a relative 1e-3 or that tie the top-k boundary within 1e-4 (in either
+  semantics): float32 engines may decide them either way.
+
+For cases naming `sampling_effects`, on every record, per completion position i (teacher-forced on
+that source's own tokens, so one early difference does not cascade):
+
+- `fx:argmax`: the reference's greedy token under the spec (penalties, logit_bias, min_tokens
+  suppression of EOS/stop tokens), given the completion's first i tokens;
+- `fx:margin`: processed logit of that argmax minus that of the source's token (0 where equal;
+  inf where the source's token is impossible, e.g. an EOS before min_tokens);
+- `fx:without:<field>`: the argmax with that one effect field at its neutral value (the control:
+  a field the case sets must change at least one of these somewhere, else the case does not
+  exercise it);
+- `fx:eos`: the model's EOS ids (a constant list).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from harness.processing import apply_penalties, log_softmax, mode_logprobs, processed_logits
+from harness.spec import SamplingSpec
+
+#: cases naming only these checks need the reference's scores alone: engines skip scoring them (record.py),
+#: which for distribution cases (n = 1280 one-token completions per backend) is most of a run's time
+REFERENCE_SCORE_ONLY = frozenset({"sampling_distribution", "sampling_effects"})
+
+EFFECT_FIELDS = ("stop_token_ids", "ignore_eos", "min_tokens", "repetition_penalty", "presence_penalty",
+                 "frequency_penalty", "logit_bias")
+NEUTRAL: dict[str, Any] = {"stop_token_ids": (), "ignore_eos": False, "min_tokens": 0, "repetition_penalty": 1.0,
+                           "presence_penalty": 0.0, "frequency_penalty": 0.0, "logit_bias": {}}
+BORDER_REL = 1e-3
+BORDER_TIE = 1e-4
+
+
+def sglang_jax_processed_logits(logits: np.ndarray, spec: SamplingSpec) -> np.ndarray:
+    """sglang-jax 0.0.2's CPU sampler (sampler.top_k_top_p_min_p_sampling_from_probs_jax_not_tpu_runtime):
+    probabilities softmax(logits / T) sorted descending; top-k keeps the first k; top-p drops a token
+    when the *full* cumulative mass before it exceeds top_p; min_p drops p < min_p * p_max; the
+    survivors are renormalised. Returns logits with -inf where masked."""
+    if spec.greedy:
+        return np.array(logits, dtype=np.float64)
+    x = np.asarray(logits, dtype=np.float64) / spec.temperature
+    p = np.exp(log_softmax(x))
+    order = np.argsort(-p, kind="stable")
+    ps = p[order]
+    keep = np.ones(ps.size, dtype=bool)
+    if spec.top_k is not None:
+        keep &= np.arange(ps.size) < spec.top_k
+    keep &= ~((np.cumsum(ps) - ps) > spec.top_p)
+    if spec.min_p > 0:
+        keep &= ~(ps < ps[0] * spec.min_p)
+    out = np.full(x.shape, -np.inf)
+    out[order[keep]] = x[order[keep]]
+    return out
+
+
+SEMANTICS = {"processed": processed_logits, "processed:sglang_jax": sglang_jax_processed_logits}
+
+
+def _support(fn, x: np.ndarray, spec: SamplingSpec) -> set[int]:
+    return set(np.flatnonzero(np.isfinite(fn(x, spec))).tolist())
+
+
+def borderline_tokens(penalised: np.ndarray, spec: SamplingSpec) -> list[int]:
+    """Tokens whose support membership is not robust to float32 (module docstring)."""
+    if spec.greedy:
+        return []
+    out: set[int] = set()
+    for fn in SEMANTICS.values():
+        if spec.top_p >= 1.0 and spec.min_p <= 0.0:
+            break  # off stays off: only a threshold that is set has a boundary
+        top_p = (min(1.0, spec.top_p * (1 + BORDER_REL)), spec.top_p * (1 - BORDER_REL)) if spec.top_p < 1.0 \
+            else (1.0, 1.0)
+        loose = spec.model_copy(update={"top_p": top_p[0], "min_p": spec.min_p * (1 - BORDER_REL)})
+        tight = spec.model_copy(update={"top_p": top_p[1], "min_p": min(0.999999, spec.min_p * (1 + BORDER_REL))})
+        out |= _support(fn, penalised, loose) ^ _support(fn, penalised, tight)
+    if spec.top_k is not None and spec.top_k < penalised.size:
+        x = np.asarray(penalised, dtype=np.float64) / spec.temperature
+        kth = np.sort(x)[-spec.top_k]
+        near = np.flatnonzero(np.abs(x - kth) < BORDER_TIE)
+        if near.size > 1:
+            out |= set(near.tolist())
+    return sorted(out)
+
+
+def distribution_extras(runner: Any, prompt: list[int], spec: SamplingSpec) -> dict[str, list[float]]:
+    row = runner.logits(list(prompt))[-1]
+    pen = apply_penalties(row, spec, list(prompt), [])
+    out = {f"dist:{m}": d.tolist() for m, d in mode_logprobs(row, spec, pen).items()}
+    out["dist:processed:sglang_jax"] = log_softmax(sglang_jax_processed_logits(pen, spec)).tolist()
+    out["dist:borderline"] = [float(t) for t in borderline_tokens(pen, spec)]
+    return out
+
+
+def _greedy_row(row: np.ndarray, spec: SamplingSpec, prompt: list[int], prefix: list[int],
+                eos: set[int]) -> np.ndarray:
+    x = apply_penalties(row, spec, prompt, prefix)
+    if len(prefix) < spec.min_tokens:
+        stops = set(spec.stop_token_ids) | set(eos)
+        x[sorted(stops)] = -np.inf
+    return x
+
+
+def effect_extras(runner: Any, prompt: list[int], completion: list[int], spec: SamplingSpec,
+                  eos: set[int]) -> dict[str, list[float]]:
+    prompt, completion = list(prompt), list(completion)
+    out: dict[str, list[float]] = {"fx:argmax": [], "fx:margin": [], "fx:eos": [float(t) for t in sorted(eos)]}
+    active = [f for f in EFFECT_FIELDS if getattr(spec, f) != NEUTRAL[f]]
+    neutral = {f: spec.model_copy(update={f: NEUTRAL[f]}) for f in active}
+    for f in active:
+        out[f"fx:without:{f}"] = []
+    if not completion:
+        return out
+    logits = runner.logits(prompt + completion)
+    for i, tok in enumerate(completion):
+        row = logits[len(prompt) + i - 1]
+        x = _greedy_row(row, spec, prompt, completion[:i], eos)
+        am = int(np.argmax(x))
+        out["fx:argmax"].append(float(am))
+        out["fx:margin"].append(float(x[am] - x[tok]) if np.isfinite(x[tok]) else float("inf"))
+        for f, sp in neutral.items():
+            out[f"fx:without:{f}"].append(float(np.argmax(_greedy_row(row, sp, prompt, completion[:i], eos))))
+    return out
+
+
+def score_extras(runner: Any, case: Any, batch: list, scored: list) -> None:
+    """Add the entries above to the reference's Scored results of one (case, source) batch, in place."""
+    checks = set(case.checks)
+    if not checks & {"sampling_distribution", "sampling_effects"}:
+        return
+    spec: SamplingSpec = case.sampling
+    eos = set(getattr(runner, "_eos", set()))
+    dists: dict[tuple[int, ...], dict] = {}
+    for g, s in zip(batch, scored):
+        if "sampling_distribution" in checks and g.key.sample_index == 0:
+            key = tuple(g.prompt_ids)
+            if key not in dists:
+                dists[key] = distribution_extras(runner, g.prompt_ids, spec)
+            s.by_mode.update(dists[key])
+        if "sampling_effects" in checks:
+            s.by_mode.update(effect_extras(runner, g.prompt_ids, g.completion_ids, spec, eos))

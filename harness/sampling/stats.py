@@ -1,0 +1,176 @@
+"""The statistics of the sampling-distribution check: binning, chi-square test, power, sample size,
+and the independence test of repeated unseeded draws. numpy + scipy (the driver venv).
+
+Test. N single next tokens drawn by an engine for one prompt are compared with the exact
+processed distribution p (harness.processing, float64, from the reference's logits):
+
+- support: a draw of a token with p == 0 (masked by top-k/top-p/min-p) is impossible under H0:
+  any such draw rejects (p-value 0). Tokens whose membership of the support flips under a
+  relative perturbation of 1e-3 of the thresholds ("borderline": float32 engines may legitimately
+  decide them either way) are neither required nor forbidden: their draws are set aside and
+  counted.
+- shape: Pearson chi-square over bins: every token with expected count N*p >= 5 is its own bin,
+  the rest are pooled into one bin (merged with the smallest single bin when the pool itself
+  expects < 5). df = bins - 1. Reject when the p-value < alpha.
+
+Power. For any alternative q whose total-variation distance from p on those bins is at least
+`tv`, Cauchy-Schwarz gives Cohen's w^2 = sum (q-p)^2/p >= (sum |q-p|)^2 = 4 tv^2, so the
+noncentrality is lambda = N w^2 >= 4 N tv^2, and the power of the level-alpha test is at least
+ncx2.sf(chi2.ppf(1 - alpha, df), df, 4 N tv^2) (the usual noncentral chi-square approximation).
+`required_n` finds the smallest N whose bins give that power.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+MIN_EXPECTED = 5.0
+
+
+def bins_for(p: np.ndarray, n: int, min_expected: float = MIN_EXPECTED) -> list[np.ndarray]:
+    """Token-index arrays, one per bin, over the support of p (p > 0), most likely first."""
+    p = np.asarray(p, dtype=np.float64)
+    support = np.flatnonzero(p > 0)
+    order = support[np.argsort(-p[support], kind="stable")]
+    single = [np.array([t]) for t in order if n * p[t] >= min_expected]
+    rest = np.array([t for t in order if n * p[t] < min_expected], dtype=np.int64)
+    bins = single
+    if rest.size:
+        if n * p[rest].sum() >= min_expected or not bins:
+            bins = bins + [rest]
+        else:
+            bins = bins[:-1] + [np.concatenate([bins[-1], rest])]
+    return bins
+
+
+def chi2_power(df: int, n: int, tv: float, alpha: float) -> float:
+    """Lower bound of the power against any alternative at binned TV distance >= tv."""
+    from scipy import stats
+
+    if df < 1:
+        return 0.0
+    crit = stats.chi2.ppf(1.0 - alpha, df)
+    return float(stats.ncx2.sf(crit, df, 4.0 * n * tv * tv))
+
+
+def required_n(p: np.ndarray, tv: float, alpha: float, power: float, n_max: int = 1 << 20) -> int:
+    """Smallest N (to within 2%) whose binning of p gives `power` at `tv` and `alpha`."""
+    def ok(n: int) -> bool:
+        return chi2_power(len(bins_for(p, n)) - 1, n, tv, alpha) >= power
+
+    lo, hi = 1, 16
+    while not ok(hi):
+        lo, hi = hi, hi * 2
+        if hi > n_max:
+            return n_max
+    while hi - lo > max(1, lo // 50):
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if ok(mid) else (mid, hi)
+    return hi
+
+
+@dataclass
+class GofResult:
+    n: int  # draws used (borderline draws excluded)
+    p_value: float
+    statistic: float
+    df: int
+    bins: int
+    out_of_support: int  # draws of tokens with p == 0
+    out_of_support_tokens: dict[int, int] = field(default_factory=dict)
+    borderline: int = 0  # draws of borderline tokens (set aside)
+    tv: float = 0.0  # empirical TV distance from p, over all tokens
+    binned_tv: float = 0.0
+    power: float = 0.0  # power bound at the stated minimal effect
+    top: list[dict] = field(default_factory=list)  # the largest-|residual| bins, for the verdict data
+
+    def as_dict(self) -> dict:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+def goodness_of_fit(draws: list[int], p: np.ndarray, *, alpha: float, tv: float,
+                    borderline: set[int] | frozenset[int] = frozenset()) -> GofResult:
+    """Pearson chi-square of `draws` (token ids) against p, with the support test (module docstring)."""
+    from scipy import stats
+
+    p = np.asarray(p, dtype=np.float64)
+    p = p / p.sum()
+    counts = np.bincount(np.asarray(draws, dtype=np.int64), minlength=p.size).astype(np.float64)
+    bl = np.array(sorted(t for t in borderline if t < p.size), dtype=np.int64)
+    n_border = int(counts[bl].sum()) if bl.size else 0
+    if bl.size:
+        counts[bl] = 0.0
+        p = p.copy()
+        p[bl] = 0.0
+        p = p / p.sum()
+    n = int(counts.sum())
+    outside = np.flatnonzero((p == 0) & (counts > 0))
+    oos = {int(t): int(counts[t]) for t in outside}
+    tv_all = 0.5 * float(np.abs(counts / max(n, 1) - p).sum())
+    bins = bins_for(p, n)
+    exp = np.array([n * p[b].sum() for b in bins])
+    obs = np.array([counts[b].sum() for b in bins])
+    df = len(bins) - 1
+    stat = float(((obs - exp) ** 2 / exp).sum()) if df >= 1 else 0.0
+    pv = float(stats.chi2.sf(stat, df)) if df >= 1 else 1.0
+    if oos:
+        pv = 0.0
+    binned_tv = 0.5 * float(np.abs(obs / max(n, 1) - exp / max(n, 1)).sum())
+    resid = (obs - exp) / np.sqrt(exp)
+    order = np.argsort(-np.abs(resid))[:5]
+    top = [{"tokens": [int(t) for t in bins[i][:8]] + (["..."] if len(bins[i]) > 8 else []),
+            "observed": int(obs[i]), "expected": round(float(exp[i]), 2), "residual": round(float(resid[i]), 2)}
+           for i in order]
+    return GofResult(n=n, p_value=pv, statistic=stat, df=df, bins=len(bins), out_of_support=int(sum(oos.values())),
+                     out_of_support_tokens=oos, borderline=n_border, tv=tv_all, binned_tv=binned_tv,
+                     power=chi2_power(df, n, tv, alpha), top=top)
+
+
+@dataclass
+class IndependenceResult:
+    pairs: int
+    matches: int
+    expected: float
+    match_rate_h0: float
+    p_value: float
+
+    def as_dict(self) -> dict:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+def repeat_independence(pairs: list[tuple[int, int]], p_h0: float) -> IndependenceResult:
+    """Pairs of first tokens (main, repeat) of the same unseeded request: under independence each pair
+    matches with probability sum_t p_t^2 = p_h0; too many matches (a frozen PRNG key repeats its
+    'samples') rejects. One-sided binomial upper tail."""
+    from scipy import stats
+
+    n = len(pairs)
+    m = sum(1 for a, b in pairs if a == b)
+    pv = float(stats.binom.sf(m - 1, n, p_h0)) if n else 1.0
+    return IndependenceResult(pairs=n, matches=m, expected=n * p_h0, match_rate_h0=p_h0, p_value=pv)
+
+
+def bonferroni(alpha: float, m: int) -> float:
+    return alpha / max(1, m)
+
+
+def fmt_p(p: float) -> str:
+    if p == 0:
+        return "0"
+    if p < 1e-3:
+        return f"{p:.1e}"
+    return f"{p:.3g}"
+
+
+def min_tv_detectable(df: int, n: int, alpha: float, power: float) -> float:
+    """Smallest binned TV detected with `power` at this N and df (inverse of chi2_power in tv)."""
+    lo, hi = 0.0, 1.0
+    if chi2_power(df, n, 1.0, alpha) < power:
+        return math.inf
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if chi2_power(df, n, mid, alpha) < power else (lo, mid)
+    return hi

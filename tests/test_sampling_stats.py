@@ -1,0 +1,100 @@
+"""The distribution test's statistics: binning, false-alarm rate, power bound, sample size, independence."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from harness.sampling.stats import (
+    bins_for,
+    chi2_power,
+    goodness_of_fit,
+    min_tv_detectable,
+    repeat_independence,
+    required_n,
+)
+
+
+def _peaked(v: int = 384, seed: int = 0, temp: float = 1.0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(0, 3.0, v) / temp
+    p = np.exp(x - x.max())
+    return p / p.sum()
+
+
+@given(st.integers(1, 5000), st.integers(0, 50))
+def test_bins_partition_the_support_with_enough_expected(n: int, seed: int) -> None:
+    p = _peaked(seed=seed)
+    p[np.argsort(p)[:100]] = 0.0
+    p /= p.sum()
+    bins = bins_for(p, n)
+    allt = np.sort(np.concatenate(bins))
+    assert np.array_equal(allt, np.flatnonzero(p > 0))
+    if len(bins) > 1:
+        assert all(n * p[b].sum() >= 5.0 - 1e-9 for b in bins)
+
+
+def test_false_alarm_rate_is_alpha() -> None:
+    """Under H0 the test rejects at about its nominal rate (alpha 0.05 here, to measure it in 2000 runs)."""
+    rng = np.random.default_rng(1)
+    p = _peaked(seed=3)
+    rejections = sum(goodness_of_fit(rng.choice(p.size, 500, p=p).tolist(), p, alpha=0.05, tv=0.1).p_value < 0.05
+                     for _ in range(2000))
+    assert 0.03 < rejections / 2000 < 0.07
+
+
+def test_power_bound_holds_for_a_worst_case_alternative() -> None:
+    """Move TV 0.1 of mass between the two largest bins (a hard alternative: the chi-square distance of a
+    TV shift is smallest where p is largest): the rejection rate reaches the stated power bound."""
+    p = _peaked(seed=5)
+    alpha, tv = 1e-3, 0.1
+    n = required_n(p, tv, alpha, 0.95)
+    q = p.copy()
+    top = np.argsort(-p)[:2]
+    q[top[0]] -= tv
+    q[top[1]] += tv
+    rng = np.random.default_rng(2)
+    rej = np.mean([goodness_of_fit(rng.choice(p.size, n, p=q).tolist(), p, alpha=alpha, tv=tv).p_value < alpha
+                   for _ in range(300)])
+    g = goodness_of_fit(rng.choice(p.size, n, p=p).tolist(), p, alpha=alpha, tv=tv)
+    assert g.power >= 0.95 - 0.02
+    assert rej >= 0.95
+
+
+def test_required_n_is_monotone_in_effect_and_power() -> None:
+    p = _peaked(seed=7)
+    assert required_n(p, 0.2, 1e-3, 0.95) < required_n(p, 0.1, 1e-3, 0.95) < required_n(p, 0.05, 1e-3, 0.95)
+    assert required_n(p, 0.1, 1e-3, 0.8) <= required_n(p, 0.1, 1e-3, 0.99)
+    assert chi2_power(0, 1000, 0.1, 1e-3) == 0.0
+    assert min_tv_detectable(10, 1000, 1e-3, 0.95) < min_tv_detectable(10, 200, 1e-3, 0.95)
+
+
+def test_a_masked_token_rejects_outright_unless_borderline() -> None:
+    p = np.array([0.5, 0.3, 0.2, 0.0])
+    g = goodness_of_fit([0] * 50 + [1] * 30 + [2] * 19 + [3], p, alpha=1e-3, tv=0.1)
+    assert g.out_of_support == 1 and g.p_value == 0.0 and g.out_of_support_tokens == {3: 1}
+    g = goodness_of_fit([0] * 50 + [1] * 30 + [2] * 19 + [3], p, alpha=1e-3, tv=0.1, borderline={3})
+    assert g.out_of_support == 0 and g.borderline == 1 and g.p_value > 1e-3
+
+
+def test_uniform_sampler_is_caught() -> None:
+    """Defect 8's shape: near-uniform draws over the vocabulary instead of the top-k set."""
+    p = np.zeros(384)
+    p[:5] = [0.6, 0.2, 0.1, 0.06, 0.04]
+    rng = np.random.default_rng(0)
+    g = goodness_of_fit(rng.integers(0, 384, 1000).tolist(), p, alpha=1e-3, tv=0.1)
+    assert g.p_value == 0.0 and g.out_of_support > 900
+
+
+@pytest.mark.parametrize("frozen", [False, True])
+def test_repeat_independence(frozen: bool) -> None:
+    p = _peaked(seed=9)
+    rng = np.random.default_rng(4)
+    a = rng.choice(p.size, 640, p=p)
+    b = a.copy() if frozen else rng.choice(p.size, 640, p=p)
+    res = repeat_independence(list(zip(a.tolist(), b.tolist())), float((p * p).sum()))
+    assert (res.p_value < 1e-6) == frozen
+    if not frozen:
+        assert res.p_value > 1e-3
