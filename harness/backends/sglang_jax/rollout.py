@@ -180,7 +180,9 @@ class SglangJaxRollout(BaseRollout):
                  rollout_config: Any = None, *, model_path: str | Path | None = None,
                  engine_options: dict | None = None, compat_off: Sequence[str] | str | None = None,
                  isolated: bool = True, param_mapping: Any = None, state_to_hf: Any = None,
-                 weight_swap: str = "leaves", **_ignored: Any):
+                 weight_swap: str = "leaves", **unknown: Any):
+        if unknown:  # tolerated (a newer RLCluster may pass more), never silently
+            warnings.warn(f"SglangJaxRollout ignores unknown arguments {sorted(unknown)}", stacklevel=2)
         self._actor = rollout_actor
         self._model_view = None
         self._mesh = mesh  # the engine builds its own mesh (tp_size); kept for tunix
