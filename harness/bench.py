@@ -202,10 +202,25 @@ def format_table(bench: dict) -> str:
         lines.append(f"harness overhead: {o['records']} synthetic records: compare {o['compare_s']:.1f} s + report "
                      f"{o['report_s']:.1f} s = {o['compare_report_s']:.1f} s (aim < 10 s; generating them "
                      f"{o['generate_records_s']:.1f} s, not counted)")
+    pr = bench.get("parity_run")
+    if pr:
+        lines.append(f"last parity run {pr['run_id']} ({pr['run']}): wall {pr['wall_s']:.0f} s (aim < 600 s)")
     la = bench.get("machine", {}).get("load_avg")
     if la:
         lines.append(f"machine: {bench['machine']['cpus']} cpus, load average {la[0]:.2f} {la[1]:.2f} {la[2]:.2f}")
     return "\n".join(lines)
+
+
+def last_parity_run(run_dir: Path) -> dict | None:
+    """Wall time of a recorded `parity run` (its run.json), as measured by that run; None if absent."""
+    try:
+        m = json.loads((run_dir / "run.json").read_text())
+        return {"run": str(run_dir.resolve()), "run_id": m.get("run_id"), "wall_s": m["finished_at"] - m["started_at"],
+                "backends": m.get("backends"),
+                "phases_s": {b: {ph: st.get("wall_s") for ph, st in (s.get("phases") or {}).items()}
+                             for b, s in (m.get("backend_status") or {}).items()}}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def run_bench(args) -> int:
@@ -228,6 +243,7 @@ def run_bench(args) -> int:
     note = (f"suite {args.suite}; batch = every suite prompt, {args.new_tokens} new tokens (EOS ignored); "
             f"median of {args.repeats}; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cpus")
     bench = build_bench(results, overhead, note)
+    bench["parity_run"] = last_parity_run(Path(args.parity_run))
     path = out / "bench.json"
     path.write_text(json.dumps(bench, indent=1) + "\n")
     print(format_table(bench))

@@ -116,6 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--overhead-only", action="store_true", help="no engines: only the compare+report timing")
     bench.add_argument("--keep-synthetic", action="store_true", help="keep OUT/synthetic-run/")
     bench.add_argument("--timeout", type=float, default=1800.0, help="seconds per backend process (default 1800)")
+    bench.add_argument("--parity-run", default="reports/latest",
+                       help="a recorded parity run whose wall time (run.json) is quoted (default reports/latest)")
 
     sub.add_parser("build-model", help="build (or find) the embedded tiny model and print its hashes")
     sch = sub.add_parser("schema", help="print the record JSON schema (or the markdown of docs/records.md)")

@@ -138,7 +138,7 @@ def sampling_distribution(ctx: RunData, case: Case) -> list[Verdict]:
         parts = []
         for r in per_prompt:
             s = (f"prompt {r['prompt']}: N={r['n']} chi2 {r['statistic']:.1f} on {r['df']} df, p={fmt_p(r['p_value'])}"
-                 f", TV {r['tv']:.3f}, power {r['power']:.3f} vs TV {MIN_TV}")
+                 f", binned TV {r['binned_tv']:.3f}, power {r['power']:.3f} vs TV {MIN_TV}")
             if r["out_of_support"]:
                 s += f", {r['out_of_support']} draws of masked tokens (e.g. {list(r['out_of_support_tokens'])[:5]})"
             if r["borderline"]:

@@ -510,8 +510,8 @@ def install_logprob_path() -> None:
             if n == 0:  # bs padding
                 pruned_lens.append(0)
                 continue
-            k = n - s
-            pruned_rows[qt:qt + k] = np.arange(pt + s, pt + n)
+            k = max(n - s, 0)
+            pruned_rows[qt:qt + k] = np.arange(pt + s, pt + s + k)
             row_tokens[qt:qt + k] = tok_ids[qt:qt + k]
             sample_rows[q] = pt + n - 1
             pruned_lens.append(k)
