@@ -275,7 +275,8 @@ def issues(spec: SamplingSpec, engine: str, *, deterministic: bool | None = None
             out.append(MappingIssue(engine, "top_p", "differs", "note",
                                     "sglang-jax applies top_p to the full distribution (cumulative mass before the "
                                     "top-k / min-p cut); vLLM and the canonical spec apply it after top-k and min-p, "
-                                    "renormalised: with top_k or min_p set the distributions differ"))
+                                    "renormalised: with top_k or min_p set the distributions differ (SglangJaxRollout's compat "
+                                    "workaround top_p_renormalised, on by default, restores the canonical order)"))
         if spec.seed is not None and sampled and deterministic is False:
             out.append(MappingIssue(engine, "seed", "ignored", "fail",
                                     "sampling_seed is honoured only with enable_deterministic_sampling, which this "

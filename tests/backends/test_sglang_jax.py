@@ -64,6 +64,8 @@ FIGURES: dict[str, float] = {}
 def figure(name: str, value: float) -> None:
     FIGURES[name] = round(float(value), 9)
 PROMPTS = tokenize_suite(_SUITE, MODEL_A)  # case id -> prompt ids
+# a prompt whose top-10 is flat enough that the two top-p conventions keep different token sets
+SAMPLING_PROMPTS = tokenize_suite(load_suite(ROOT / "cases" / "sampling.yaml"), MODEL_A)
 
 
 def _env() -> dict:
@@ -128,6 +130,25 @@ def _probe_top2_support(r: SglangJaxRollout) -> dict:
     return {"outside_top2": outside, "total": total}
 
 
+def _probe_topk_topp_support(r: SglangJaxRollout) -> dict:
+    """Seeded sampling at T=1 with top_k=10, top_p=0.8: every sampled token must lie in the canonical
+    support, computed here from the step's top-10 logprobs (renormalised, then the 0.8 mass cut)."""
+    res = r.generate_batch(input_ids=SAMPLING_PROMPTS["dist-topk-topp"][:1], sampling_params={
+        "max_new_tokens": 1, "temperature": 1.0, "top_k": 10, "top_p": 0.8, "sampling_seed": 7, "n": 64,
+        "ignore_eos": True}, return_logprob=True, top_logprobs_num=10)
+    outside = total = 0
+    for p in res:
+        for s in p.samples:
+            for tok, top in zip(s.token_ids, s.top_logprobs):
+                ranked = sorted(top.items(), key=lambda kv: -kv[1])
+                probs = np.exp([lp for _, lp in ranked])
+                before = (np.cumsum(probs) - probs) / probs.sum()
+                support = {t for (t, _), b in zip(ranked, before) if b < 0.8}
+                total += 1
+                outside += tok not in support
+    return {"outside_canonical": outside, "total": total}
+
+
 def _probe_unseeded_twice(r: SglangJaxRollout) -> dict:
     """One prompt (so one batch row: with a frozen key a row's noise depends on its batch position,
     and the scheduler may batch several prompts differently from call to call), called twice."""
@@ -180,6 +201,7 @@ PROBES = {
     "prefill_logprob_rows_padded": _probe_greedy_logprob,
     "lm_head_model_dtype": _probe_prompt_logprobs,
     "seeded_sampler_exact": _probe_top2_support,
+    "top_p_renormalised": _probe_topk_topp_support,
     "unseeded_key_advances": _probe_unseeded_twice,
     "flush_cache_direct": _probe_swap,
     "keep_stop_token": _probe_eos,
@@ -563,6 +585,15 @@ def test_compat_off_seeded_sampler_exact(control):
     off, on = _off("seeded_sampler_exact"), _control_probe(control, "seeded_sampler_exact")
     assert on["outside_top2"] == 0 and on["total"] == 24
     assert off["outside_top2"] > off["total"] // 2, off
+
+
+def test_compat_off_top_p_renormalised(control):
+    off, on = _off("top_p_renormalised"), _control_probe(control, "top_p_renormalised")
+    assert not _err(off), off
+    assert on["total"] == off["total"] > 0
+    figure("top_k 10 + top_p 0.8 draws outside the canonical support, workaround off", off["outside_canonical"])
+    assert on["outside_canonical"] == 0, on
+    assert off["outside_canonical"] > 0, off  # sglang-jax's own top-p keeps more tokens
 
 
 def test_compat_off_unseeded_key_advances():

@@ -139,6 +139,15 @@ REGISTRY: dict[str, Workaround] = {w.name: w for w in [
         "test_compat_off[unseeded_key_advances] (deterministic sampling off, two calls identical)",
         "patch", _sgl_at_most_002),
     Workaround(
+        "top_p_renormalised", "18 (new)",
+        "the CPU sampler measures top-p on the whole distribution (cumulative mass before top-k/min-p "
+        "masking, no renormalisation) and applies min-p after it; vLLM, tunix and the canonical spec "
+        "renormalise the top-k/min-p survivors first",
+        "top-p combined with top-k or min-p keeps more tokens than asked (TV ~0.19 from the canonical "
+        "distribution on the sampling suite's dist-topk-topp / dist-minp-topp)",
+        "test_compat_off[top_p_renormalised]; sampling_distribution on dist-topk-topp, dist-minp-topp",
+        "patch", _sgl_at_most_002),
+    Workaround(
         "flush_cache_direct", "15 (new)",
         "Engine.flush_cache() raises TypeError (FlushCacheReqInput() lacks its request_id) and the scheduler "
         "has no handler for it anyway",
@@ -326,6 +335,42 @@ def seeded_sampler_exact() -> None:
 
     multinomial_with_seed.__wrapped__ = orig
     S.multinomial_with_seed = multinomial_with_seed
+
+
+def top_p_renormalised() -> None:
+    """Item 18: top-p over the renormalised top-k/min-p survivors (vLLM's and the canonical order).
+
+    Replaces the non-TPU sampling function only (the TPU path masks logits with its own topp_mask and
+    is not exercised here). Everything else is kept: the CPU sort, the masked sorted probabilities
+    handed to the same (seeded or unseeded) multinomial, the index gather.
+    """
+    import jax
+    import jax.numpy as jnp
+    from sgl_jax.srt.layers import sampler as S
+
+    orig = S.top_k_top_p_min_p_sampling_from_probs_jax_not_tpu_runtime
+
+    def sample(args):
+        _, probs, top_ks, top_ps, min_ps, positions, _temps, sampling_seeds, _need_min_p, rng = args
+        probs_idx = jax.pure_callback(S._get_sorted_indices_np, jnp.empty(probs.shape, dtype=jnp.int32), probs,
+                                      vmap_method="legacy_vectorized")
+        clean = jnp.nan_to_num(probs, nan=0.0, posinf=0.0, neginf=0.0)
+        probs_sort = jnp.take_along_axis(clean, probs_idx, axis=-1)
+        keep = jnp.arange(probs.shape[-1]).reshape(1, -1) < top_ks.reshape(-1, 1)
+        # min-p relative to the most likely token (column 0 after the descending sort); 0 keeps all
+        keep &= probs_sort >= (probs_sort[:, :1] * min_ps.reshape(-1, 1))
+        kept = jnp.where(keep, probs_sort, 0.0)
+        mass = jnp.maximum(kept.sum(axis=-1, keepdims=True), jnp.finfo(kept.dtype).tiny)
+        before = (jnp.cumsum(kept, axis=-1) - kept) / mass  # renormalised mass strictly above the token
+        top_p = top_ps.reshape(-1, 1)
+        keep &= ~((before >= top_p) & (top_p < 1.0))
+        probs_sort = jnp.where(keep, probs_sort, 0.0)
+        operands = (probs_sort, sampling_seeds, positions, rng)
+        sampled = jax.lax.cond(sampling_seeds is not None, S.multinomial_with_seed, S.multinomial, operands)
+        return jnp.take_along_axis(probs_idx.astype(jnp.int32), axis=1, indices=sampled).flatten()
+
+    sample.__wrapped__ = orig
+    S.top_k_top_p_min_p_sampling_from_probs_jax_not_tpu_runtime = sample
 
 
 def lm_head_model_dtype() -> None:
@@ -652,6 +697,7 @@ def install_logprob_path() -> None:
 _PATCHES: list[tuple[tuple[str, ...], Callable[[], None]]] = [
     (("min_p_filter_arity",), min_p_filter_arity),
     (("seeded_sampler_exact",), seeded_sampler_exact),
+    (("top_p_renormalised",), top_p_renormalised),
     (("lm_head_model_dtype",), lm_head_model_dtype),
     (("prompt_id_echo_unclipped",), prompt_id_echo_unclipped),
     (("sampler_logprobs_escape_jit", "top_logprobs_on_device", "prefill_logprob_rows_padded",
