@@ -138,7 +138,8 @@ class Recorder:
                         completion_ids=s.completion_ids, completion_logprobs=s.completion_logprobs,
                         logprob_mode=self.runner.logprob_mode, prompt_logprobs=s.prompt_logprobs,
                         completion_top=s.completion_top, finish_reason=s.finish_reason, stop_reason=s.stop_reason,
-                        text=s.text, native_params=native, timings={"batch_generate_s": dt},
+                        text=s.text, native_params=_per_sample(native, j, len(samples)),
+                        timings={"batch_generate_s": dt},
                     ))
         return out
 
@@ -257,3 +258,13 @@ def validate_prompts(suite: Suite, prompt_ids: dict[str, list[list[int]]], vocab
             if len(ids) + c.sampling.max_tokens > context:
                 raise SuiteError(f"{where}: {len(ids)} prompt + {c.sampling.max_tokens} new tokens exceed "
                                  f"the model's context of {context}")
+
+
+def _per_sample(native: dict, j: int, n: int) -> dict:
+    """A per-sample list in the native parameters (sglang-jax's n seeds) becomes sample j's own value:
+    every record carrying all n seeds made the file quadratic in n (148 MB at n = 1280)."""
+    seeds = native.get("sampling_seed")
+    if isinstance(seeds, list) and len(seeds) == n:
+        return {**native, "sampling_seed": seeds[j]}
+    return native
+
