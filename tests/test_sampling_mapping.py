@@ -170,3 +170,16 @@ def test_generation_config_defaults_that_tunix_would_apply() -> None:
     kw = M.to_tunix(SamplingSpec(temperature=1.0), "vllm")
     assert kw["rollout_vllm_sampling_kwargs"]["min_p"] == 0.0
     assert kw["rollout_vllm_sampling_kwargs"]["repetition_penalty"] == 1.0
+
+
+@given(specs())
+def test_sglang_penalty_workarounds_clear_only_their_issue(s: SamplingSpec) -> None:
+    """With SglangJaxRollout's penalizer workarounds on (as the session records them), logit_bias and
+    repetition_penalty are honoured: no issue for them, every other issue unchanged."""
+    on = {"logit_bias_applied": "on", "repetition_penalty_applied": "on"}
+    off = {k: "off" for k in on}
+    fields = lambda ws: {i.field for i in M.issues(s, "sglang_jax", version="0.0.2", workarounds=ws)}  # noqa: E731
+    assert fields(off) == fields(None)
+    assert fields(on) == fields(off) - {"logit_bias", "repetition_penalty"}
+    assert ("logit_bias" in fields(off)) == bool(s.logit_bias)
+    assert ("repetition_penalty" in fields(off)) == (s.repetition_penalty != 1.0)

@@ -318,17 +318,20 @@ SAMPLING_CHECKS = {"sampling_distribution": sampling_distribution, "sampling_eff
 
 
 # ============================================================================ run level: mapping verdicts + table
-def _engine_facts(ctx: RunData, engine: str) -> tuple[str | None, bool | None]:
-    """(engine version, sglang-jax deterministic mode) from the engine's generate session."""
+def _engine_facts(ctx: RunData, engine: str) -> tuple[str | None, bool | None, dict | None]:
+    """(engine version, sglang-jax deterministic mode, compat workaround states) from the engine's
+    generate session."""
     s = ctx.session(engine, "generate")
     if s is None:
-        return None, None
+        return None, None, None
     version = s.versions.get("sglang-jax") or s.versions.get("sglang_jax") or s.versions.get("vllm")
     det = None
     kw = (s.config or {}).get("engine_kwargs")
     if isinstance(kw, dict) and "enable_deterministic_sampling" in kw:
         det = bool(kw["enable_deterministic_sampling"])
-    return version, det
+    compat = (s.config or {}).get("compat")
+    workarounds = compat.get("workarounds") if isinstance(compat, dict) else None
+    return version, det, workarounds
 
 
 def case_issues(ctx: RunData) -> list[dict]:
@@ -336,8 +339,8 @@ def case_issues(ctx: RunData) -> list[dict]:
     facts = {e: _engine_facts(ctx, e) for e in ctx.engines}
     for case in ctx.suite.cases:
         for e in ctx.engines:
-            version, det = facts[e]
-            for i in mapping.issues(case.sampling, e, deterministic=det, version=version):
+            version, det, workarounds = facts[e]
+            for i in mapping.issues(case.sampling, e, deterministic=det, version=version, workarounds=workarounds):
                 out.append({"case": case.id, **i.as_dict()})
     return out
 
@@ -376,7 +379,7 @@ def sampling_table(ctx: RunData | None = None) -> dict:
                          "status": i["status"], "reason": i["reason"]})
         mismatch = {}
         for e in ctx.engines:
-            version, _ = _engine_facts(ctx, e)
+            version, _, _ = _engine_facts(ctx, e)
             snap = snaps.get(e)
             if version and snap and version != snap["version"]:
                 mismatch[e] = f"the run's {e} is {version}, the table's snapshot {snap['version']}: run " \

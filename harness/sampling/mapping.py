@@ -253,24 +253,27 @@ def set_fields(spec: SamplingSpec) -> dict[str, Any]:
 
 
 def issues(spec: SamplingSpec, engine: str, *, deterministic: bool | None = None,
-           version: str | None = None) -> list[MappingIssue]:
+           version: str | None = None, workarounds: dict | None = None) -> list[MappingIssue]:
     """Everything `engine` would do differently from the canonical meaning of `spec`.
 
     `deterministic`: sglang-jax's enable_deterministic_sampling as the run's engine had it (None: unknown,
     assumed on, as the harness's CPU defaults have it). `version`: the engine version (sglang-jax
-    defects are those of <= 0.0.2)."""
+    defects are those of <= 0.0.2). `workarounds`: SglangJaxRollout's compat state as the run's
+    session recorded it (name -> "on"/"off"/"not needed"); a field a workaround makes the engine honour
+    is no issue while that workaround is on."""
     out: list[MappingIssue] = []
     sampled = not spec.greedy
     if engine == "sglang_jax":
         old = _version_tuple(version) <= (0, 0, 2) if version else True
-        if old and spec.repetition_penalty != 1.0:
+        fixed = {k for k, v in (workarounds or {}).items() if v == "on"}
+        if old and spec.repetition_penalty != 1.0 and "repetition_penalty_applied" not in fixed:
             out.append(MappingIssue(engine, "repetition_penalty", "engine bug", "fail",
                                     "sglang-jax 0.0.2 validates repetition_penalty but has no penalizer for it: "
-                                    "it has no effect"))
-        if old and spec.logit_bias:
+                                    "it has no effect (SglangJaxRollout's workaround repetition_penalty_applied is off)"))
+        if old and spec.logit_bias and "logit_bias_applied" not in fixed:
             out.append(MappingIssue(engine, "logit_bias", "engine bug", "fail",
                                     "sglang-jax 0.0.2 validates logit_bias but never adds it to the logits: "
-                                    "it has no effect"))
+                                    "it has no effect (SglangJaxRollout's workaround logit_bias_applied is off)"))
         if sampled and spec.top_p < 1.0 and (spec.top_k is not None or spec.min_p > 0.0):
             out.append(MappingIssue(engine, "top_p", "differs", "note",
                                     "sglang-jax applies top_p to the full distribution (cumulative mass before the "

@@ -130,7 +130,8 @@ ROWS: list[Row] = [
         S(None, None, "one-sided", "vLLM rollout: rollout_vllm_sampling_kwargs"),
         "same value", "", ("ignore_eos",), "tunix: False, to check", "sampling_effects (ignore_eos)"),
     Row("repetition_penalty", S("repetition_penalty", 1.0),
-        S("repetition_penalty", 1.0, "engine bug", "0.0.2: validated, never applied (no penalizer)"),
+        S("repetition_penalty", 1.0, "engine bug", "0.0.2: validated, never applied (no penalizer); SglangJaxRollout's "
+                                                  "compat repetition_penalty_applied adds one"),
         S(None, None, "one-sided", "vLLM rollout: rollout_vllm_sampling_kwargs, else generation_config decides"),
         "same value (vLLM: over prompt and output tokens)",
         "sglang-jax 0.0.2 has presence/frequency/min-new-tokens penalizers only: repetition_penalty has no effect",
@@ -146,7 +147,8 @@ ROWS: list[Row] = [
         ("frequency_penalty",), "tunix: lack, not to support because tunix does not use it",
         "sampling_effects (frequency_penalty)"),
     Row("logit_bias", S("logit_bias", None),
-        S("logit_bias", None, "engine bug", "str keys; 0.0.2: validated, never applied"),
+        S("logit_bias", None, "engine bug", "str keys; 0.0.2: validated, never applied; SglangJaxRollout's compat "
+                                          "logit_bias_applied adds a penalizer"),
         S(None, None, "one-sided", "vLLM rollout: rollout_vllm_sampling_kwargs"),
         "{int: float} -> vLLM {int: float} (None if empty) / sglang-jax {str: float}",
         "canonical biases lie in [-100, 100] (vLLM's from_optional clamps to that); sglang-jax 0.0.2 "

@@ -149,6 +149,18 @@ def _probe_topk_topp_support(r: SglangJaxRollout) -> dict:
     return {"outside_canonical": outside, "total": total}
 
 
+def _probe_penalty(field: str, value) -> callable:
+    """Greedy 10 tokens on the sampling suite's effect prompts, with and without `field`: the
+    completions must differ (the suite's fx case shows where, against the reference)."""
+    def probe(r: SglangJaxRollout) -> dict:
+        prompts = SAMPLING_PROMPTS[f"fx-{field.replace('_', '-')}"]
+        base = {"max_new_tokens": 10, "temperature": 0.0}
+        plain = r.generate_batch(input_ids=prompts, sampling_params=base)
+        with_it = r.generate_batch(input_ids=prompts, sampling_params={**base, field: value})
+        return {"plain": [p.samples[0].token_ids for p in plain], "with": [p.samples[0].token_ids for p in with_it]}
+    return probe
+
+
 def _probe_unseeded_twice(r: SglangJaxRollout) -> dict:
     """One prompt (so one batch row: with a frozen key a row's noise depends on its batch position,
     and the scheduler may batch several prompts differently from call to call), called twice."""
@@ -202,6 +214,8 @@ PROBES = {
     "lm_head_model_dtype": _probe_prompt_logprobs,
     "seeded_sampler_exact": _probe_top2_support,
     "top_p_renormalised": _probe_topk_topp_support,
+    "logit_bias_applied": _probe_penalty("logit_bias", {"11": -100.0, "69": 4.0}),
+    "repetition_penalty_applied": _probe_penalty("repetition_penalty", 1.3),
     "unseeded_key_advances": _probe_unseeded_twice,
     "flush_cache_direct": _probe_swap,
     "keep_stop_token": _probe_eos,
@@ -594,6 +608,15 @@ def test_compat_off_top_p_renormalised(control):
     figure("top_k 10 + top_p 0.8 draws outside the canonical support, workaround off", off["outside_canonical"])
     assert on["outside_canonical"] == 0, on
     assert off["outside_canonical"] > 0, off  # sglang-jax's own top-p keeps more tokens
+
+
+@pytest.mark.parametrize("name", ["logit_bias_applied", "repetition_penalty_applied"])
+def test_compat_off_penalties_applied(control, name):
+    off, on = _off(name), _control_probe(control, name)
+    assert not _err(off), off
+    assert off["with"] == off["plain"], off  # accepted, validated, and ignored
+    assert on["with"] != on["plain"], on
+    assert on["plain"] == off["plain"]
 
 
 def test_compat_off_unseeded_key_advances():

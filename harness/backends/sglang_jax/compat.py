@@ -148,6 +148,19 @@ REGISTRY: dict[str, Workaround] = {w.name: w for w in [
         "test_compat_off[top_p_renormalised]; sampling_distribution on dist-topk-topp, dist-minp-topp",
         "patch", _sgl_at_most_002),
     Workaround(
+        "logit_bias_applied", "16 (new)",
+        "SamplingParams validates logit_bias but no penalizer adds it to the logits",
+        "logit_bias has no effect (a -100 bias on the greedy token leaves it the greedy token)",
+        "test_compat_off[logit_bias_applied]; sampling_effects / sampling_mapping on fx-logit-bias",
+        "patch", _sgl_at_most_002),
+    Workaround(
+        "repetition_penalty_applied", "17 (new)",
+        "SamplingParams validates repetition_penalty but 0.0.2 has no repetition penalizer (frequency, presence "
+        "and min_new_tokens have one)",
+        "repetition_penalty has no effect",
+        "test_compat_off[repetition_penalty_applied]; sampling_effects / sampling_mapping on fx-repetition-penalty",
+        "patch", _sgl_at_most_002),
+    Workaround(
         "flush_cache_direct", "15 (new)",
         "Engine.flush_cache() raises TypeError (FlushCacheReqInput() lacks its request_id) and the scheduler "
         "has no handler for it anyway",
@@ -371,6 +384,126 @@ def top_p_renormalised() -> None:
 
     sample.__wrapped__ = orig
     S.top_k_top_p_min_p_sampling_from_probs_jax_not_tpu_runtime = sample
+
+
+def penalties_applied() -> None:
+    """Items 16 and 17: logit_bias and repetition_penalty as penalizers of 0.0.2's own orchestrator.
+
+    The orchestrator hands the sampler one host array per step (`linear_penalty`, added to the
+    logits). logit_bias is additive and joins that sum. repetition_penalty is multiplicative on the
+    raw logits (vLLM: divide positive, multiply negative, over prompt and output tokens), so while it
+    is active the array carries a second half, the per-token factor ([bs, 2V]: additive | factor),
+    and the sampler's _apply_linear_penalty applies the factor first, then the sum: the order of
+    harness.processing.apply_penalties. Each penalizer is required only while its workaround is on.
+    """
+    import jax.numpy as jnp
+    import numpy as np
+    from sgl_jax.srt.layers import sampler as S
+    from sgl_jax.srt.sampling.penaltylib import orchestrator as O
+
+    class LogitBiasPenalizer(O._BatchedPenalizer):
+        def __init__(self, orchestrator):
+            self.orchestrator = orchestrator
+            self._is_prepared = False
+
+        def _is_required(self) -> bool:
+            return _on("logit_bias_applied") and any(getattr(r.sampling_params, "logit_bias", None) for r in self.orchestrator.reqs())
+
+        def _prepare(self):
+            reqs = self.orchestrator.reqs()
+            self.bias = np.zeros((len(reqs), self.orchestrator.vocab_size), np.float32)
+            for i, r in enumerate(reqs):
+                for tok, b in (r.sampling_params.logit_bias or {}).items():
+                    self.bias[i, int(tok)] += float(b)
+
+        def _cumulate_output_tokens(self, output_ids):
+            pass
+
+        def compute_penalty(self):
+            return self.bias
+
+        def _filter(self, keep_indices):
+            self.bias = self.bias[keep_indices]
+
+        def _merge(self, their):
+            self.bias = np.concatenate([self.bias, their.bias], axis=0)
+
+    class RepetitionPenalizer(O._BatchedPenalizer):
+        def __init__(self, orchestrator):
+            self.orchestrator = orchestrator
+            self._is_prepared = False
+
+        def _is_required(self) -> bool:
+            return _on("repetition_penalty_applied") and any(
+                getattr(r.sampling_params, "repetition_penalty", 1.0) != 1.0 for r in self.orchestrator.reqs())
+
+        def _prepare(self):
+            reqs = self.orchestrator.reqs()
+            self.penalties = np.array([[r.sampling_params.repetition_penalty] for r in reqs], np.float32)
+            self.seen = np.zeros((len(reqs), self.orchestrator.vocab_size), bool)
+            for i, r in enumerate(reqs):
+                ids = [t for t in list(r.origin_input_ids) + list(r.output_ids or []) if 0 <= t < self.seen.shape[1]]
+                self.seen[i, ids] = True
+
+        def _cumulate_output_tokens(self, output_ids):
+            ids = np.asarray(output_ids).reshape(-1)
+            self.seen[np.arange(len(ids)), ids] = True
+
+        def factor(self):
+            return np.where(self.seen, self.penalties, np.float32(1.0)).astype(np.float32)
+
+        def _filter(self, keep_indices):
+            self.penalties, self.seen = self.penalties[keep_indices], self.seen[keep_indices]
+
+        def _merge(self, their):
+            self.penalties = np.concatenate([self.penalties, their.penalties], axis=0)
+            self.seen = np.concatenate([self.seen, their.seen], axis=0)
+
+    orig_init, orig_apply = O.BatchedPenalizerOrchestrator.__init__, O.BatchedPenalizerOrchestrator.apply
+
+    def __init__(self, vocab_size, batch, penalizers):
+        orig_init(self, vocab_size, batch, set(penalizers) | {LogitBiasPenalizer, RepetitionPenalizer})
+
+    def apply(self):
+        rep = self.penalizers.get(RepetitionPenalizer)
+        bias = self.penalizers.get(LogitBiasPenalizer)
+        rep = rep if rep is not None and rep.is_prepared() else None
+        bias = bias if bias is not None and bias.is_prepared() else None
+        if rep is None and bias is None:
+            return orig_apply(self)
+        # orig_apply sums only the penalizers it knows; ours are not prepared while it runs
+        hidden = [p for p in (rep, bias) if p is not None]
+        for p in hidden:
+            p._is_prepared = False
+        try:
+            additive = orig_apply(self)
+        finally:
+            for p in hidden:
+                p._is_prepared = True
+        n = len(self.reqs())
+        additive = np.zeros((n, self.vocab_size), np.float32) if additive is None else np.array(additive, np.float32)
+        if bias is not None:
+            additive = additive + bias.compute_penalty()
+        return additive if rep is None else np.concatenate([additive, rep.factor()], axis=1)
+
+    orig_linear = S.Sampler._apply_linear_penalty
+
+    def _apply_linear_penalty(self, operands):
+        logits, sm = operands
+        penalty = sm.linear_penalty
+        if penalty is None or penalty.shape[-1] != 2 * logits.shape[-1]:
+            return orig_linear(self, operands)
+        v = logits.shape[-1]
+        add, fac = penalty[:, :v].astype(logits.dtype), penalty[:, v:].astype(logits.dtype)
+        fac = jnp.where(fac == 0, 1.0, fac)  # zero pad rows of a padded batch
+        logits = jnp.where(fac != 1.0, jnp.where(logits > 0, logits / fac, logits * fac), logits)
+        return logits + add
+
+    for f, o in ((__init__, orig_init), (apply, orig_apply), (_apply_linear_penalty, orig_linear)):
+        f.__wrapped__ = o
+    O.BatchedPenalizerOrchestrator.__init__ = __init__
+    O.BatchedPenalizerOrchestrator.apply = apply
+    S.Sampler._apply_linear_penalty = _apply_linear_penalty
 
 
 def lm_head_model_dtype() -> None:
@@ -698,6 +831,7 @@ _PATCHES: list[tuple[tuple[str, ...], Callable[[], None]]] = [
     (("min_p_filter_arity",), min_p_filter_arity),
     (("seeded_sampler_exact",), seeded_sampler_exact),
     (("top_p_renormalised",), top_p_renormalised),
+    (("logit_bias_applied", "repetition_penalty_applied"), penalties_applied),
     (("lm_head_model_dtype",), lm_head_model_dtype),
     (("prompt_id_echo_unclipped",), prompt_id_echo_unclipped),
     (("sampler_logprobs_escape_jit", "top_logprobs_on_device", "prefill_logprob_rows_padded",

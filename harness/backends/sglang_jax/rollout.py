@@ -301,17 +301,19 @@ class SglangJaxRollout(BaseRollout):
         return self._model_view
 
     # ---------------------------------------------------------------- native sampling dicts
-    #: SamplingParams fields sglang-jax 0.0.2 accepts and then ignores (no penalizer applies them)
-    IGNORED_BY_ENGINE = {"logit_bias": lambda v: bool(v), "repetition_penalty": lambda v: v not in (None, 1.0)}
+    #: SamplingParams fields sglang-jax 0.0.2 accepts and then ignores (no penalizer applies them), and the
+    #: compat workaround that applies each
+    IGNORED_BY_ENGINE = {"logit_bias": (lambda v: bool(v), "logit_bias_applied"),
+                         "repetition_penalty": (lambda v: v not in (None, 1.0), "repetition_penalty_applied")}
 
     def _request_params(self, params: dict, j: int, n: int, base_seed: int | None) -> dict:
         p = {k: v for k, v in params.items() if k != "n"}
         if compat._sgl_at_most_002(self.compat.versions):
-            for key, used in self.IGNORED_BY_ENGINE.items():
-                if used(p.get(key)) and key not in self._warned:
+            for key, (used, fix) in self.IGNORED_BY_ENGINE.items():
+                if used(p.get(key)) and key not in self._warned and not self.compat.on(fix):
                     self._warned.add(key)
                     warnings.warn(f"sglang-jax {self.compat.versions.get('sglang-jax')} accepts {key} but never "
-                                  f"applies it (no workaround here): the completion ignores it", stacklevel=3)
+                                  f"applies it (workaround {fix} is off): the completion ignores it", stacklevel=3)
         if self.compat.on("keep_stop_token"):
             p.setdefault("skip_special_tokens", False)
             p.setdefault("no_stop_trim", True)
