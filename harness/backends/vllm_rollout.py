@@ -183,6 +183,14 @@ def _seed_int(seed: Any) -> int | None:
     return zlib.crc32(np.ascontiguousarray(arr).tobytes()) & 0x7FFFFFFF
 
 
+def _row_seed(seed: int, row: int) -> int:
+    """Prompt row `row`'s seed in a batch that shares `seed`: distinct per row, the same on every call."""
+    import hashlib
+
+    digest = hashlib.blake2b(f"vllm-rollout:{int(seed)}:{row}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") & 0x7FFFFFFF
+
+
 def _next_pow2(n: int) -> int:
     return 1 << max(0, int(n - 1).bit_length())
 
@@ -270,6 +278,7 @@ class VllmRollout(BaseRollout):
         **extra_engine_kwargs: Any,
     ):
         self._actor = rollout_actor
+        self._model_view = None  # model(): a clone of the actor, never the actor
         self._mesh = mesh
         self._config = rollout_config if rollout_config is not None else RolloutConfig()
         if model_dir is None:
@@ -374,9 +383,15 @@ class VllmRollout(BaseRollout):
         return list(self._eos)
 
     def model(self) -> Any:
-        """The rollout actor when one was given, else vLLM's torch module (in-process) or the LLM."""
+        """With a rollout_actor: an nnx clone of it, made once (never the actor itself: tunix's learners
+        skip weight sync when `is_sharing_weights(actor, rollout.model())`, and the engine would train on
+        stale weights). Else vLLM's torch module (in-process) or the LLM."""
         if self._actor is not None:
-            return self._actor
+            if self._model_view is None:
+                from flax import nnx
+
+                self._model_view = nnx.clone(self._actor)
+            return self._model_view
         if self.in_process:
             try:
                 return self.llm.llm_engine.model_executor.driver_worker.worker.model_runner.get_model()
@@ -566,7 +581,12 @@ class VllmRollout(BaseRollout):
         kwargs.pop("max_generation_steps", None)
         prompt_ids = [list(p) if not isinstance(p, str) else self.encode(p) for p in prompts]
         fields = self.sampling_fields(cfg, n=n, **kwargs)
-        results = self.generate_ids(prompt_ids, fields, prompt_logprobs="inline")
+        # One RolloutConfig.seed for the batch, but RLCluster repeats each GRPO prompt num_generations
+        # times: one seed per row would make the group's samples identical (every advantage 0).
+        sampling: Any = fields
+        if fields.get("seed") is not None and len(prompt_ids) > 1:
+            sampling = [{**fields, "seed": _row_seed(fields["seed"], i)} for i in range(len(prompt_ids))]
+        results = self.generate_ids(prompt_ids, sampling, prompt_logprobs="inline")
         pad = self.pad_id()
         width = int(cfg.max_tokens_to_generate)
         longest = max(len(p) for p in prompt_ids)
@@ -657,6 +677,12 @@ class VllmRollout(BaseRollout):
             items: Iterable[tuple[str, Any]] = _flatten(params)
         else:
             items = params  # already an iterable of (name, array)
+        if self.param_mapping is None:
+            from harness.rl.weights import looks_like_tunix, tunix_to_hf
+
+            items = list(items)
+            if looks_like_tunix(n for n, _ in items):  # RLCluster's nnx.state(actor, nnx.Param) of a tunix Qwen3
+                items = list(tunix_to_hf(dict(items)).items())
         pairs = []
         for name, value in items:
             if self.param_mapping is not None:
@@ -704,6 +730,13 @@ class VllmRollout(BaseRollout):
         if not self.llm.reset_prefix_cache():
             raise RuntimeError("vLLM refused reset_prefix_cache() after a weight update (requests still running?)")
         self.last_update_s = time.perf_counter() - t0
+        if self._model_view is not None and not isinstance(params, (str, os.PathLike)):
+            try:  # keep model() in step when the update is an nnx state of the actor's structure
+                from flax import nnx
+
+                nnx.update(self._model_view, params)
+            except Exception:  # noqa: BLE001 - the view is best effort; the engine holds the truth
+                pass
 
 
 def _sp_fields(sp: Any) -> dict:

@@ -9,17 +9,22 @@ from __future__ import annotations
 
 import math
 from html import escape
+from typing import NamedTuple
 
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22"]
-FIXED = {"reference": "#555555", "vllm": "#1f77b4", "sglang_jax": "#ff7f0e"}
+# vanilla: tunix's VanillaRollout, the baseline of the RL curves (docs/rl.md)
+FIXED = {"reference": "#555555", "vllm": "#1f77b4", "sglang_jax": "#ff7f0e", "vanilla": "#2ca02c"}
+# other names draw from the palette minus the fixed colours, so that no engine borrows vllm's blue
+_FREE = [c for c in PALETTE if c not in FIXED.values()]
 FONT = "font-family:system-ui,sans-serif;font-size:11px"
+LOG_FLOOR_DECADE = -17  # below float64 resolution of a logprob difference: nothing lower is worth an axis
 
 
 def color_for(name: str, order: list[str] | None = None) -> str:
     if name in FIXED:
         return FIXED[name]
     i = (order.index(name) if order and name in order else sum(map(ord, name)))
-    return PALETTE[i % len(PALETTE)]
+    return _FREE[i % len(_FREE)]
 
 
 def fmt(x: float) -> str:
@@ -252,5 +257,127 @@ def bar_chart(bars: list[tuple[str, str, float]], *, title: str, unit: str = "",
                    f'fill="{color}"><title>{escape(lab)}: {fmt(v)} {escape(unit)}</title></rect>')
         out.append(f'<text x="{x + bw / 2:.1f}" y="{y0 - 3:.1f}" text-anchor="middle" fill="#222">'
                    f'{escape(fmt(v))}</text>')
+    out.append("</svg>")
+    return "".join(out)
+
+
+class Band(NamedTuple):
+    """One series of a band chart, x = step index: per-step mean, its lo..hi band, optionally each seed's own
+    curve (`seeds`: (label, values)) and the per-step count behind the mean (`n`). None is a missing value."""
+
+    name: str
+    color: str
+    mean: list
+    lo: list
+    hi: list
+    seeds: list = []
+    n: list | None = None
+
+
+def _finite(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _segments(idx_vals: list[tuple[int, float | None]]) -> list[list[tuple[int, float]]]:
+    """Runs of consecutive present values: a missing step breaks a line rather than bridging it."""
+    out, cur = [], []
+    for i, v in idx_vals:
+        if v is None:
+            if cur:
+                out.append(cur)
+            cur = []
+        else:
+            cur.append((i, v))
+    if cur:
+        out.append(cur)
+    return out
+
+
+def band_chart(bands: list[Band], *, title: str, y_label: str, x_label: str = "step", log_y: bool = False,
+               threshold: float | None = None, width: int = 720, height: int = 240) -> str:
+    """Per-step mean line with a shaded lo..hi band per series, thin per-seed lines, an optional dashed
+    threshold; linear or log y.
+
+    On a log axis the bottom of the axis is a floor: values <= 0 (a k3 of exactly 0, the lower end of a
+    t-interval that includes 0) and values below it are drawn on it, and its tick reads "<=1e<k>". The
+    floor sits one decade under the smallest positive mean/hi/seed value when anything falls below that
+    value, so an exact zero is never mistaken for the smallest measured value."""
+    def vals(b: Band, which: str) -> list:
+        if which == "seeds":
+            return [v for _, vs in b.seeds for v in vs]
+        return list(getattr(b, which))
+
+    main = [v for b in bands for w in ("mean", "hi", "seeds") for v in vals(b, w) if _finite(v)]
+    every = main + [v for b in bands for v in b.lo if _finite(v)]
+    n_steps = max((len(b.mean) for b in bands), default=0) or 1
+    if log_y:
+        pos = [v for v in main if v > 0] + ([threshold] if threshold and threshold > 0 else [])
+        lo_e = max(math.floor(math.log10(min(pos))), LOG_FLOOR_DECADE) if pos else -12
+        hi_e = math.ceil(math.log10(max(pos))) if pos else 0
+        below = any(v < 10.0 ** lo_e for v in every)
+        floor_e = max(lo_e - 1, LOG_FLOOR_DECADE) if below else lo_e
+        hi_e = max(hi_e, floor_e + 1)
+
+        def ty(v: float) -> float:
+            return max(math.log10(v), floor_e) if v > 0 else floor_e
+
+        f = _Frame(width, height, -0.3, n_steps - 1 + 0.3, floor_e, hi_e + 0.15)
+        ystep = max(1, math.ceil((hi_e - floor_e) / 7))
+        yt = [(e, f"1e{e}") for e in range(hi_e, floor_e - 1, -ystep)]
+        if below:
+            yt = [(e, lab) for e, lab in yt if e != floor_e] + [(floor_e, f"≤1e{floor_e}")]
+    else:
+        ys = every or [0.0, 1.0]
+        ylo, yhi = min(ys), max(ys)
+        if threshold is not None and _finite(threshold):
+            ylo, yhi = min(ylo, threshold), max(yhi, threshold)
+        pad = (yhi - ylo) * 0.05 or 0.5
+
+        def ty(v: float) -> float:
+            return v
+
+        f = _Frame(width, height, -0.3, n_steps - 1 + 0.3, ylo - pad, yhi + pad)
+        yt = [(t, fmt(t)) for t in _nice_ticks(f.y0, f.y1)]
+    xstep = max(1, math.ceil(n_steps / 12))
+    out = _open(width, height, title)
+    out += _axes(f, [(i, str(i)) for i in range(0, n_steps, xstep)], yt, x_label, y_label, title)
+
+    def pt(i: int, v: float) -> str:
+        return f"{f.px(i):.1f},{f.py(ty(v)):.1f}"
+
+    for b in bands:  # all bands first, so that no band covers another series' line
+        both = [(i, (lo, hi)) if _finite(lo) and _finite(hi) else (i, None)
+                for i, (lo, hi) in enumerate(zip(b.lo, b.hi))]
+        for seg in _segments(both):
+            ring = [pt(i, hi) for i, (_, hi) in seg] + [pt(i, lo) for i, (lo, _) in reversed(seg)]
+            out.append(f'<polygon points="{" ".join(ring)}" fill="{b.color}" fill-opacity="0.18" stroke="none">'
+                       f'<title>{escape(b.name)}: band</title></polygon>')
+    for b in bands:
+        for label, vs in b.seeds:
+            for seg in _segments([(i, v if _finite(v) else None) for i, v in enumerate(vs)]):
+                out.append(f'<polyline points="{" ".join(pt(i, v) for i, v in seg)}" fill="none" '
+                           f'stroke="{b.color}" stroke-width="0.8" opacity="0.45">'
+                           f'<title>{escape(f"{b.name} seed {label}")}</title></polyline>')
+    for b in bands:
+        mean = [(i, v if _finite(v) else None) for i, v in enumerate(b.mean)]
+        for seg in _segments(mean):
+            out.append(f'<polyline points="{" ".join(pt(i, v) for i, v in seg)}" fill="none" stroke="{b.color}" '
+                       f'stroke-width="1.8"><title>{escape(b.name)}: mean</title></polyline>')
+        if len(b.mean) <= 60:
+            for i, v in mean:
+                if v is None:
+                    continue
+                lo = b.lo[i] if i < len(b.lo) else None
+                hi = b.hi[i] if i < len(b.hi) else None
+                n = f", {b.n[i]} seeds" if b.n and i < len(b.n) and b.n[i] is not None else ""
+                tip = f"{b.name} step {i}: {fmt(v)} [{fmt(lo)}, {fmt(hi)}]{n}"
+                out.append(f'<circle cx="{f.px(i):.1f}" cy="{f.py(ty(v)):.1f}" r="2.2" fill="{b.color}">'
+                           f'<title>{escape(tip)}</title></circle>')
+    if threshold is not None and _finite(threshold) and (threshold > 0 or not log_y):
+        py = f.py(ty(threshold))
+        out.append(f'<line x1="{f.l}" x2="{f.r}" y1="{py:.1f}" y2="{py:.1f}" stroke="#c00" stroke-width="1" '
+                   f'stroke-dasharray="6 3"><title>threshold {fmt(threshold)}</title></line>')
+        out.append(f'<text x="{f.l + 3}" y="{py - 3:.1f}" fill="#c00">threshold {fmt(threshold)}</text>')
+    out += _legend(f, [(b.name, b.color) for b in bands])
     out.append("</svg>")
     return "".join(out)

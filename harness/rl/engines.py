@@ -22,22 +22,21 @@ training step) it
 `update_params` is forwarded (counted, timed) unless `stale_weights` is set: the
 test hook for a rollout whose weight sync does nothing.
 
-What the wrapper has to supply because the engine classes do not (each is
-recorded as a run warning, and listed in docs/rl.md):
-  - weights: RLCluster passes tunix-named, tunix-laid-out nnx state; sglang-jax
-    and vLLM want HuggingFace names/layouts. Non-vanilla engines get
-    `harness.rl.weights.tunix_to_hf(state)` (a flat HF-named dict, which both
-    classes accept).
-  - `model()`: both classes return the trainer's own actor module; RLCluster
-    would then decide the weights are shared and never call update_params.
-    The wrapper reports None in that case.
-  - GRPO groups: RLCluster repeats each prompt num_generations times with one
-    RolloutConfig.seed. An engine that seeds every request with that seed
-    returns num_generations identical samples (zero advantage, no learning).
-    With `group_mode="n"` (default) the wrapper asks the engine for n samples
-    of each distinct prompt instead (both classes derive distinct per-sample
-    seeds for n > 1); a probe on the first step records whether the plain
-    repeated-prompt call would have collapsed (`repeat_probe_identical`).
+What the wrapper supplies, or guards, for engine classes (each is recorded as a run warning when it
+triggers, and listed in docs/rl.md). The three items below were defects of both classes, found by the
+RL runs and since fixed in the classes; the wrapper keeps its guards so an older or third-party rollout
+is still measured correctly:
+  - weights: RLCluster passes tunix-named, tunix-laid-out nnx state; sglang-jax and vLLM want
+    HuggingFace names/layouts. The wrapper passes `harness.rl.weights.tunix_to_hf(state)`; both classes
+    now also convert tunix Qwen3 names themselves (`looks_like_tunix`).
+  - `model()`: must not be the trainer's own actor module, or RLCluster decides the weights are shared
+    and never calls update_params. Both classes now return an nnx clone; the wrapper reports None if an
+    engine returns the actor.
+  - GRPO groups: RLCluster repeats each prompt num_generations times with one RolloutConfig.seed. An
+    engine that seeds every request with that seed returns identical samples (zero advantage, no
+    learning); both classes now derive a seed per prompt row. With `group_mode="n"` (default) the
+    wrapper asks for n samples of each distinct prompt instead; a probe on the first step records
+    whether the plain repeated-prompt call collapses (`repeat_probe_identical`).
 """
 
 from __future__ import annotations

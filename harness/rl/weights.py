@@ -88,3 +88,35 @@ def tunix_to_hf(state: Any, dtype=np.float32) -> dict[str, np.ndarray]:
             name = f"model.layers.{m.group(1)}.{inner}"
         out[name] = np.ascontiguousarray(_convert(arr, kind))
     return out
+
+
+def looks_like_tunix(names) -> bool:
+    """Whether flat parameter names are tunix Qwen3 paths (what RLCluster.sync_weights hands a rollout):
+    the rollouts then convert them with tunix_to_hf by default instead of loading them under wrong names."""
+    names = list(names)
+    return bool(names) and all(n in _TOP_MAP or (_LAYER.match(n) and _LAYER.match(n).group(2) in _LAYER_MAP)
+                               for n in names)
+
+
+def hf_to_tunix(hf: Mapping[str, np.ndarray], config: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """HF-named arrays -> tunix Qwen3 names and layouts (flat), as RLCluster.sync_weights would hand them.
+    For tests of the rollouts' default conversion; tests/rl/test_weights.py checks tunix_to_hf against
+    tunix's own loader, this is its numpy inverse."""
+    heads, kv, hd, d = (config["num_attention_heads"], config["num_key_value_heads"], config["head_dim"],
+                        config["hidden_size"])
+    out = {"embedder.input_embedding": hf["model.embed_tokens.weight"], "final_norm.w": hf["model.norm.weight"],
+           "lm_head.w": hf["lm_head.weight"].T}
+    shapes = {"q_proj": (d, heads, hd), "k_proj": (d, kv, hd), "v_proj": (d, kv, hd)}
+    for i in range(config["num_hidden_layers"]):
+        p = f"model.layers.{i}."
+        for proj, shape in shapes.items():
+            out[f"layers.{i}.attn.{proj}.w"] = hf[p + f"self_attn.{proj}.weight"].T.reshape(shape)
+        out[f"layers.{i}.attn.o_proj.w"] = hf[p + "self_attn.o_proj.weight"].T.reshape(heads, hd, d)
+        for norm in ("q_norm", "k_norm"):
+            out[f"layers.{i}.attn.{norm}.w"] = hf[p + f"self_attn.{norm}.weight"]
+        for proj in ("gate_proj", "up_proj", "down_proj"):
+            out[f"layers.{i}.mlp.{proj}.kernel"] = hf[p + f"mlp.{proj}.weight"].T
+        for norm in ("input_layernorm", "post_attention_layernorm"):
+            out[f"layers.{i}.{norm}.w"] = hf[p + f"{norm}.weight"]
+    return {k: np.ascontiguousarray(v) for k, v in out.items()}
+

@@ -539,6 +539,34 @@ def test_tunix_generate_repeated_prompts_with_one_seed_are_distinct(control):
     assert c.tokens.shape == (4, 6) and len({tuple(r) for r in c.tokens}) == 4
 
 
+def test_update_params_converts_tunix_qwen3_names(control):
+    """RLCluster.sync_weights hands over tunix names and layouts; with no param_mapping / state_to_hf the
+    rollout converts them itself: set B in tunix layout must give what set B from its directory gives."""
+    from safetensors.numpy import load_file
+
+    from harness.rl.weights import hf_to_tunix, looks_like_tunix
+
+    hf = {}
+    for f in sorted(Path(MODEL_B.path).glob("*.safetensors")):
+        hf.update(load_file(str(f)))
+    tunix = hf_to_tunix(hf, json.loads((Path(MODEL_B.path) / "config.json").read_text()))
+    assert looks_like_tunix(tunix)
+    ids = PROMPTS["greedy-basic"][:1]
+
+    def greedy():
+        return control.generate_batch(input_ids=ids, sampling_params={"max_new_tokens": 8, "temperature": 0.0}
+                                      )[0].samples[0].token_ids
+
+    a_before = greedy()
+    control.update_params(tunix)
+    b_tunix = greedy()
+    control.update_params(MODEL_B.path)
+    b_dir = greedy()
+    control.update_params(MODEL_A.path)
+    assert b_tunix == b_dir != a_before
+    assert greedy() == a_before
+
+
 # ============================================================================ compat workarounds
 def _off(name: str) -> dict:
     return _OFF_FUTURES[name].result(timeout=900)

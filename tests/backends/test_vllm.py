@@ -15,6 +15,7 @@ update_params) directly, including a negative control for the prefix-cache reset
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import subprocess
@@ -304,6 +305,44 @@ def test_embedded_model_loads_in_vllm(rollout):
     facts = rollout.engine_facts()
     assert facts["in_process"] and facts["dtype"] == "float32" and facts["block_size"] == 32
     print(f"\nengine start {rollout.start_s:.2f} s")
+
+
+def test_tunix_generate_repeated_prompts_with_one_seed_are_distinct(rollout):
+    """RLCluster's GRPO repeats each prompt with one RolloutConfig.seed: the rows must differ (one seed
+    per row made every GRPO group identical, advantage 0), and stay reproducible."""
+    from harness.backends.vllm_rollout import RolloutConfig
+
+    cfg = RolloutConfig(max_tokens_to_generate=6, temperature=1.0, top_p=1.0, top_k=None, seed=3, max_prompt_length=8)
+    a = rollout.generate(["The ship"] * 4, cfg)
+    b = rollout.generate(["The ship"] * 4, cfg)
+    assert len({tuple(r) for r in a.tokens}) == 4
+    assert (a.tokens == b.tokens).all()
+
+
+def test_update_params_converts_tunix_qwen3_names(rollout):
+    """RLCluster.sync_weights hands over tunix names and layouts; with no param_mapping the rollout
+    converts them itself (harness.rl.weights.tunix_to_hf): set B in tunix layout must give what set B
+    loaded from its directory gives, then back to A."""
+    from safetensors.numpy import load_file
+
+    from harness.rl.weights import hf_to_tunix, looks_like_tunix
+
+    MODEL_A, MODEL_B = embedded("A"), embedded("B")
+    hf = {}
+    for f in sorted(Path(MODEL_B.path).glob("*.safetensors")):
+        hf.update(load_file(str(f)))
+    tunix = hf_to_tunix(hf, json.loads((Path(MODEL_B.path) / "config.json").read_text()))
+    assert looks_like_tunix(tunix)
+    prompt = [[5, 17, 9, 3]]
+    greedy = {"max_tokens": 8, "temperature": 0.0}
+    a_before = rollout.generate_ids(prompt, greedy)[0].samples[0].token_ids
+    rollout.update_params(tunix)
+    b_tunix = rollout.generate_ids(prompt, greedy)[0].samples[0].token_ids
+    rollout.update_params(MODEL_B.path)
+    b_dir = rollout.generate_ids(prompt, greedy)[0].samples[0].token_ids
+    rollout.update_params(MODEL_A.path)
+    assert b_tunix == b_dir != a_before
+    assert rollout.generate_ids(prompt, greedy)[0].samples[0].token_ids == a_before
 
 
 def test_tunix_generate_grouped_padded_and_rescored(rollout):

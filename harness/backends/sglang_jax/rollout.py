@@ -618,6 +618,11 @@ class SglangJaxRollout(BaseRollout):
                 flat[prefix] = node
 
         walk("", params)
+        if self.param_mapping is None:
+            from harness.rl.weights import looks_like_tunix, tunix_to_hf
+
+            if looks_like_tunix(flat):  # RLCluster's nnx.state(actor, nnx.Param) of a tunix Qwen3
+                return tunix_to_hf(flat)
         out = {}
         for name, arr in flat.items():
             target = name
