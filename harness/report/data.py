@@ -10,6 +10,9 @@ file or an unloadable suite each become a *problem* (the run's verdict is then
     run_dir/records/*.jsonl     records (harness/records.py)
     run_dir/logs/*.log          backend process output
     run_dir/sampling_table.json, rl/*.json, selftest.json, bench.json: optional, see docs/report.md
+
+A directory the RL driver wrote (`python -m harness.rl`: rl/, no run.json, no records/*.jsonl) is loaded
+as an RL run (kind "rl"; harness/report/rl.py): backends are its engine labels, not a bare record directory.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from harness.records import ErrorRecord, GenerationRecord, RecordFileError, ScoreRecord, SessionRecord, read_records
+from harness.report import rl as rl_run
 from harness.verdict import Verdict
 
 CHECKS_SCHEMA_VERSION = 1
@@ -46,6 +50,7 @@ class RunData:
     problems: list[str] = field(default_factory=list)  # harness-level: each makes the run's verdict "error"
     warnings: list[str] = field(default_factory=list)  # shown, verdict unchanged
     extras: dict[str, Any] = field(default_factory=dict)  # optional inputs (sampling_table, rl, selftest, bench)
+    kind: str = "parity"  # "rl": a run directory of `python -m harness.rl` (harness/report/rl.py)
 
 
 def _load_json(path: Path, problems: list[str], what: str) -> Any:
@@ -56,11 +61,12 @@ def _load_json(path: Path, problems: list[str], what: str) -> Any:
         return None
 
 
-def _load_checks(run_dir: Path, problems: list[str]) -> tuple[list[Verdict], bool]:
+def _load_checks(run_dir: Path, problems: list[str], compare_cmd: str = "parity compare --run {run_dir}"
+                 ) -> tuple[list[Verdict], bool]:
     path = run_dir / "checks.json"
     if not path.exists():
         problems.append(f"no checks.json in {run_dir}: the run was not compared "
-                        f"(run `parity compare --run {run_dir}`, then report again)")
+                        f"(run `{compare_cmd.format(run_dir=run_dir)}`, then report again)")
         return [], False
     doc = _load_json(path, problems, "checks file")
     if doc is None:
@@ -92,7 +98,7 @@ def _load_suite(manifest: dict, warnings: list[str]):
         return None
 
 
-def _load_extras(run_dir: Path, problems: list[str]) -> dict[str, Any]:
+def _load_extras(run_dir: Path, problems: list[str], warnings: list[str]) -> dict[str, Any]:
     extras: dict[str, Any] = {}
     for name in ("sampling_table", "selftest", "bench"):
         p = run_dir / f"{name}.json"
@@ -102,14 +108,7 @@ def _load_extras(run_dir: Path, problems: list[str]) -> dict[str, Any]:
                 extras[name] = doc
     rl_dir = run_dir / "rl"
     if rl_dir.is_dir():
-        curves = []
-        for p in sorted(rl_dir.glob("*.json")):
-            doc = _load_json(p, problems, "reward-curve file")
-            if isinstance(doc, dict):
-                doc.setdefault("name", p.stem)
-                curves.append(doc)
-        if curves:
-            extras["rl"] = curves
+        extras.update(rl_run.load_rl_dir(rl_dir, problems, warnings, _load_json))
     return extras
 
 
@@ -121,12 +120,14 @@ def load_run(run_dir: Path) -> RunData:
     warnings: list[str] = []
     manifest_path = run_dir / "run.json"
     manifest = {}
+    is_rl = rl_run.is_rl_run(run_dir)
     if manifest_path.exists():
         manifest = _load_json(manifest_path, problems, "manifest") or {}
-    else:
+    elif not is_rl:  # an RL run has no run.json by design: its plan is rl/plan.json
         warnings.append("no run.json: a bare `parity record` directory; backend exit codes and wall times "
                         "are unknown, backends are those found in the records")
-    verdicts, has_checks = _load_checks(run_dir, problems)
+    verdicts, has_checks = _load_checks(run_dir, problems, rl_run.COMPARE_HINT if is_rl else
+                                        "parity compare --run {run_dir}")
 
     sessions, gens, scores, errors = [], [], [], []
     for p in sorted((run_dir / "records").glob("*.jsonl")):
@@ -158,7 +159,11 @@ def load_run(run_dir: Path) -> RunData:
                    verdicts=verdicts, has_checks=has_checks, sessions=sessions, generations=gens, scores=scores,
                    errors=errors, backends=backends, problems=problems, warnings=warnings)
     data.suite = _load_suite(manifest, warnings)
-    data.extras = _load_extras(run_dir, problems)
+    data.extras = _load_extras(run_dir, problems, warnings)
+    if is_rl:
+        data.kind = "rl"
+        data.backends = rl_run.engine_order(data.extras.get("rl_curves", []))
+        data.manifest = rl_run.pseudo_manifest(data.extras)  # provenance only: has_manifest stays False
     return data
 
 

@@ -19,11 +19,13 @@ import jinja2
 from markupsafe import Markup
 
 from harness.report import plots
+from harness.report import rl as rl_run
 from harness.report.data import REFERENCE, RunData, load_vocab, token_text
 from harness.report.summary import group_verdict
 
 RANK = {"error": 0, "fail": 1, "pass": 2, "skipped": 3}
 LOG_TAIL_LINES = 40
+CAUSE_CHECKS = ("backend_ran", "rl.run")  # checks that say why a backend did not run: never folded away
 MAX_PROMPTS_PER_CASE = 24  # prompt/sample panels shown in full per case; the rest are listed (records/ has them)
 
 
@@ -173,11 +175,11 @@ def _stream_row(label: str, backend: str, gen, ref_score, base_ids: list[int] | 
 
 def _fold(verdicts: list, broken: list[str]) -> tuple[list, dict[str, list]]:
     """Split error verdicts into those to show one by one and, per backend that did not run cleanly, those
-    that only follow from it (any error verdict involving it, except backend_ran, which says why)."""
+    that only follow from it (any error verdict involving it, except CAUSE_CHECKS, which say why)."""
     own, folded = [], {b: [] for b in broken}
     for v in verdicts:
         cause = next((b for b in v.backends if b in broken), None) if v.verdict == "error" else None
-        if cause is not None and v.check != "backend_ran":
+        if cause is not None and v.check not in CAUSE_CHECKS:
             folded[cause].append(v)
         else:
             own.append(v)
@@ -361,9 +363,9 @@ def _pair_matrix(pairs: list[dict], backends: list[str]) -> dict:
             "rows": [[cell.get((a, b)) for b in backends] for a in backends]}
 
 
-def _extras(data: RunData, colors: dict[str, str], order: list[str]) -> dict:
+def _extras(data: RunData, colors: dict[str, str], order: list[str], verdicts: list) -> dict:
     ex = data.extras
-    out: dict = {"sampling_table": None, "selftest": None, "rl": None, "bench": None}
+    out: dict = {"sampling_table": None, "selftest": None, "rl": None, "rl_algos": None, "bench": None}
     st = ex.get("sampling_table")
     if isinstance(st, dict):
         st = st.get("rows")
@@ -411,6 +413,10 @@ def _extras(data: RunData, colors: dict[str, str], order: list[str]) -> dict:
                        "final": [(n, pts[-1][1] if pts else None) for n, _, pts in ser]})
     if curves:
         out["rl"] = curves
+    algos = rl_run.algo_views(data, verdicts, colors)
+    for a in algos:
+        a["charts"] = [Markup(svg) for svg in a["charts"]]
+    out["rl_algos"] = algos or None
     bench = ex.get("bench")
     if isinstance(bench, dict) and bench.get("figures"):
         figs = []
@@ -441,7 +447,9 @@ def render_html(data: RunData, summary: dict) -> str:
     case_ids = {c["id"] for c in cases}
     logs = {}
     for b, st in backends.items():
-        if st["status"] != "ok":
+        if st["status"] != "ok" and data.kind == "rl":  # each failed training run has its own log
+            logs[b] = [(what, rel, *_log_tail(data.run_dir, rel)) for what, rel in rl_run.failed_logs(data, b)]
+        elif st["status"] != "ok":
             logs[b] = [(p, ph.get("log"), *_log_tail(data.run_dir, ph.get("log")))
                        for p, ph in st["phases"].items() if ph.get("exit_code") != 0]
             details = [e.detail for e in data.errors if e.backend == b and e.detail]
@@ -449,6 +457,7 @@ def render_html(data: RunData, summary: dict) -> str:
                 logs[b] = [("record", None, details[-1], "")]
     artefacts = [p for p in ("summary.json", "junit.xml", "checks.json", "run.json")
                  if (data.run_dir / p).exists() or p in ("summary.json", "junit.xml")]
+    dirs = ["rl/", "records/rl/"] if data.kind == "rl" else ["records/", "logs/"]
     # Failing checks: parity failures first, then errors; errors that only follow from a backend that did
     # not run are folded into one row per backend (a crashed engine would otherwise bury everything else).
     fails = [v for v in verdicts if v.verdict == "fail"]
@@ -459,8 +468,9 @@ def render_html(data: RunData, summary: dict) -> str:
         "failing_rows": fails + errors, "consequential": consequential,
         "verdicts": verdicts, "case_ids": case_ids, "cases": cases,
         "matrix": _pair_matrix(summary["pairs"], order), "stats": stats, "hists": hists,
-        "extras": _extras(data, colors, order), "logs": logs, "vocab": bool(vocab),
-        "artefacts": artefacts, "by_check": _by_check(verdicts),
+        "extras": _extras(data, colors, order, verdicts), "logs": logs, "vocab": bool(vocab),
+        "artefacts": artefacts, "dirs": dirs, "by_check": _by_check(verdicts), "kind": data.kind,
+        "rl_algos": [c["algo"] for c in data.extras.get("rl_curves", [])],
     }
     return _env().get_template("report.html.j2").render(**ctx)
 

@@ -324,8 +324,9 @@ def band_chart(bands: list[Band], *, title: str, y_label: str, x_label: str = "s
         f = _Frame(width, height, -0.3, n_steps - 1 + 0.3, floor_e, hi_e + 0.15)
         ystep = max(1, math.ceil((hi_e - floor_e) / 7))
         yt = [(e, f"1e{e}") for e in range(hi_e, floor_e - 1, -ystep)]
-        if below:
-            yt = [(e, lab) for e, lab in yt if e != floor_e] + [(floor_e, f"≤1e{floor_e}")]
+        if below:  # the floor's own tick; a regular tick right above it would overprint it
+            gap = 1 if ystep == 1 else 2
+            yt = [(e, lab) for e, lab in yt if e - floor_e >= gap] + [(floor_e, f"≤1e{floor_e}")]
     else:
         ys = every or [0.0, 1.0]
         ylo, yhi = min(ys), max(ys)

@@ -5,7 +5,8 @@ docs/summary-schema.md); `SUMMARY_SCHEMA_VERSION` changes with any change a
 reader could notice. The overall verdict:
 
 - `error`: a requested backend did not run cleanly (a phase exited non-zero,
-  timed out, or left no records), a check errored, the harness could not read
+  timed out, or left no records; in an RL run, one of its training runs
+  failed: harness/report/rl.py), a check errored, the harness could not read
   part of the run (no checks.json, an unreadable record file), or no check
   ran at all;
 - `fail`: otherwise, some check failed;
@@ -21,6 +22,7 @@ from collections import Counter
 from importlib import metadata
 from pathlib import Path
 
+from harness.report import rl as rl_run
 from harness.report.data import REFERENCE, RunData, finite_or_str
 from harness.verdict import Verdict
 
@@ -46,6 +48,8 @@ def group_verdict(outcomes: list[str]) -> str:
 
 def backend_status(data: RunData) -> dict[str, dict]:
     """Per requested backend: did it run, with what, how long; `ok` only when every phase exited 0."""
+    if data.kind == "rl":  # engines of an RL run have training runs, not generate/score phases
+        return rl_run.engine_status(data)
     out: dict[str, dict] = {}
     manifest_status = data.manifest.get("backend_status") or {}
     for b in data.backends:

@@ -2,9 +2,10 @@
 
     python -m harness.rl run --out reports/rl --steps 40 --seeds 3 --engines vanilla,sglang_jax,vllm
         (driver venv) train every (algo, engine, seed) in its engine venv, one process each,
-        then compare: RUN/rl/<algo>.json, RUN/rl/comparison.json
+        then compare: RUN/rl/<algo>.json, RUN/rl/comparison.json, and report: RUN/checks.json,
+        RUN/summary.json, RUN/junit.xml, RUN/index.html
     python -m harness.rl train --config '<RunConfig json>' --out RUN     (inside an engine venv)
-    python -m harness.rl compare --run RUN                               (re-run the statistics only)
+    python -m harness.rl compare --run RUN                 (re-run the statistics and the report only)
 
 Exit codes: 0 every verdict passes, 1 a verdict fails, 2 harness error.
 """
@@ -57,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--config", required=True, help="RunConfig as JSON")
     tr.add_argument("--out", required=True, help="run directory")
 
-    cmp_ = sub.add_parser("compare", help="recompute curves and verdicts from RUN/rl/runs/*.json",
+    cmp_ = sub.add_parser("compare", help="recompute curves, verdicts and the report from RUN/rl/runs/*.json",
                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     cmp_.add_argument("--run", required=True)
     cmp_.add_argument("--window", type=int, default=10)
@@ -93,10 +94,11 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_PASS
     if args.command == "compare":
         from harness.rl.compare import compare_run, print_summary
+        from harness.rl.report import publish
 
         out = compare_run(Path(args.run), window=args.window, alpha=args.alpha, k3_threshold=args.k3_threshold)
         print_summary(out)
-        return out["exit_code"]
+        return publish(Path(args.run), out, lambda msg: print(msg, flush=True))
     if args.command == "run":
         from harness.rl.driver import run_all
 

@@ -125,6 +125,7 @@ def curves_for_algo(runs: list[dict], algo: str, window: int, confidence: float 
             entry["warnings"] = first.get("warnings", [])
             entry["repeat_probe_identical"] = first.get("repeat_probe_identical")
             entry["versions"] = first.get("versions", {})
+            entry["model"] = first.get("model")  # name, content_hash, path: the report's provenance
         engines[label] = entry
     return _clean({"schema_version": CURVES_SCHEMA_VERSION, "algo": algo, "window": window,
                    "confidence": confidence, "config": shared or {}, "engine_order": list(engines),

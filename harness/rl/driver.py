@@ -99,6 +99,7 @@ def run_one(cfg: RunConfig, run_dir: Path, launcher: str, timeout: float, log) -
 
 def run_all(args) -> int:
     from harness.rl.compare import compare_run, print_summary
+    from harness.rl.report import publish
 
     t_start = time.monotonic()
 
@@ -142,4 +143,4 @@ def run_all(args) -> int:
     wall = time.monotonic() - t_start
     write_json(run_dir / "rl" / "wall.json", {"wall_seconds": wall, "runs": len(plan)})
     log(f"[rl] wall time {wall:.0f} s ({wall / 60:.1f} min) for {len(plan)} runs")
-    return comparison["exit_code"]
+    return publish(run_dir, comparison, log)  # checks.json, summary.json, junit.xml, index.html
