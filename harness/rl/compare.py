@@ -99,6 +99,7 @@ def curves_for_algo(runs: list[dict], algo: str, window: int, confidence: float 
                 "completion_len": [s.get("completion_len_mean") for s in st],
                 "identical_group_frac": [s.get("identical_group_frac") for s in st],
                 "syncs_before": [s.get("syncs_before") for s in st],
+                "pad_tokens_sampled": [s.get("pad_tokens_sampled") for s in st],
                 "mismatch_source": src,
                 "mismatch": {k: _series(st, src, k) for k in MISMATCH_SERIES},
                 "score_mismatch": ({k: _series(st, "score", k) for k in MISMATCH_SERIES}
@@ -155,20 +156,38 @@ def verdicts_for_algo(curves: dict, alpha: float, k3_threshold: float) -> tuple[
                     f"{curves['window']} steps {np.mean(entry['summary']['final']):.3f} "
                     f"(mean gain {g['mean']:+.3f} over {len(entry['summary']['gain'])} seeds)"),
             data={"gain": entry["summary"]["gain"], **g}))
-        # mismatch
-        k3 = [x for s in entry["seeds"].values() for x in s["mismatch"]["k3_kl"] if x is not None]
-        lpm = [x for s in entry["seeds"].values() for x in s["mismatch"]["logp_diff_max"] if x is not None]
-        lpa = [x for s in entry["seeds"].values() for x in s["mismatch"]["logp_diff_mean"] if x is not None]
+        # mismatch. A step whose batch contains a sampled pad id is left out of the verdict (and counted):
+        # tunix masks pad tokens out of the trainer's forward while the sampler attended to them, so every
+        # later token of that row differs whatever the engine (docs/rl.md, "tunix defects"). A stale or
+        # wrong engine differs on every step and is still caught.
+        k3, lpm, lpa, padded = [], [], [], []
+        for s in entry["seeds"].values():
+            m = s["mismatch"]
+            pads = s.get("pad_tokens_sampled") or [None] * len(m["k3_kl"])
+            for x, mx, mean, pad in zip(m["k3_kl"], m["logp_diff_max"], m["logp_diff_mean"], pads):
+                if x is None:
+                    continue
+                if pad:
+                    padded.append(x)
+                    continue
+                k3.append(x)
+                lpm.append(mx)
+                lpa.append(mean)
         src = next(iter(entry["seeds"].values()))["mismatch_source"]
         if k3:
             worst = float(max(k3))
+            excluded = (f"; {len(padded)} step(s) with a sampled pad id left out (their k3 max "
+                        f"{max(padded):.3g})" if padded else "")
             out.append(Verdict(
-                check="rl.mismatch", backends=[label], case=algo, metric=f"max per-step k3_kl ({src} logprobs)",
+                check="rl.mismatch", backends=[label], case=algo,
+                metric=f"max per-step k3_kl ({src} logprobs, steps without a sampled pad id)",
                 value=worst, threshold=k3_threshold, verdict="pass" if worst <= k3_threshold else "fail",
                 detail=(f"trainer vs rollout over {len(k3)} steps: k3 max {worst:.3g}, median "
-                        f"{float(np.median(k3)):.3g}; |dlogp| mean up to {max(lpa):.3g}, max {max(lpm):.3g}"),
+                        f"{float(np.median(k3)):.3g}; |dlogp| mean up to {max(lpa):.3g}, max {max(lpm):.3g}"
+                        + excluded),
                 data={"k3_max": worst, "k3_median": float(np.median(k3)), "logp_diff_mean_max": float(max(lpa)),
-                      "logp_diff_max_max": float(max(lpm)), "source": src}))
+                      "logp_diff_max_max": float(max(lpm)), "source": src, "pad_steps_excluded": len(padded),
+                      "pad_steps_k3_max": float(max(padded)) if padded else None}))
         else:
             out.append(Verdict(check="rl.mismatch", backends=[label], case=algo, metric="max per-step k3_kl",
                                value=None, threshold=k3_threshold, verdict="error",
