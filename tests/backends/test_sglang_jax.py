@@ -417,7 +417,7 @@ def test_n4_gives_four_distinct_samples_in_order(run):
     for p in range(len(PROMPTS["sample-n4"])):
         samples = [got[(p, j)].completion_ids for j in range(4)]
         assert len({tuple(s) for s in samples}) == 4, samples
-    seeds = got[(0, 0)].native_params["sampling_seed"]
+    seeds = [got[(0, j)].native_params["sampling_seed"] for j in range(4)]  # each record: its own sample's seed
     assert seeds == [derive_seed(99, j, 4) for j in range(4)] and len(set(seeds)) == 4
 
 

@@ -364,15 +364,17 @@ def top_p_renormalised() -> None:
     orig = S.top_k_top_p_min_p_sampling_from_probs_jax_not_tpu_runtime
 
     def sample(args):
-        _, probs, top_ks, top_ps, min_ps, positions, _temps, sampling_seeds, _need_min_p, rng = args
+        _, probs, top_ks, top_ps, min_ps, positions, _temps, sampling_seeds, need_min_p, rng = args
         probs_idx = jax.pure_callback(S._get_sorted_indices_np, jnp.empty(probs.shape, dtype=jnp.int32), probs,
                                       vmap_method="legacy_vectorized")
         clean = jnp.nan_to_num(probs, nan=0.0, posinf=0.0, neginf=0.0)
         probs_sort = jnp.take_along_axis(clean, probs_idx, axis=-1)
         keep = jnp.arange(probs.shape[-1]).reshape(1, -1) < top_ks.reshape(-1, 1)
-        # min-p relative to the most likely token (column 0 after the descending sort); 0 keeps all
-        keep &= probs_sort >= (probs_sort[:, :1] * min_ps.reshape(-1, 1))
-        kept = jnp.where(keep, probs_sort, 0.0)
+        # min-p through the engine's own filter (relative to column 0, the most likely token), so that
+        # switching off min_p_filter_arity still shows defect 3; top-k kept the top, so column 0 is the max
+        kept = jax.lax.cond(need_min_p, S._apply_min_p_filter, lambda ops: ops[0],
+                            (jnp.where(keep, probs_sort, 0.0), min_ps, False))
+        keep &= kept > 0.0
         mass = jnp.maximum(kept.sum(axis=-1, keepdims=True), jnp.finfo(kept.dtype).tiny)
         before = (jnp.cumsum(kept, axis=-1) - kept) / mass  # renormalised mass strictly above the token
         top_p = top_ps.reshape(-1, 1)
