@@ -126,6 +126,22 @@ def _selftest_into(run_dir: Path) -> None:
           file=sys.stderr, flush=True)
 
 
+def _bench_into(run_dir: Path, out: Path) -> None:
+    """The last `parity bench` figures (OUT/bench/bench.json), so the report shows what each engine costs
+    next to whether it agrees; the figures keep their own note (suite, repeats, load) and date."""
+    src = out / "bench" / "bench.json"
+    if not src.is_file():
+        return
+    try:
+        doc = json.loads(src.read_text())
+    except (OSError, ValueError) as e:
+        print(f"[parity] {src} not shown in the report: {e}", file=sys.stderr, flush=True)
+        return
+    when = datetime.fromtimestamp(src.stat().st_mtime, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    doc["note"] = f"from `parity bench` ({src}, {when}): " + str(doc.get("note", ""))
+    (run_dir / "bench.json").write_text(json.dumps(doc, indent=1) + "\n")
+
+
 def run_all(args) -> int:
     from harness.backends.base import BACKENDS
     from harness.model import resolve
@@ -177,6 +193,7 @@ def run_all(args) -> int:
         compare_run(run_dir, args.suite)
         if not args.no_selftest:
             _selftest_into(run_dir)
+        _bench_into(run_dir, out)
         summary = write_reports(run_dir)
     except Exception as e:  # the records stay; say where they are
         raise HarnessError(f"compare/report failed on {run_dir}: {type(e).__name__}: {e}") from e

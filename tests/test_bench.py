@@ -79,3 +79,19 @@ def test_a_failed_backend_is_reported_not_dropped():
 def test_cli_has_bench():
     args = build_parser().parse_args(["bench", "--overhead-only", "--records", "10"])
     assert args.command == "bench" and args.records == 10 and args.backends == "vllm,sglang_jax"
+
+
+def test_parity_run_shows_the_last_bench(tmp_path):
+    """`parity run` copies OUT/bench/bench.json into the run directory (the report's bench section),
+    dated; no bench run, nothing copied."""
+    from harness.run import _bench_into
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    _bench_into(run_dir, tmp_path)
+    assert not (run_dir / "bench.json").exists()
+    (tmp_path / "bench").mkdir()
+    (tmp_path / "bench" / "bench.json").write_text(json.dumps({"figures": [], "note": "median of 3"}))
+    _bench_into(run_dir, tmp_path)
+    doc = json.loads((run_dir / "bench.json").read_text())
+    assert doc["note"].startswith("from `parity bench`") and doc["note"].endswith("median of 3")
