@@ -149,18 +149,20 @@ def backend_tests_impl(session: nox.Session, backend: str) -> None:
 
 
 @nox.session(python=PY_DRIVER, tags=["tests"])
-def unit(session: nox.Session) -> None:
-    """Harness logic: suites, records, model build, alignment, checks, reports (no engines)."""
-    install_driver(session)
-    session.run("python", "-m", "pytest", "tests", "--ignore=tests/backends", "--ignore=tests/e2e",
-                "--junitxml=reports/tests/unit.xml", *session.posargs)
-
-
-@nox.session(python=PY_DRIVER, tags=["tests"])
 def e2e(session: nox.Session) -> None:
     """The main job end to end: `parity run` over every backend's real engine, then its report is checked."""
     install_driver(session)
     session.run("python", "-m", "pytest", "tests/e2e", "--junitxml=reports/tests/e2e.xml", *session.posargs)
+
+
+@nox.session(python=PY_DRIVER, tags=["tests"])
+def unit(session: nox.Session) -> None:
+    """Harness logic: suites, records, model build, alignment, checks, reports. The check tests inject defects
+    into a real clean run recorded with the reference venv, which e2e (defined, and run by `-t tests`, before
+    this session) builds on a fresh machine; missing, they skip locally and fail in CI."""
+    install_driver(session)
+    session.run("python", "-m", "pytest", "tests", "--ignore=tests/backends", "--ignore=tests/e2e",
+                "--junitxml=reports/tests/unit.xml", *session.posargs)
 
 
 @nox.session(name="reference_tests", python=PY_DRIVER, tags=["tests"])
