@@ -121,3 +121,84 @@ def test_stream_comparison_is_symmetric(x, y):
     a = compare_token_streams(name_0="a", ids_0=x, top_0=top, name_1="b", ids_1=y, top_1=top, k=3)
     b = compare_token_streams(name_0="b", ids_0=y, top_0=top, name_1="a", ids_1=x, top_1=top, k=3)
     assert a.outcome == b.outcome and a.matched == b.matched and a.ok == b.ok
+
+
+# ----------------------------------------------------------------------------- fast paths (issue 10)
+# compare_logprobs and mismatch_metrics run tens of thousands of times on a large run and take shortcuts
+# (plain-Python arithmetic, one numpy pass over all sequences). These reference implementations are the
+# code before the shortcuts; the numbers must stay bit for bit the same (they land in checks.json).
+def _reference_compare(lp_0, lp_1):
+    x, y = np.asarray(lp_0, dtype=np.float64), np.asarray(lp_1, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        d = np.abs(x - y)
+    d[x == y] = 0.0
+    d[np.isnan(d)] = np.inf
+    i = int(np.argmax(d))
+    return float(d[i]), float(np.mean(d)), i
+
+
+def _reference_mismatch(rollout, trainer):
+    ro, tr = [], []
+    for a, b in zip(rollout, trainer):
+        x, y = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+        keep = ~((x == -np.inf) & (y == -np.inf))
+        ro.append(x[keep])
+        tr.append(y[keep])
+    x = np.concatenate(ro) if ro else np.zeros(0)
+    y = np.concatenate(tr) if tr else np.zeros(0)
+    if x.size == 0:
+        return None
+    with np.errstate(invalid="ignore", over="ignore"):
+        d = np.abs(x - y)
+        d[x == y] = 0.0
+        d[np.isnan(d)] = np.inf
+        r = np.clip(y - x, -20.0, 20.0)
+        r[np.isnan(r)] = 20.0
+        ratio = np.exp(r)
+        px, py = np.exp(x), np.exp(y)
+        pearson = float(np.corrcoef(px, py)[0, 1]) if x.size >= 2 and np.std(px) > 0 and np.std(py) > 0 else None
+        seq = [(float(np.mean(a)), float(np.mean(b))) for a, b in zip(ro, tr) if a.size]
+        log_ppl = np.array([a - b for a, b in seq]) if seq else np.zeros(1)
+    return {"n_tokens": int(x.size), "n_sequences": len(ro), "max_abs_dlogp": float(np.max(d)),
+            "mean_abs_dlogp": float(np.mean(d)),
+            "k1": float(np.mean(x - y)) if np.all(np.isfinite(x - y)) else math.inf,
+            "k3": float(np.mean(ratio - r - 1.0)), "chi2_token": float(np.mean(ratio ** 2) - 1.0),
+            "pearson_probs": pearson, "prob_diff_max": float(np.max(np.abs(px - py))),
+            "prob_diff_mean": float(np.mean(np.abs(px - py))),
+            "is_outside_frac": float(np.mean((ratio < 0.9) | (ratio > 1.1))),
+            "ppl_ratio": float(np.mean(np.exp(np.clip(log_ppl, -20.0, 20.0)))), "log_ppl_diff": float(np.mean(log_ppl))}
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, float) and isinstance(b, float):
+        return a == b or (math.isnan(a) and math.isnan(b))
+    return a == b
+
+
+_logprob = st.one_of(st.floats(min_value=-30, max_value=0), st.sampled_from([-math.inf, math.nan, 0.0, -1e-300]))
+_sequence_pairs = st.lists(st.integers(0, 24).flatmap(
+    lambda n: st.tuples(st.lists(_logprob, min_size=n, max_size=n), st.lists(_logprob, min_size=n, max_size=n))),
+    max_size=8)
+
+
+@given(pairs=_sequence_pairs)
+def test_fast_paths_give_the_reference_numbers(pairs):
+    for a, b in pairs:
+        if a:
+            c = compare_logprobs(name_0="a", lp_0=a, name_1="b", lp_1=b)
+            m, mean, i = _reference_compare(a, b)
+            assert (c.max_abs, c.argmax) == (m, i) and _same(c.mean_abs, mean)
+            assert (c.value_0, c.value_1) == (float(a[i]), float(b[i])) or math.isnan(a[i]) or math.isnan(b[i])
+    rollout, trainer = [a for a, _ in pairs], [b for _, b in pairs]
+    want = _reference_mismatch(rollout, trainer)
+    got = mismatch_metrics(rollout_name="r", rollout=rollout, trainer_name="t", trainer=trainer)
+    if want is not None:
+        assert all(_same(got[k], v) for k, v in want.items()), {k: (got[k], v) for k, v in want.items()}
+    from harness.checks.compare_fns import k3_kl
+
+    assert _same(k3_kl(rollout_name="r", rollout=rollout, trainer_name="t", trainer=trainer), got["k3"])
+
+
+def test_compare_logprobs_takes_non_float_lists_the_numpy_way():
+    c = compare_logprobs(name_0="a", lp_0=np.array([-1.0, -2.0]), name_1="b", lp_1=(-1, -2.5))
+    assert (c.max_abs, c.mean_abs, c.argmax) == (0.5, 0.25, 1)

@@ -69,3 +69,39 @@ def test_docs_records_md_is_current():
 
     doc = Path(__file__).parent.parent / "docs" / "records.md"
     assert doc.read_text() == schema_markdown() + "\n", "regenerate: python -m harness schema --markdown > docs/records.md"
+
+
+def test_fast_reader_gives_what_json_loads_and_validation_give(tmp_path):
+    """read_records validates each line with pydantic's JSON parser; the result must be what json.loads +
+    validate_python made before (NaN/Infinity, ints for floats, escapes, extra whitespace, CRLF)."""
+    import json
+    import math
+
+    from harness.records import _ADAPTER
+
+    lines = [gen(0).model_dump_json(),
+             gen(1).model_dump_json().replace('"completion_logprobs":[-0.5,-Infinity]',
+                                              '"completion_logprobs":[-1, NaN]').replace('"text":""',
+                                                                                         '"text":"\\u00e9\\n\\"x\\""'),
+             "  " + gen(2).model_dump_json().replace(",", ", ") + " \r"]
+    p = tmp_path / "x.jsonl"
+    p.write_text("\n".join(lines) + "\n")
+    got = read_records(p)
+    want = [_ADAPTER.validate_python(json.loads(line)) for line in lines]
+    assert len(got) == 3 and [g.model_dump_json() for g in got] == [w.model_dump_json() for w in want]
+    assert got[1].completion_logprobs[0] == -1.0 and math.isnan(got[1].completion_logprobs[1])
+    assert got[1].text == 'é\n"x"'
+    p.write_text("\r".join(lines[:2]) + "\r\n", newline="")  # old Mac line ends, as text mode reads them
+    assert [g.key.prompt_index for g in read_records(p)] == [0, 1]
+
+
+def test_cached_read_sees_any_change(tmp_path):
+    p = tmp_path / "x.jsonl"
+    p.write_text(gen(0).model_dump_json() + "\n")
+    first = read_records(p, cache=True)
+    again = read_records(p, cache=True)
+    assert again == first and again[0] is first[0] and again is not first  # the same records, a new list
+    # same size, same second: only the content differs
+    p.write_text(gen(0).model_dump_json().replace('"case_id":"c"', '"case_id":"d"') + "\n")
+    assert read_records(p, cache=True)[0].key.case_id == "d"
+    assert read_records(p)[0] is not read_records(p)[0]  # without cache=True: parsed every time

@@ -544,3 +544,107 @@ def test_case_sections_fold_errors_of_a_crashed_backend(tmp_path):
     html = (run / "index.html").read_text()
     case = html[html.index('id="case-greedy-basic"'):html.index('id="case-greedy-eos"')]
     assert 'class="small folded"' in case and "check(s) involving vllm" in case
+
+
+# ----------------------------------------------------------------------------- large runs (issue 10)
+from harness.report.junit import junit_text, write_junit, write_junit_etree  # noqa: E402
+
+
+@given(vs=_verdicts, backend_ok=st.booleans(), problems=st.lists(st.text(max_size=20), max_size=2))
+def test_junit_text_is_what_elementtree_writes(vs, backend_ok, problems, tmp_path_factory):
+    backends = {"vllm": {"status": "ok" if backend_ok else "failed", "reason": "r <&> \"q\"\n", "wall_s": 1.5,
+                         "errors": [] if backend_ok else [{"phase": "score", "case": None, "error_type": "E",
+                                                           "reason": "x\x1b[0m"}]},
+                "sglang_jax": {"status": "ok", "reason": "", "wall_s": None, "errors": []}}
+    summary = {"run_id": "r&<", "generated_at": "2025-01-01T00:00:00Z", "backends": backends, "problems": problems}
+    d = tmp_path_factory.mktemp("junit")
+    write_junit(d / "fast.xml", vs, summary)
+    write_junit_etree(d / "etree.xml", vs, summary)
+    assert (d / "fast.xml").read_bytes() == (d / "etree.xml").read_bytes()
+
+
+@pytest.mark.parametrize("kw", [{"failing": True}, {"failing": True, "crashed": "vllm", "case_error": True}])
+def test_junit_of_a_run_is_what_elementtree_writes(tmp_path, kw):
+    run = make_run(tmp_path, **kw)
+    s = write_reports(run)
+    write_junit_etree(tmp_path / "etree.xml", load_run(run).verdicts, s)
+    assert (run / "junit.xml").read_bytes() == (tmp_path / "etree.xml").read_bytes()
+    assert junit_text([], {**s, "backends": {}, "problems": []}).endswith("/>\n</testsuites>")
+
+
+def test_validation_of_many_rows_still_rejects_one_bad_row(passing_run):
+    s = build_summary(load_run(passing_run))
+    rows = s["checks"] * (200 // len(s["checks"]) + 1)
+    validate({**s, "checks": rows})
+    for bad in ({**rows[-1], "verdict": "ok"}, {**rows[-1], "value": True}, {**rows[-1], "value": "Inf"},
+                {**rows[-1], "backends": ["vllm", 3]}, {**rows[-1], "extra": 1}, {**rows[-1], "detail": None}):
+        with pytest.raises(jsonschema.ValidationError) as e:
+            validate({**s, "checks": rows[:-1] + [bad]})
+        assert list(e.value.absolute_path)[:2] == ["checks", len(rows) - 1]  # where it really is
+
+
+def test_check_row_schema_is_what_the_shape_shortcut_assumes():
+    """summary.validate checks one row per _check_shape; it assumes $defs.check constrains these strings by
+    type only and numbers by type only. A change to $defs.check must revisit _check_shape."""
+    from harness.report.summary import FREE_CHECK_STRINGS
+
+    d = load_schema()["$defs"]
+    props = d["check"]["properties"]
+    assert {k for k, v in props.items() if v == {"type": "string"}} == set(FREE_CHECK_STRINGS)
+    assert props["backends"] == {"type": "array", "items": {"type": "string"}}
+    assert props["value"] == props["threshold"] == {"$ref": "#/$defs/number"}
+    assert d["number"]["oneOf"] == [{"type": "number"}, {"enum": ["Infinity", "-Infinity", "NaN"]},
+                                    {"type": "null"}]
+    assert props["verdict"] == {"$ref": "#/$defs/outcome"} and set(props) == set(d["check"]["required"])
+
+
+def test_report_reuses_the_verdicts_compare_wrote_unless_the_file_changed(tmp_path):
+    from harness.compare import checks_json, write_checks
+
+    run = make_run(tmp_path, failing=True)
+    vs = load_run(run).verdicts
+    assert json.loads(checks_json(vs)) == json.loads(json.dumps(
+        {"schema_version": 1, "verdicts": [v.model_dump(mode="json") for v in vs]}))
+    write_checks(run, vs)
+    assert load_run(run).verdicts[0] is vs[0]  # the objects compare wrote, not parsed again
+    doc = json.loads((run / "checks.json").read_text())
+    doc["verdicts"][0]["detail"] = "edited by hand"
+    (run / "checks.json").write_text(json.dumps(doc))
+    again = load_run(run).verdicts
+    assert again[0] is not vs[0] and again[0].detail == "edited by hand" and again[1:] == vs[1:]
+
+
+def test_many_cases_are_shown_compact_failing_first(tmp_path, monkeypatch):
+    import harness.report.html as html_mod
+
+    monkeypatch.setattr(html_mod, "MAX_CASES_IN_FULL", 2)
+    monkeypatch.setattr(html_mod, "MAX_TABLE_ROWS", 5)
+    run = make_run(tmp_path, failing=True, extras=False)
+    s = write_reports(run)
+    html = (run / "index.html").read_text()
+    sections = re.findall(r'<section class="case ([a-z ]+)" id="case-([^"]+)"', html)
+    assert len(sections) == len(load_suite(SUITE).cases)  # every case keeps its section (links land)
+    full = [cid for cls, cid in sections if "compact" not in cls]
+    assert len(full) == 2 and "greedy-basic" in full  # the failing case first
+    last = sections[-1][1]
+    assert last not in full
+    compact = html[html.index(f'id="case-{last}"'):]
+    compact = compact[:compact.index("</section>")]
+    assert "case-compact" in compact and 'class="stream"' not in compact and "check(s) passed" in compact
+    assert f"{s['counts']['total'] - 5} more verdict(s) not listed here" in html
+    assert f"All checks ({s['counts']['total']})" in html
+
+
+def test_logprob_statistics_cover_panels_not_shown(tmp_path, monkeypatch):
+    import harness.report.html as html_mod
+
+    run = make_run(tmp_path, failing=False, extras=False)
+    data = load_run(run)
+    mains = [g for g in data.generations if g.key.variant == "main" and g.backend == "vllm"]
+    monkeypatch.setattr(html_mod, "MAX_PROMPTS_PER_CASE", 1)
+    monkeypatch.setattr(html_mod, "MAX_CASES_IN_FULL", 1)
+    write_reports(run)
+    html = (run / "index.html").read_text()
+    row = html[html.index('id="dlogp-stats"'):]
+    row = row[row.index("vllm</td>"):]
+    assert f'<td class="num">{sum(len(g.completion_ids) for g in mains)}</td>' in row[:200]

@@ -21,10 +21,18 @@ from harness.verdict import Verdict
 CheckFn = Callable[[RunData, Case], list[Verdict]]
 
 
+_PLAIN = frozenset({str, int, float, bool, type(None)})  # returned as they are (none has an .item())
+
+
 def clean(x):
     """numpy scalars and tuples -> JSON-able Python values, recursively."""
+    t = type(x)
+    if t in _PLAIN:
+        return x
+    if t is list and all(type(v) in _PLAIN for v in x):  # a list of plain numbers: the common case, copied
+        return list(x)
     if isinstance(x, dict):
-        return {str(k): clean(v) for k, v in x.items()}
+        return {k if type(k) is str else str(k): v if type(v) in _PLAIN else clean(v) for k, v in x.items()}
     if isinstance(x, (list, tuple, set)):
         return [clean(v) for v in x]
     if hasattr(x, "item") and callable(x.item):

@@ -7,6 +7,7 @@ who disagreed with whom, where, and by how much.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field
 
@@ -70,7 +71,7 @@ def compare_logprobs(*, name_0: str, lp_0: list[float] | None, name_1: str, lp_1
         if lp is None:
             out.problem = f"{name} returned no logprobs"
             return out
-        if any(v is None for v in lp):
+        if (None in lp) if type(lp) is list else any(v is None for v in lp):
             out.problem = f"{name} has None among its logprobs at position {[v is None for v in lp].index(True)}"
             return out
     if len(lp_0) != len(lp_1):
@@ -79,11 +80,32 @@ def compare_logprobs(*, name_0: str, lp_0: list[float] | None, name_1: str, lp_1
     out.n = len(lp_0)
     if out.n == 0:
         return out
-    d = abs_diffs(lp_0, lp_1)
-    i = int(np.argmax(d))
-    out.max_abs, out.mean_abs, out.argmax = float(d[i]), float(np.mean(d)), i
+    if _all_floats(lp_0) and _all_floats(lp_1):
+        # The same numbers as abs_diffs + argmax + mean below, in plain Python (float arithmetic is the same
+        # IEEE double arithmetic; the sum stays numpy's pairwise one): several times faster on the short
+        # sequences of a run, where numpy's per-call overhead dominates. tests/test_checks_compare.py pins it.
+        d = [0.0 if a == b else abs(a - b) for a, b in zip(lp_0, lp_1)]
+        if not all(v == v for v in d):
+            d = [v if v == v else math.inf for v in d]
+        m = max(d)
+        i = d.index(m)
+        out.max_abs, out.mean_abs, out.argmax = m, float(_SUM(np.array(d, dtype=np.float64))) / out.n, i
+    else:
+        d = abs_diffs(lp_0, lp_1)
+        i = int(np.argmax(d))
+        out.max_abs, out.mean_abs, out.argmax = float(d[i]), float(np.mean(d)), i
     out.value_0, out.value_1 = float(lp_0[i]), float(lp_1[i])
     return out
+
+
+_SUM = np.add.reduce  # what np.mean sums with (pairwise), without its Python-level wrapper
+
+
+_FLOAT = frozenset({float})
+
+
+def _all_floats(lp) -> bool:
+    return type(lp) is list and _FLOAT.issuperset(map(type, lp))
 
 
 def compare_prompt_logprobs(*, name_0: str, plp_0: list[float | None] | None, name_1: str,
@@ -101,8 +123,9 @@ def compare_prompt_logprobs(*, name_0: str, plp_0: list[float | None] | None, na
         if plp[0] is not None:
             out.problem = f"{name}'s first prompt logprob is {plp[0]!r}, not None (the first token has no context)"
             return out
-        inner = [j for j, v in enumerate(plp[1:], 1) if v is None]
-        if inner:
+        rest = plp[1:]
+        if (None in rest) if type(rest) is list else any(v is None for v in rest):
+            inner = [j for j, v in enumerate(rest, 1) if v is None]
             out.problem = f"{name} has None at prompt position {inner[0]} (only position 0 may be None)"
             return out
     cmp_ = compare_logprobs(name_0=name_0, lp_0=list(plp_0[1:]), name_1=name_1, lp_1=list(plp_1[1:]))
@@ -190,6 +213,24 @@ def _clean(rollout: list[list[float]], trainer: list[list[float]]) -> tuple[list
     return ro, tr
 
 
+def _clean_flat(rollout: list[list[float]], trainer: list[list[float]]
+                ) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int]]]:
+    """_clean's arrays concatenated (x, y) and where each sequence lies in them: the same numbers, made with
+    a handful of numpy calls for the whole run of sequences instead of several per sequence."""
+    lens = [len(a) for a in rollout]
+    x = np.array(list(itertools.chain.from_iterable(rollout)), dtype=np.float64)
+    y = np.array(list(itertools.chain.from_iterable(trainer)), dtype=np.float64)
+    keep = ~((x == -np.inf) & (y == -np.inf))
+    kept = np.cumsum(keep).tolist()
+    spans, start, end = [], 0, 0
+    for n in lens:
+        end += n
+        stop = kept[end - 1] if end else 0
+        spans.append((start, stop))
+        start = stop
+    return x[keep], y[keep], spans
+
+
 def mismatch_metrics(*, rollout_name: str, rollout: list[list[float]], trainer_name: str,
                      trainer: list[list[float]], is_band: tuple[float, float] = IS_BAND) -> dict:
     """Trainer-vs-rollout mismatch the way verl (rollout_corr_helper.compute_offpolicy_metrics,
@@ -206,41 +247,70 @@ def mismatch_metrics(*, rollout_name: str, rollout: list[list[float]], trainer_n
     """
     if len(rollout) != len(trainer) or any(len(a) != len(b) for a, b in zip(rollout, trainer)):
         raise ValueError(f"{rollout_name} and {trainer_name} sequences differ in shape")
-    ro, tr = _clean(rollout, trainer)
-    x = np.concatenate(ro) if ro else np.zeros(0)
-    y = np.concatenate(tr) if tr else np.zeros(0)
+    x, y, spans = _clean_flat(rollout, trainer)
     out: dict = {"rollout": rollout_name, "trainer": trainer_name, "n_tokens": int(x.size),
-                 "n_sequences": len(ro), "is_band": list(is_band)}
+                 "n_sequences": len(spans), "is_band": list(is_band)}
     if x.size == 0:
         return out | {"max_abs_dlogp": 0.0, "mean_abs_dlogp": 0.0, "k1": 0.0, "k3": 0.0, "chi2_token": 0.0,
                       "pearson_probs": None, "prob_diff_max": 0.0, "prob_diff_mean": 0.0, "is_outside_frac": 0.0,
                       "ppl_ratio": 1.0, "log_ppl_diff": 0.0}
     with np.errstate(invalid="ignore", over="ignore"):
-        d = abs_diffs(list(x), list(y))
-        r = np.clip(y - x, -SAFETY_BOUND, SAFETY_BOUND)
-        r[np.isnan(r)] = SAFETY_BOUND
-        ratio = np.exp(r)
+        d = abs_diffs(x, y)  # (float64 arrays already: the same values as from lists, without the round trip)
+        r, ratio = _log_ratio(x, y)
         px, py = np.exp(x), np.exp(y)
         pearson = None
         if x.size >= 2 and np.std(px) > 0 and np.std(py) > 0:
             pearson = float(np.corrcoef(px, py)[0, 1])
-        seq = [(float(np.mean(a)), float(np.mean(b))) for a, b in zip(ro, tr) if a.size]
+        # float(np.mean(a)) of a 1-d float64 array is its pairwise sum / size: the same, without the wrapper
+        seq = [(float(_SUM(x[i:j])) / (j - i), float(_SUM(y[i:j])) / (j - i)) for i, j in spans if j > i]
         log_ppl = np.array([a - b for a, b in seq]) if seq else np.zeros(1)
-    k1 = float(np.mean(x - y)) if np.all(np.isfinite(x - y)) else math.inf
+    # _mean(a) is float(np.mean(a)) of these 1-d float64 arrays (np.mean sums with the same pairwise
+    # reduction, then divides by the count), without np.mean's Python wrapper
+    x_y = x - y
+    k1 = _mean(x_y) if np.all(np.isfinite(x_y)) else math.inf
+    pdiff = np.abs(px - py)
+    outside = (ratio < is_band[0]) | (ratio > is_band[1])
     out.update({
-        "max_abs_dlogp": float(np.max(d)),
-        "mean_abs_dlogp": float(np.mean(d)),
+        "max_abs_dlogp": float(d.max()),
+        "mean_abs_dlogp": _mean(d),
         "k1": k1,
-        "k3": float(np.mean(ratio - r - 1.0)),
-        "chi2_token": float(np.mean(ratio ** 2) - 1.0),
+        "k3": _k3(r, ratio),
+        "chi2_token": _mean(ratio ** 2) - 1.0,
         "pearson_probs": pearson,
-        "prob_diff_max": float(np.max(np.abs(px - py))),
-        "prob_diff_mean": float(np.mean(np.abs(px - py))),
-        "is_outside_frac": float(np.mean((ratio < is_band[0]) | (ratio > is_band[1]))),
-        "ppl_ratio": float(np.mean(np.exp(np.clip(log_ppl, -SAFETY_BOUND, SAFETY_BOUND)))),
-        "log_ppl_diff": float(np.mean(log_ppl)),
+        "prob_diff_max": float(pdiff.max()),
+        "prob_diff_mean": _mean(pdiff),
+        "is_outside_frac": int(np.count_nonzero(outside)) / outside.size,  # (np.mean of a bool array: the same)
+        "ppl_ratio": _mean(np.exp(np.clip(log_ppl, -SAFETY_BOUND, SAFETY_BOUND))),
+        "log_ppl_diff": _mean(log_ppl),
     })
     return out
+
+
+def _mean(a: np.ndarray) -> float:
+    with np.errstate(invalid="ignore", over="ignore"):
+        return float(_SUM(a)) / a.size
+
+
+def _log_ratio(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """r = trainer - rollout clamped to +-SAFETY_BOUND (NaN -> the bound) and the importance ratio exp(r)."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        r = np.clip(y - x, -SAFETY_BOUND, SAFETY_BOUND)
+        r[np.isnan(r)] = SAFETY_BOUND
+        return r, np.exp(r)
+
+
+def _k3(r: np.ndarray, ratio: np.ndarray) -> float:
+    return _mean(ratio - r - 1.0)
+
+
+def k3_kl(*, rollout_name: str, rollout: list[list[float]], trainer_name: str, trainer: list[list[float]]) -> float:
+    """mismatch_metrics(...)["k3"] alone (the same number), for callers that need nothing else."""
+    if len(rollout) != len(trainer) or any(len(a) != len(b) for a, b in zip(rollout, trainer)):
+        raise ValueError(f"{rollout_name} and {trainer_name} sequences differ in shape")
+    x, y, _ = _clean_flat(rollout, trainer)
+    if x.size == 0:
+        return 0.0
+    return _k3(*_log_ratio(x, y))
 
 
 @dataclass

@@ -70,6 +70,7 @@ class RunData:
         # (backend, phase, case_id) -> case hashes seen that are not the suite's
         self.stale: dict[tuple[str, str, str], set[str]] = defaultdict(set)
         self.seen_backends: list[str] = []
+        self._eos: tuple[set[int], str] | None = None
         for r in records:
             if r.backend not in self.seen_backends:
                 self.seen_backends.append(r.backend)
@@ -109,7 +110,7 @@ class RunData:
             # still decide which records are compared)
             local = Path(__file__).resolve().parents[2] / "cases" / Path(path).name
             path = str(local) if local.exists() else path
-        return cls(run_dir, load_suite(path), manifest, read_run(run_dir))
+        return cls(run_dir, load_suite(path), manifest, read_run(run_dir, cache=True))
 
     # ------------------------------------------------------------ who is here
     @property
@@ -208,7 +209,13 @@ class RunData:
     # ------------------------------------------------------------ model facts
     def eos_ids(self) -> tuple[set[int], str]:
         """The model's EOS ids and where they came from: the model directory named by a session
-        record (generation_config.json / config.json), else the reference's EOS-stopped completions."""
+        record (generation_config.json / config.json), else the reference's EOS-stopped completions.
+        Worked out once per run (every case's eos_policy asks); a copy each time."""
+        if self._eos is None:
+            self._eos = self._find_eos_ids()
+        return set(self._eos[0]), self._eos[1]
+
+    def _find_eos_ids(self) -> tuple[set[int], str]:
         ids: set[int] = set()
         for (_, _), sessions in sorted(self.sessions.items()):
             for s in sessions:

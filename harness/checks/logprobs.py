@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 
 from harness.checks.base import fmt_keys, guard, not_applicable, verdict
-from harness.checks.compare_fns import compare_logprobs, mismatch_metrics, mode_distances
+from harness.checks.compare_fns import compare_logprobs, k3_kl, mode_distances
 from harness.checks.data import REFERENCE, RunData, Unavailable
 from harness.spec import LOGPROB_MODES
 from harness.suite import Case
@@ -315,8 +315,8 @@ def self_consistency(ctx: RunData, case: Case) -> list[Verdict]:
                 score_lp.append(list(s.logprobs))
         if not w.per and not w.problems:
             raise Unavailable("skipped", "; ".join(sorted(notes)) or "nothing to compare")
-        k3 = mismatch_metrics(rollout_name=f"{x} generate", rollout=gen_lp, trainer_name=f"{x} score",
-                              trainer=score_lp)["k3"] if gen_lp else None
+        k3 = k3_kl(rollout_name=f"{x} generate", rollout=gen_lp, trainer_name=f"{x} score",
+                   trainer=score_lp) if gen_lp else None
         return verdict(check, case.id, [x], metric=metric, value=w.result, threshold=atol,
                        passed=not w.problems and w.value <= atol, detail=w.detail(atol),
                        data=w.data() | {"k3": k3, "notes": sorted(notes)})

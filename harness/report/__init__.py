@@ -32,14 +32,21 @@ def write_reports(run_dir: Path) -> dict:
 
     summary.json is written first and validated against its schema (a mismatch is a harness bug and
     raises), so CI always has the machine-readable verdict even if rendering the HTML fails."""
+    from harness.records import forget_cached, gc_paused
     from harness.report.html import render_html
     from harness.report.junit import write_junit
+    from harness.verdict import forget_checks
 
     run_dir = Path(run_dir)
-    data = load_run(run_dir)
-    summary = build_summary(data)
-    validate(summary)
-    _atomic_write(run_dir / "summary.json", json.dumps(summary, indent=2, allow_nan=False) + "\n")
-    write_junit(run_dir / "junit.xml", data.verdicts, summary)
-    _atomic_write(run_dir / "index.html", render_html(data, summary))
+    try:
+        with gc_paused():  # (harness/records.py: a large run is millions of long-lived objects)
+            data = load_run(run_dir)
+            summary = build_summary(data)
+            validate(summary)
+            _atomic_write(run_dir / "summary.json", json.dumps(summary, indent=2, allow_nan=False) + "\n")
+            write_junit(run_dir / "junit.xml", data.verdicts, summary)
+            _atomic_write(run_dir / "index.html", render_html(data, summary))
+    finally:  # records and verdicts that compare_run left for this report (same process): no longer needed
+        forget_cached(run_dir)
+        forget_checks(run_dir / "checks.json")
     return summary

@@ -12,10 +12,11 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import jinja2
+import numpy as np
 from markupsafe import Markup
 
 from harness.report import plots
@@ -27,6 +28,8 @@ RANK = {"error": 0, "fail": 1, "pass": 2, "skipped": 3}
 LOG_TAIL_LINES = 40
 CAUSE_CHECKS = ("backend_ran", "rl.run")  # checks that say why a backend did not run: never folded away
 MAX_PROMPTS_PER_CASE = 24  # prompt/sample panels shown in full per case; the rest are listed (records/ has them)
+MAX_CASES_IN_FULL = 40  # case sections with panels (failing cases first); the rest compact (verdicts, errors)
+MAX_TABLE_ROWS = 1000  # rows of a long verdict table (failing checks, every verdict); the rest are counted
 
 
 def _env() -> jinja2.Environment:
@@ -186,108 +189,59 @@ def _fold(verdicts: list, broken: list[str]) -> tuple[list, dict[str, list]]:
     return own, {b: vs for b, vs in folded.items() if vs}
 
 
+def _case_ids(data: RunData, suite_cases: dict) -> list[str]:
+    """Suite cases in suite order, then cases only the records or error records name."""
+    ids = list(suite_cases)
+    seen = set(ids)
+    for g in data.generations:
+        if g.key.case_id not in seen:
+            ids.append(g.key.case_id)
+            seen.add(g.key.case_id)
+    error_cases = {e.key.case_id for e in data.errors if e.key}
+    for v in data.verdicts:
+        if v.case in seen or not v.case:
+            continue
+        if v.case in error_cases:
+            ids.append(v.case)
+            seen.add(v.case)
+    for e in data.errors:
+        if e.key and e.key.case_id not in seen:
+            ids.append(e.key.case_id)
+            seen.add(e.key.case_id)
+    return ids
+
+
+def _main_keys(gens: list) -> list[tuple[int, int]]:
+    return sorted({(g.key.prompt_index, g.key.sample_index) for g in gens if g.key.variant == "main"})
+
+
 def _case_views(data: RunData, idx: _Index, vocab: dict[int, str], colors: dict[str, str],
                 broken: list[str]) -> list[dict]:
+    """One view per case. The first MAX_CASES_IN_FULL cases by outcome (errors, then failures, then the
+    rest, each in suite order) get their prompt/sample panels; the others are `compact`: verdicts and
+    error records only (a 100k-record run has thousands of cases; the page would not open)."""
     suite_cases = {c.id: c for c in data.suite.cases} if data.suite is not None else {}
-    ids = list(suite_cases)
-    for g in data.generations:
-        if g.key.case_id not in ids:
-            ids.append(g.key.case_id)
+    ids = _case_ids(data, suite_cases)
+    verdicts_of: dict[str, list] = defaultdict(list)
     for v in data.verdicts:
-        if v.case in ids or not v.case:
-            continue
-        if any(e.key and e.key.case_id == v.case for e in data.errors):
-            ids.append(v.case)
+        verdicts_of[v.case].append(v)
+    errors_of: dict[str, list] = defaultdict(list)
     for e in data.errors:
-        if e.key and e.key.case_id not in ids:
-            ids.append(e.key.case_id)
+        if e.key:
+            errors_of[e.key.case_id].append(e)
 
     views = []
     for cid in ids:
         case = suite_cases.get(cid)
-        verdicts = sorted([v for v in data.verdicts if v.case == cid], key=lambda v: (RANK[v.verdict], v.check))
+        verdicts = sorted(verdicts_of.get(cid, []), key=lambda v: (RANK[v.verdict], v.check))
         shown, folded = _fold(verdicts, broken)
-        errors = [e for e in data.errors if e.key and e.key.case_id == cid]
+        bad = [v for v in shown if v.verdict in ("fail", "error")]
+        good = [v for v in shown if v.verdict not in ("fail", "error")]
+        errors = errors_of.get(cid, [])
         gens = idx.by_case.get(cid, [])
         sampled = bool(case and not case.sampling.greedy) or any(
             (g.native_params or {}).get("temperature", 0) not in (0, 0.0, None) for g in gens[:1])
-        tol = None
-        if case is not None:
-            try:
-                tol = case.tolerance("logprob_atol")
-            except KeyError:
-                tol = None
-        if tol is None:
-            tol = next((v.threshold for v in verdicts if v.check == "completion_logprobs" and v.threshold), None)
-        keys = sorted({(g.key.prompt_index, g.key.sample_index) for g in gens if g.key.variant == "main"})
-        prompts = []
-        for pi, si in keys:
-            rows = []
-            base_backend = REFERENCE if (REFERENCE, cid, pi, si, "main") in idx.gen else next(
-                (b for b in data.backends if (b, cid, pi, si, "main") in idx.gen), None)
-            base = idx.gen.get((base_backend, cid, pi, si, "main"))
-            missing = []
-            for b in data.backends:
-                g = idx.gen.get((b, cid, pi, si, "main"))
-                if g is None:
-                    missing.append(b)
-                    continue
-                rs = idx.ref_score.get((b, cid, pi, si, "main"))
-                row = _stream_row(b, b, g, rs, None if b == base_backend else list(base.completion_ids), vocab,
-                                  colors[b], sampled)
-                rows.append(row)
-            variants_same, variant_rows = [], []
-            for b in data.backends:
-                main = idx.gen.get((b, cid, pi, si, "main"))
-                if main is None:
-                    continue
-                for g in gens:
-                    k = g.key
-                    if g.backend != b or k.variant == "main" or k.prompt_index != pi or k.sample_index != si:
-                        continue
-                    if list(g.completion_ids) == list(main.completion_ids):
-                        variants_same.append(f"{b} {k.variant}")
-                    else:
-                        rs = idx.ref_score.get((b, cid, pi, si, k.variant))
-                        variant_rows.append(_stream_row(f"{b} ({k.variant})", b, g, rs, list(main.completion_ids),
-                                                        vocab, colors[b], sampled))
-            width = max((len(r["cells"]) for r in rows + variant_rows), default=0)
-            first_div = min((r["divergence"] for r in rows if r["divergence"] is not None), default=None)
-            plot_series = [(r["label"] + ("" if r["backend"] != REFERENCE else " (self)"), r["color"], r["dlogp"])
-                           for r in rows if r["has_ref"]]
-            plot = Markup(plots.logprob_diff_plot(plot_series, threshold=tol, divergence=first_div)) \
-                if plot_series else None
-            prompt_text = None
-            if case is not None and pi < len(case.prompts):
-                prompt_text = case.prompts[pi].text
-            pids = list(base.prompt_ids) if base is not None else []
-            prompt_ld = []
-            ref_gen = idx.gen.get((REFERENCE, cid, pi, si, "main"))
-            for r in rows:
-                g = idx.gen.get((r["backend"], cid, pi, si, "main"))
-                if r["backend"] == REFERENCE or ref_gen is None or not g.prompt_logprobs or not ref_gen.prompt_logprobs:
-                    continue
-                diffs = [abs(a - b) for a, b in zip(g.prompt_logprobs, ref_gen.prompt_logprobs)
-                         if a is not None and b is not None]
-                prompt_ld.append((r["backend"], max(diffs) if diffs else None))
-            prompts.append({
-                "prompt_index": pi, "sample_index": si, "text": prompt_text, "ids": pids,
-                "tokens": [token_text(vocab, t) for t in pids], "rows": rows, "variant_rows": variant_rows,
-                "variants_same": variants_same, "width": width, "base": base_backend, "missing": missing,
-                "plot": plot, "first_divergence": first_div, "prompt_logprob_diff": prompt_ld,
-                "mismatch": any(r["divergence"] is not None for r in rows),
-            })
-        hidden = []
-        if len(prompts) > MAX_PROMPTS_PER_CASE:  # keep the page readable: interesting panels first
-            def interesting(p: dict) -> bool:
-                return p["mismatch"] or bool(p["missing"]) or any(
-                    r["max_abs_d"] is not None and tol is not None and r["max_abs_d"] > tol for r in p["rows"])
-
-            keep = {i for i, p in enumerate(prompts) if interesting(p)}
-            keep = set(sorted(keep)[:MAX_PROMPTS_PER_CASE])
-            keep |= set([i for i in range(len(prompts)) if i not in keep][:MAX_PROMPTS_PER_CASE - len(keep)])
-            hidden = [f"{p['prompt_index']}/{p['sample_index']}" for i, p in enumerate(prompts) if i not in keep]
-            prompts = [p for i, p in enumerate(prompts) if i in keep]
+        tol = _case_tolerance(case, verdicts)
         outcome = group_verdict([v.verdict for v in verdicts])
         real_errors = [e for e in errors if e.error_type != "Skipped"]
         if real_errors and outcome != "error":
@@ -305,48 +259,197 @@ def _case_views(data: RunData, idx: _Index, vocab: dict[int, str], colors: dict[
                 gens[0].key.case_hash if gens else ""), "weights": case.weights if case else (
                 gens[0].key.weights if gens else ""), "checks": list(case.checks) if case else [],
             "sampling": sampling, "sampled": sampled, "tolerance": tol, "verdicts": verdicts, "errors": errors,
-            "shown": shown, "folded": folded,
-            "outcome": outcome if (verdicts or real_errors) else "none", "prompts": prompts, "hidden": hidden,
+            "shown": shown, "folded": folded, "bad": bad, "good": good,
+            "n_pass": sum(1 for v in good if v.verdict == "pass"),
+            "n_skipped": sum(1 for v in good if v.verdict == "skipped"),
+            "good_checks": _unique([v.check for v in good]),
+            "outcome": outcome if (verdicts or real_errors) else "none", "prompts": [], "hidden": [],
             "repeats": case.repeats if case else None, "alone": case.alone if case else None,
+            "compact": False, "panels": len(_main_keys(gens)),
         })
+    order = sorted(range(len(views)), key=lambda i: (RANK.get(views[i]["outcome"], len(RANK)), i))
+    full = set(order[:MAX_CASES_IN_FULL])
+    for i, view in enumerate(views):
+        if i in full:
+            view["prompts"], view["hidden"] = _prompt_panels(data, idx, view, suite_cases.get(view["id"]), vocab,
+                                                             colors)
+        else:
+            view["compact"] = True
     return views
 
 
-# ----------------------------------------------------------------------------- aggregate views
-def _dlogp_stats(cases: list[dict], backends: list[str], colors: dict[str, str], tol_default: float | None):
-    import pandas as pd
+def _unique(names: list[str]) -> list[str]:
+    """jinja's `unique` filter: first occurrences, compared case-insensitively."""
+    seen: set[str] = set()
+    out = []
+    for n in names:
+        k = n.lower()
+        if k not in seen:
+            seen.add(k)
+            out.append(n)
+    return out
 
-    rows = []
+
+def _case_tolerance(case, verdicts: list) -> float | None:
+    tol = None
+    if case is not None:
+        try:
+            tol = case.tolerance("logprob_atol")
+        except KeyError:
+            tol = None
+    if tol is None:
+        tol = next((v.threshold for v in verdicts if v.check == "completion_logprobs" and v.threshold), None)
+    return tol
+
+
+def _prompt_panels(data: RunData, idx: _Index, view: dict, case, vocab: dict[int, str], colors: dict[str, str]
+                   ) -> tuple[list[dict], list[str]]:
+    """A case's prompt/sample panels (token streams, Δ plot, per-token table), at most MAX_PROMPTS_PER_CASE
+    (the interesting ones first); and the prompt/sample labels of those left out."""
+    cid, tol, sampled = view["id"], view["tolerance"], view["sampled"]
+    gens = idx.by_case.get(cid, [])
+    keys = _main_keys(gens)
+    # which panels to show is decided on what they would show (divergence, missing backends, Δ beyond the
+    # tolerance): work out only that for every panel, and the panels themselves for those shown
+    looks = []
+    for pi, si in keys:
+        base_backend = REFERENCE if (REFERENCE, cid, pi, si, "main") in idx.gen else next(
+            (b for b in data.backends if (b, cid, pi, si, "main") in idx.gen), None)
+        base = idx.gen.get((base_backend, cid, pi, si, "main"))
+        missing, mismatch, over = [], False, False
+        for b in data.backends:
+            g = idx.gen.get((b, cid, pi, si, "main"))
+            if g is None:
+                missing.append(b)
+                continue
+            if b != base_backend and _first_divergence(list(base.completion_ids), list(g.completion_ids)) is not None:
+                mismatch = True
+            if tol is not None and not over:
+                m = _max_abs_d(_dlogp(g, idx.ref_score.get((b, cid, pi, si, "main"))))
+                over = m is not None and m > tol
+        looks.append((mismatch or bool(missing) or over))
+    hidden: list[str] = []
+    keep = set(range(len(keys)))
+    if len(keys) > MAX_PROMPTS_PER_CASE:  # keep the page readable: interesting panels first
+        keep = {i for i, interesting in enumerate(looks) if interesting}
+        keep = set(sorted(keep)[:MAX_PROMPTS_PER_CASE])
+        keep |= set([i for i in range(len(keys)) if i not in keep][:MAX_PROMPTS_PER_CASE - len(keep)])
+        hidden = [f"{pi}/{si}" for i, (pi, si) in enumerate(keys) if i not in keep]
+    prompts = []
+    for i, (pi, si) in enumerate(keys):
+        if i not in keep:
+            continue
+        rows = []
+        base_backend = REFERENCE if (REFERENCE, cid, pi, si, "main") in idx.gen else next(
+            (b for b in data.backends if (b, cid, pi, si, "main") in idx.gen), None)
+        base = idx.gen.get((base_backend, cid, pi, si, "main"))
+        missing = []
+        for b in data.backends:
+            g = idx.gen.get((b, cid, pi, si, "main"))
+            if g is None:
+                missing.append(b)
+                continue
+            rs = idx.ref_score.get((b, cid, pi, si, "main"))
+            row = _stream_row(b, b, g, rs, None if b == base_backend else list(base.completion_ids), vocab,
+                              colors[b], sampled)
+            rows.append(row)
+        variants_same, variant_rows = [], []
+        for b in data.backends:
+            main = idx.gen.get((b, cid, pi, si, "main"))
+            if main is None:
+                continue
+            for g in gens:
+                k = g.key
+                if g.backend != b or k.variant == "main" or k.prompt_index != pi or k.sample_index != si:
+                    continue
+                if list(g.completion_ids) == list(main.completion_ids):
+                    variants_same.append(f"{b} {k.variant}")
+                else:
+                    rs = idx.ref_score.get((b, cid, pi, si, k.variant))
+                    variant_rows.append(_stream_row(f"{b} ({k.variant})", b, g, rs, list(main.completion_ids),
+                                                    vocab, colors[b], sampled))
+        width = max((len(r["cells"]) for r in rows + variant_rows), default=0)
+        first_div = min((r["divergence"] for r in rows if r["divergence"] is not None), default=None)
+        plot_series = [(r["label"] + ("" if r["backend"] != REFERENCE else " (self)"), r["color"], r["dlogp"])
+                       for r in rows if r["has_ref"]]
+        plot = Markup(plots.logprob_diff_plot(plot_series, threshold=tol, divergence=first_div)) \
+            if plot_series else None
+        prompt_text = None
+        if case is not None and pi < len(case.prompts):
+            prompt_text = case.prompts[pi].text
+        pids = list(base.prompt_ids) if base is not None else []
+        prompt_ld = []
+        ref_gen = idx.gen.get((REFERENCE, cid, pi, si, "main"))
+        for r in rows:
+            g = idx.gen.get((r["backend"], cid, pi, si, "main"))
+            if r["backend"] == REFERENCE or ref_gen is None or not g.prompt_logprobs or not ref_gen.prompt_logprobs:
+                continue
+            diffs = [abs(a - b) for a, b in zip(g.prompt_logprobs, ref_gen.prompt_logprobs)
+                     if a is not None and b is not None]
+            prompt_ld.append((r["backend"], max(diffs) if diffs else None))
+        prompts.append({
+            "prompt_index": pi, "sample_index": si, "text": prompt_text, "ids": pids,
+            "tokens": [token_text(vocab, t) for t in pids], "rows": rows, "variant_rows": variant_rows,
+            "variants_same": variants_same, "width": width, "base": base_backend, "missing": missing,
+            "plot": plot, "first_divergence": first_div, "prompt_logprob_diff": prompt_ld,
+            "mismatch": any(r["divergence"] is not None for r in rows),
+        })
+    return prompts, hidden
+
+
+def _max_abs_d(d: list[float | None]) -> float | None:
+    """A stream row's max_abs_d: inf when a Δ is non-finite, None when there is none."""
+    finite = [abs(x) for x in d if x is not None and math.isfinite(x)]
+    if any(x is not None and not math.isfinite(x) for x in d):
+        return float("inf")
+    return max(finite) if finite else None
+
+
+def _dlogp_series(data: RunData, idx: _Index, cases: list[dict]) -> list[tuple[str, list[float | None], float | None]]:
+    """(backend, Δ per token, the case's tolerance) of every main-variant completion, in page order (case,
+    prompt/sample, backend): what the statistics and histograms cover, whether or not its panel is shown."""
+    out = []
     for c in cases:
-        for p in c["prompts"]:
-            for r in p["rows"]:
-                for i, d in enumerate(r["dlogp"]):
-                    if d is None:
-                        continue
-                    rows.append({"backend": r["backend"], "case": c["id"], "d": d, "tol": c["tolerance"]})
-    if not rows:
-        return [], []
-    df = pd.DataFrame(rows)
-    df["abs"] = df["d"].abs()
-    df["finite"] = df["d"].map(math.isfinite)
+        cid = c["id"]
+        for pi, si in _main_keys(idx.by_case.get(cid, [])):
+            for b in data.backends:
+                g = idx.gen.get((b, cid, pi, si, "main"))
+                if g is not None:
+                    out.append((b, _dlogp(g, idx.ref_score.get((b, cid, pi, si, "main"))), c["tolerance"]))
+    return out
+
+
+# ----------------------------------------------------------------------------- aggregate views
+def _dlogp_stats(series: list[tuple[str, list[float | None], float | None]], backends: list[str],
+                colors: dict[str, str], tol_default: float | None):
+    """Per backend over every token with a Δ: counts, max/mean/p95 of the finite |Δ| (numpy: the mean is its
+    pairwise sum / n, p95 linear interpolation), signed mean, tokens over their case's tolerance."""
+    per: dict[str, tuple[list, list]] = {}
+    for b, ds, tol in series:
+        d, t = per.setdefault(b, ([], []))
+        kept = [x for x in ds if x is not None]
+        d += kept
+        t += [math.inf if tol is None or tol != tol else tol] * len(kept)
     stats, hists = [], []
     for b in backends:
-        sub = df[df["backend"] == b]
-        if sub.empty:
+        if not per.get(b, ([],))[0]:
             continue
-        fin = sub[sub["finite"]]
-        over = int((fin["abs"] > fin["tol"].fillna(float("inf"))).sum())
+        d = np.asarray(per[b][0], dtype=np.float64)
+        tol = np.asarray(per[b][1], dtype=np.float64)
+        absd = np.abs(d)
+        finite = np.isfinite(d)
+        fd, fa = d[finite], absd[finite]
+        n = int(fa.size)
         stats.append({
-            "backend": b, "color": colors[b], "tokens": int(len(sub)), "nonfinite": int((~sub["finite"]).sum()),
-            "max": float(fin["abs"].max()) if len(fin) else None,
-            "mean": float(fin["abs"].mean()) if len(fin) else None,
-            "p95": float(fin["abs"].quantile(0.95)) if len(fin) else None,
-            "mean_signed": float(fin["d"].mean()) if len(fin) else None,
-            "over_tol": over,
+            "backend": b, "color": colors[b], "tokens": int(d.size), "nonfinite": int(d.size - n),
+            "max": float(fa.max()) if n else None,
+            "mean": float(np.mean(fa)) if n else None,
+            "p95": float(np.percentile(fa, 95.0)) if n else None,
+            "mean_signed": float(np.mean(fd)) if n else None,
+            "over_tol": int(np.count_nonzero(fa > tol[finite])),
         })
         title = "reference: generate vs own score" if b == REFERENCE else f"{b}: |Δ logprob| vs reference"
-        hists.append({"backend": b, "svg": Markup(plots.log_histogram(sub["abs"].tolist(), color=colors[b],
-                                                                      title=title))})
+        hists.append({"backend": b, "svg": Markup(plots.log_histogram(absd.tolist(), color=colors[b], title=title))})
     return stats, hists
 
 
@@ -442,7 +545,7 @@ def render_html(data: RunData, summary: dict) -> str:
     broken = [b for b in order if backends.get(b, {}).get("status", "ok") != "ok"]
     cases = _case_views(data, idx, vocab, colors, broken)
     tol_default = None
-    stats, hists = _dlogp_stats(cases, order, colors, tol_default)
+    stats, hists = _dlogp_stats(_dlogp_series(data, idx, cases), order, colors, tol_default)
     verdicts = sorted(data.verdicts, key=lambda v: (RANK[v.verdict], v.check, v.case))
     case_ids = {c["id"] for c in cases}
     logs = {}
@@ -462,10 +565,12 @@ def render_html(data: RunData, summary: dict) -> str:
     # not run are folded into one row per backend (a crashed engine would otherwise bury everything else).
     fails = [v for v in verdicts if v.verdict == "fail"]
     errors, consequential = _fold([v for v in verdicts if v.verdict == "error"], broken)
+    failing_rows = fails + errors
     ctx = {
         "s": summary, "colors": colors, "order": order, "broken": broken,
         "failing": fails + errors + [v for vs in consequential.values() for v in vs],
-        "failing_rows": fails + errors, "consequential": consequential,
+        "failing_rows": failing_rows[:MAX_TABLE_ROWS], "failing_more": max(0, len(failing_rows) - MAX_TABLE_ROWS),
+        "consequential": consequential, "max_rows": MAX_TABLE_ROWS, "max_cases": MAX_CASES_IN_FULL,
         "verdicts": verdicts, "case_ids": case_ids, "cases": cases,
         "matrix": _pair_matrix(summary["pairs"], order), "stats": stats, "hists": hists,
         "extras": _extras(data, colors, order, verdicts), "logs": logs, "vocab": bool(vocab),
@@ -476,14 +581,12 @@ def render_html(data: RunData, summary: dict) -> str:
 
 
 def _by_check(verdicts) -> list[dict]:
-    import pandas as pd
-
-    if not verdicts:
-        return []
-    df = pd.DataFrame([{"check": v.check, "verdict": v.verdict} for v in verdicts])
-    t = df.pivot_table(index="check", columns="verdict", aggfunc="size", fill_value=0)
+    """Per check name: how many verdicts of each outcome, and the check's worst outcome; worst first."""
+    tally: dict[str, Counter] = defaultdict(Counter)
+    for v in verdicts:
+        tally[v.check][v.verdict] += 1
     out = []
-    for check, row in t.iterrows():
+    for check, row in tally.items():
         c = {o: int(row.get(o, 0)) for o in ("pass", "fail", "error", "skipped")}
         out.append({"check": check, **c, "verdict": group_verdict([o for o, n in c.items() if n])})
     out.sort(key=lambda r: (RANK[r["verdict"]], r["check"]))
