@@ -20,10 +20,11 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from harness.golden import reference_python  # the reference interpreter, as `parity golden` finds it
 
 ROOT = Path(__file__).resolve().parent.parent
 SUITE = ROOT / "cases" / "default.yaml"
@@ -33,22 +34,6 @@ CLONE_NOISE = 2e-6
 
 __all__ = ["ROOT", "SUITE", "CLONES", "CLONE_NOISE", "recorded_run", "t2_values", "clean_run", "run_copy",
            "reference_python", "engine_backends"]
-
-
-def reference_python() -> str | None:
-    """An interpreter that can run the reference backend (torch + transformers)."""
-    env = os.environ.get("PARITY_REFERENCE_PYTHON")
-    if env:
-        return env
-    venv = CACHE / "nox" / "reference" / "bin" / "python"
-    if venv.exists():
-        return str(venv)
-    try:
-        import torch  # noqa: F401
-        import transformers  # noqa: F401
-    except ImportError:
-        return None
-    return sys.executable
 
 
 def engine_backends() -> list[str]:

@@ -43,7 +43,6 @@ import hashlib
 import random
 import sys
 import warnings
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence, Tuple
@@ -604,25 +603,11 @@ class SglangJaxRollout(BaseRollout):
                     params.filter(*filter_types)
             except Exception:  # noqa: BLE001
                 pass
-        flat: dict[str, Any] = {}
+        from harness.rl.weights import flatten_state, looks_like_tunix, tunix_to_hf
 
-        def walk(prefix: str, node: Any) -> None:
-            if hasattr(node, "to_pure_dict"):
-                node = node.to_pure_dict()
-            if isinstance(node, Mapping):
-                for k, v in node.items():
-                    walk(f"{prefix}.{k}" if prefix else str(k), v)
-            elif hasattr(node, "value") and not hasattr(node, "shape"):
-                walk(prefix, node.value)
-            else:
-                flat[prefix] = node
-
-        walk("", params)
-        if self.param_mapping is None:
-            from harness.rl.weights import looks_like_tunix, tunix_to_hf
-
-            if looks_like_tunix(flat):  # RLCluster's nnx.state(actor, nnx.Param) of a tunix Qwen3
-                return tunix_to_hf(flat)
+        flat = flatten_state(params)
+        if self.param_mapping is None and looks_like_tunix(flat):  # RLCluster's nnx.state(actor, nnx.Param)
+            return tunix_to_hf(flat)
         out = {}
         for name, arr in flat.items():
             target = name
