@@ -72,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_ = sub.add_parser("compare", help="run the checks over a run directory's records")
     cmp_.add_argument("--run", required=True, help="run directory")
     cmp_.add_argument("--suite", default=None, help="suite file (default: the one recorded in run.json)")
+    cmp_.add_argument("--report", action="store_true",
+                      help="also write summary.json, junit.xml and index.html; the exit code is then the report's "
+                           "verdict (what `nox -s compare` gates on)")
 
     rep = sub.add_parser("report", help="write summary.json, junit.xml and index.html for a compared run")
     rep.add_argument("--run", required=True)
@@ -189,7 +192,12 @@ def cmd_record(args) -> int:
 def cmd_compare(args) -> int:
     from harness.compare import compare_run
 
-    verdicts = compare_run(Path(args.run), args.suite)
+    run_dir = Path(args.run)
+    if not (run_dir / "records").is_dir():
+        raise HarnessError(f"--run {run_dir}: not a run directory (no records/ in it)")
+    verdicts = compare_run(run_dir, args.suite)
+    if args.report:
+        return cmd_report(args)
     outcomes = {v.verdict for v in verdicts}
     return EXIT_ERROR if "error" in outcomes else EXIT_FAIL if "fail" in outcomes else EXIT_PASS
 
@@ -197,6 +205,8 @@ def cmd_compare(args) -> int:
 def cmd_report(args) -> int:
     from harness.report import write_reports
 
+    if not (Path(args.run) / "checks.json").is_file():
+        raise HarnessError(f"--run {args.run}: no checks.json there (run `parity compare --run {args.run}` first)")
     summary = write_reports(Path(args.run))
     return {"pass": EXIT_PASS, "fail": EXIT_FAIL}.get(summary["verdict"], EXIT_ERROR)
 

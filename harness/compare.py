@@ -74,6 +74,8 @@ def read_checks(run_dir: Path) -> list[Verdict]:
 def compare_run(run_dir: Path, suite_path: str | None = None) -> list[Verdict]:
     """Check a run directory; writes run_dir/checks.json and returns the verdicts."""
     run_dir = Path(run_dir)
+    # verdicts of earlier records must not outlive a compare that fails on these (a report would show them)
+    (run_dir / "checks.json").unlink(missing_ok=True)
     with gc_paused():  # (harness/records.py: a large run is millions of long-lived objects)
         ctx = RunData.load(run_dir, suite_path)
         verdicts = compare_data(ctx)
