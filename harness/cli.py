@@ -3,6 +3,7 @@
     parity run                                   default suite, every backend, report in reports/latest/
     parity run --backends reference,vllm         deselect a backend (it is then not reported at all)
     parity run --model /path/to/hf-model         any local HuggingFace model directory
+    parity run --dtype bfloat16                  the engines in bfloat16 (the reference stays float64)
     parity record --backend vllm --suite cases/default.yaml --out reports/x   (inside that backend's venv)
     parity compare --run reports/x               checks -> reports/x/checks.json
     parity report --run reports/x                summary.json, junit.xml, index.html
@@ -18,6 +19,8 @@ import json
 import sys
 from pathlib import Path
 
+from harness.dtypes import CHOICES as DTYPE_CHOICES
+
 EXIT_PASS, EXIT_FAIL, EXIT_ERROR = 0, 1, 2
 DEFAULT_SUITE = "cases/default.yaml"
 
@@ -32,6 +35,10 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model-b", default=None,
                    help="second weight set of the same shape, for update_params checks "
                         "(default: the embedded model's set B; without it, cases with weights: B are skipped)")
+    p.add_argument("--dtype", default=None, choices=DTYPE_CHOICES,
+                   help="dtype the engines compute in (default: the suite's `dtype`, else auto = the checkpoint's "
+                        "torch_dtype; the embedded model is float32). The reference always computes in float64; "
+                        "an engine that cannot run in this dtype is an error")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -144,16 +151,29 @@ def _model_refs(args) -> dict:
     return {"A": a, "B": b}
 
 
+def run_dtype(args, suite, model) -> str:
+    """The engines' dtype: --dtype, else the suite's `dtype`, else auto (the checkpoint's)."""
+    from harness.dtypes import resolve
+
+    try:
+        return resolve(args.dtype or suite.dtype, model.path)
+    except ValueError as e:
+        raise HarnessError(str(e)) from None
+
+
 def cmd_record(args) -> int:
     import os
 
     from harness.backends.base import BackendUnavailable, runner_class
+    from harness.dtypes import DtypeMismatch
+    from harness.dtypes import require as require_dtype
     from harness.record import Recorder, tokenize_suite, validate_prompts
     from harness.suite import load_suite
 
     # Configuration errors surface here, before any engine starts or anything is written.
     suite = load_suite(args.suite)
     models = _model_refs(args)
+    dtype = run_dtype(args, suite, models["A"])
     run_dir = Path(args.out)
     run_id = args.run_id or run_dir.name
     if not args.worker and not args.no_isolate:
@@ -163,7 +183,7 @@ def cmd_record(args) -> int:
         if args.backend not in BACKENDS:
             raise HarnessError(f"unknown backend {args.backend!r}; known: {sorted(BACKENDS)}")
         argv = ["record", "--backend", args.backend, "--suite", str(args.suite), "--out", str(run_dir),
-                "--phase", args.phase, "--run-id", run_id]
+                "--phase", args.phase, "--run-id", run_id, "--dtype", dtype]
         argv += ["--model", args.model] if args.model else []
         argv += ["--model-b", args.model_b] if args.model_b else []
         argv += ["--quiet"] if args.quiet else []
@@ -179,7 +199,12 @@ def cmd_record(args) -> int:
     phases = ["generate", "score"] if args.phase == "all" else [args.phase]
     errors = 0
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    with cls(models["A"]) as runner:
+    with cls(models["A"], dtype=dtype) as runner:
+        if args.backend != "reference":  # the reference is float64 by design, whatever the run's dtype
+            try:
+                require_dtype(args.backend, dtype, runner.dtype())
+            except DtypeMismatch as e:
+                raise HarnessError(str(e)) from None
         rec = Recorder(runner, suite, run_dir, run_id, models, prompt_ids, quiet=args.quiet)
         rec.state_path = Path(args.state) if args.state else None
         for phase in phases:

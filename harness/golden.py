@@ -50,6 +50,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from harness.dtypes import canonical as canonical_dtype
 from harness.verdict import Verdict
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -57,10 +58,6 @@ GOLDEN_ROOT = ROOT / "golden"
 GOLDEN_SCHEMA_VERSION = 1
 REFERENCE = "reference"
 DEFAULT_ATOL = 1e-4
-
-_DTYPES = (("bfloat16", "bfloat16"), ("bf16", "bfloat16"), ("float16", "float16"), ("fp16", "float16"),
-           ("half", "float16"), ("float32", "float32"), ("fp32", "float32"), ("float64", "float64"),
-           ("fp64", "float64"))
 
 
 class GoldenError(RuntimeError):
@@ -102,12 +99,13 @@ def _device_kind(device: str) -> str:
     return "cpu"
 
 
-def _dtype(device: str, config: dict) -> str:
-    for text in (str(config.get("dtype", "")), str((config.get("engine_kwargs") or {}).get("dtype", "")), device):
-        t = text.lower()
-        for needle, name in _DTYPES:
-            if needle in t:
-                return name
+def _dtype(device: str, config: dict, dtype: str | None = None) -> str:
+    """The dtype a backend ran in: its session's `dtype` (what the engine reported), else what its
+    config or device string says (records from before sessions carried it)."""
+    for text in (dtype, config.get("dtype"), (config.get("engine_kwargs") or {}).get("dtype"), device):
+        name = canonical_dtype(text) if text else None
+        if name is not None:
+            return name
     return "unknown-dtype"
 
 
@@ -128,7 +126,7 @@ def hardware_class(rows: dict[str, list[dict]], manifest: dict | None = None, ma
     if not engines:
         raise GoldenError("no session records: cannot tell the hardware class of this run")
     kinds = sorted({_device_kind(s["device"]) for ss in engines.values() for s in ss})
-    dtypes = sorted({_dtype(s["device"], s.get("config") or {}) for ss in engines.values() for s in ss})
+    dtypes = sorted({_dtype(s["device"], s.get("config") or {}, s.get("dtype")) for ss in engines.values() for s in ss})
     machine = machine or (manifest or {}).get("platform_machine") or platform.machine() or "unknown"
     return f"{'+'.join(kinds)}-{machine}-{'+'.join(dtypes)}"
 
@@ -607,7 +605,7 @@ def build_manifest(run_dir: Path, run_rows: dict[str, list[dict]], manifest: dic
         "hardware_class": run_class,
         "machine": manifest.get("platform_machine") or platform.machine(),
         "devices": {b: ss[-1]["device"] for b, ss in sessions.items()},
-        "dtypes": {b: _dtype(ss[-1]["device"], ss[-1].get("config") or {}) for b, ss in sessions.items()},
+        "dtypes": {b: _dtype(ss[-1]["device"], ss[-1].get("config") or {}, ss[-1].get("dtype")) for b, ss in sessions.items()},
         "logprob_modes": {b: ss[-1].get("logprob_mode") for b, ss in sessions.items()},
         "versions": {b: ss[-1].get("versions", {}) for b, ss in sessions.items()},
         "model_hashes": models,

@@ -100,7 +100,7 @@ class Recorder:
 
     def session(self, phase: str) -> SessionRecord:
         return SessionRecord(
-            **self._base(phase), versions=self.runner.versions(), device=self.runner.device(),
+            **self._base(phase), versions=self.runner.versions(), device=self.runner.device(), dtype=self.runner.dtype(),
             model=self.models["A"].as_dict() if self.models["A"] else {},
             models={k: m.as_dict() for k, m in self.models.items() if m is not None},
             logprob_mode=self.runner.logprob_mode, config=self.runner.config(), started_at=time.time(),

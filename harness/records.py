@@ -61,6 +61,8 @@ class SessionRecord(_Base):
     kind: Literal["session"] = "session"
     versions: dict[str, str] = Field(description="package versions that decide the numbers")
     device: str = Field(description="where it ran, in words")
+    dtype: str | None = Field(None, description="the dtype it computed in, as the engine reports it (float32, "
+                                                "bfloat16, float16; float64 for the reference)")
     model: dict[str, str] = Field(description="weight set A: path, content_hash, name")
     models: dict[str, dict[str, str]] = Field({}, description="every weight set available: A, B")
     logprob_mode: LogprobMode | None = Field(None, description="what this backend's generate logprobs mean")

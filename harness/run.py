@@ -8,7 +8,8 @@ recorded as an error and reported loudly; the others go on.
 
 run.json (the run's manifest, read by compare and report):
     run_id, suite (path), suite_name, backends (requested, in order), model, model_b,
-    git_revision, started_at, finished_at, argv,
+    dtype (the engines' dtype), dtype_requested (auto, or --dtype / the suite's), checkpoint_dtype
+    (model A's config.json torch_dtype, or null), git_revision, started_at, finished_at, argv,
     backend_status: {name: {phases: {generate|score: {exit_code, wall_s, log}}}}
 """
 
@@ -66,6 +67,7 @@ def run_backend_phase(backend: str, phase: str, args, run_dir: Path, run_id: str
         record_args += ["--model-b", str(Path(args.model_b).resolve())]
     if args.quiet:
         record_args.append("--quiet")
+    record_args += ["--dtype", args.dtype]  # resolved by run_all: every backend runs the same one
     log = run_dir / "logs" / f"{backend}.{phase}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     cmd = backend_command(backend, args.launcher, record_args)
@@ -159,6 +161,11 @@ def run_all(args) -> int:
         model_b = resolve(args.model_b, "B") if args.model_b else (resolve(None, "B") if not args.model else None)
     except FileNotFoundError as e:
         raise HarnessError(str(e)) from None
+    from harness.cli import run_dtype
+    from harness.dtypes import checkpoint_dtype
+
+    requested = args.dtype or suite.dtype or "auto"
+    args.dtype = run_dtype(args, suite, model)
 
     run_id = args.run_id or datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     out = Path(args.out)
@@ -171,15 +178,19 @@ def run_all(args) -> int:
     manifest = {
         "run_id": run_id, "suite": str(Path(args.suite).resolve()), "suite_name": suite.suite,
         "backends": backends, "model": model.as_dict(), "model_b": model_b.as_dict() if model_b else None,
+        "dtype": args.dtype, "dtype_requested": requested, "checkpoint_dtype": checkpoint_dtype(model.path),
         "git_revision": git_revision(), "started_at": time.time(), "finished_at": None, "argv": sys.argv[1:],
         "backend_status": {b: {"phases": {}} for b in backends},
     }
     if args.resume and (run_dir / "run.json").exists():
         old = json.loads((run_dir / "run.json").read_text())
+        if old.get("dtype", args.dtype) != args.dtype:
+            raise HarnessError(f"--resume: {run_dir} was recorded in {old['dtype']}, not {args.dtype}; records of "
+                               f"two dtypes cannot be compared as one run (pass --dtype {old['dtype']})")
         manifest["started_at"] = old.get("started_at", manifest["started_at"])
     write_manifest(run_dir, manifest)
     print(f"[parity] run {run_id}: suite {suite.suite} ({len(suite.cases)} cases), backends {backends}, "
-          f"model {model.name} {model.content_hash[:12]}", file=sys.stderr, flush=True)
+          f"model {model.name} {model.content_hash[:12]}, dtype {args.dtype}", file=sys.stderr, flush=True)
 
     for phase in PHASES:
         for b in backends:

@@ -2,6 +2,8 @@
 
     suite: default
     description: ...
+    dtype: bfloat16               # optional: the engines' dtype (auto | float32 | bfloat16 | float16);
+                                  # `--dtype` overrides it; auto (the default) = the checkpoint's
     defaults:                     # merged under every case
       sampling: {max_tokens: 8}
       checks: [prompt_logprobs]
@@ -32,6 +34,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from harness.checks.catalog import CATALOG, default_tolerances, known_tolerances
+from harness.dtypes import CHOICES as DTYPE_CHOICES
 from harness.spec import SamplingSpec
 
 
@@ -114,6 +117,7 @@ class Suite(BaseModel):
     suite: str
     description: str = ""
     path: str = ""
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] | None = None
     cases: tuple[Case, ...]
 
     def case(self, case_id: str) -> Case:
@@ -123,7 +127,7 @@ class Suite(BaseModel):
         raise KeyError(case_id)
 
 
-_TOP_KEYS = {"suite", "description", "defaults", "cases"}
+_TOP_KEYS = {"suite", "description", "dtype", "defaults", "cases"}
 _DEFAULT_KEYS = {"sampling", "checks", "tolerances", "weights", "repeats", "alone"}
 
 
@@ -194,6 +198,9 @@ def _load_suite_text(where: str, text: str) -> "Suite":
     if not isinstance(defaults, dict) or set(defaults) - _DEFAULT_KEYS:
         bad = sorted(set(defaults) - _DEFAULT_KEYS) if isinstance(defaults, dict) else defaults
         raise SuiteError(f"{where}: defaults: unknown field(s) {bad}; allowed: {sorted(_DEFAULT_KEYS)}")
+    dtype = raw.get("dtype")
+    if dtype is not None and dtype not in DTYPE_CHOICES:
+        raise SuiteError(f"{where}: field 'dtype': {dtype!r} is not one of {list(DTYPE_CHOICES)}")
     cases_raw = raw.get("cases")
     if not isinstance(cases_raw, list) or not cases_raw:
         raise SuiteError(f"{where}: field 'cases' must be a non-empty list of cases")
@@ -220,7 +227,8 @@ def _load_suite_text(where: str, text: str) -> "Suite":
             raise SuiteError(f"{where}: {label}: field 'id': duplicate case id")
         seen.add(case.id)
         cases.append(case)
-    return Suite(suite=raw["suite"], description=raw.get("description", ""), path=where, cases=tuple(cases))
+    return Suite(suite=raw["suite"], description=raw.get("description", ""), path=where, dtype=dtype,
+                 cases=tuple(cases))
 
 
 def slug(text: str) -> str:

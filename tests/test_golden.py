@@ -112,6 +112,11 @@ def test_hardware_class_from_sessions():
         == "cpu+gpu-aarch64-float16+float32"
     only_ref = {"r.jsonl": [{"kind": "session", "backend": "reference", "device": "cpu (float64)", "config": {}}]}
     assert G.hardware_class(only_ref, machine="x86_64") == "cpu-x86_64-float64"
+    # the dtype the engine reported (the session's `dtype`) decides over what its options asked for
+    reported = rows("cpu: AMD EPYC 7L43, 2 cores", dtype="float32")
+    for r in reported["x.generate.jsonl"][:1]:
+        r["dtype"] = "bfloat16"
+    assert G.hardware_class(reported, machine="x86_64") == "cpu-x86_64-bfloat16"
 
 
 # ---------------------------------------------------------------- compare

@@ -244,7 +244,7 @@ def test_summary_validates_and_passes(passing_run):
     on_disk = json.loads((passing_run / "summary.json").read_text())
     validate(on_disk)
     assert s["verdict"] == on_disk["verdict"] == "pass", s["verdict_reason"]
-    assert s["schema_version"] == 1
+    assert s["schema_version"] == 2
     assert s["counts"]["fail"] == s["counts"]["error"] == 0
     assert s["counts"]["total"] == len(s["checks"]) == s["counts"]["pass"] + s["counts"]["skipped"]
     assert set(s["backends"]) == {"reference", "vllm", "sglang_jax"}
@@ -256,6 +256,9 @@ def test_summary_validates_and_passes(passing_run):
     assert pv["model"]["content_hash"] == "a" * 64 and pv["model_b"]["name"] == "tiny-test-B"
     assert pv["git_revision"] == "0123456789abcdef+dirty"
     assert pv["suite"]["name"] == "default"
+    # records without a session dtype (older runs): the dtype each backend's device string names
+    assert pv["dtypes"] == {"reference": "float64", "vllm": "float32", "sglang_jax": "float32"}
+    assert pv["dtype"] == {"run": "float32", "requested": None, "checkpoint": None}
     suite = load_suite(SUITE)
     assert {c.id: c.content_hash() for c in suite.cases} == {k: v["hash"] for k, v in pv["cases"].items()}
     assert all(v["recorded_hashes"] == [v["hash"]] for v in pv["cases"].values())
@@ -370,10 +373,35 @@ def test_non_finite_values_are_strict_json(tmp_path):
     assert finite_or_str(float("nan")) == "NaN" and finite_or_str(-math.inf) == "-Infinity"
 
 
+def test_dtype_in_summary_banner_and_warnings(tmp_path):
+    """The dtype each engine reported (session records) reaches summary.json and the banner; a checkpoint
+    stored in another dtype than the run's is a warning, the verdict unchanged."""
+    run = make_run(tmp_path, failing=False)
+    manifest = json.loads((run / "run.json").read_text())
+    manifest.update(dtype="bfloat16", dtype_requested="auto", checkpoint_dtype="float32")
+    (run / "run.json").write_text(json.dumps(manifest))
+    for f in (run / "records").glob("*.jsonl"):
+        rows = [json.loads(line) for line in f.read_text().splitlines()]
+        for r in rows:
+            if r["kind"] == "session":
+                r["dtype"] = "float64" if r["backend"] == "reference" else "bfloat16"
+        f.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    s = write_reports(run)
+    validate(s)
+    assert s["verdict"] == "pass"
+    assert s["backends"]["vllm"]["dtype"] == s["backends"]["sglang_jax"]["dtype"] == "bfloat16"
+    assert s["backends"]["reference"]["dtype"] == "float64"
+    assert s["provenance"]["dtype"] == {"run": "bfloat16", "requested": "auto", "checkpoint": "float32"}
+    assert any("stored in float32" in w and "computed in bfloat16" in w for w in s["warnings"])
+    html = (run / "index.html").read_text()
+    banner = html[html.index('id="run-dtype"'):]
+    assert banner.index("<b>bfloat16</b>") < banner.index("(reference float64)") < banner.index("</span>")
+
+
 def test_schema_rejects_a_wrong_summary(passing_run):
     s = build_summary(load_run(passing_run))
     validate(s)
-    for bad in ({**s, "verdict": "skipped"}, {**s, "schema_version": 2}, {k: v for k, v in s.items() if k != "counts"},
+    for bad in ({**s, "verdict": "skipped"}, {**s, "schema_version": 1}, {k: v for k, v in s.items() if k != "counts"},
                 {**s, "checks": [{**s["checks"][0], "verdict": "ok"}]}):
         with pytest.raises(jsonschema.ValidationError):
             validate(bad)

@@ -49,6 +49,7 @@ class Runner(abc.ABC):
     logprob_mode: LogprobMode = "raw"
 
     def __init__(self, model: ModelRef, **options: Any):
+        """`options["dtype"]`: the dtype the engine must compute in (harness.dtypes.ENGINE_DTYPES)."""
         self.model = model
         self.options = options
 
@@ -72,6 +73,11 @@ class Runner(abc.ABC):
     def config(self) -> dict:
         """Engine construction options worth recording."""
         return {}
+
+    @abc.abstractmethod
+    def dtype(self) -> str:
+        """The dtype the engine really computes in, as the engine itself reports it after loading
+        (not the one requested): what the records' tolerances are judged for."""
 
     @abc.abstractmethod
     def native_params(self, spec: SamplingSpec) -> dict:

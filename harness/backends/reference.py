@@ -56,6 +56,9 @@ class ReferenceRunner(Runner):
     def device(self) -> str:
         return "cpu (float64)"
 
+    def dtype(self) -> str:
+        return str(self._lm.dtype).removeprefix("torch.")
+
     def config(self) -> dict:
         return {"dtype": "float64", "attn_implementation": "eager"}
 

@@ -352,6 +352,10 @@ class VllmRollout(BaseRollout):
     def vllm_config(self):
         return self.llm.llm_engine.vllm_config
 
+    def engine_dtype(self) -> str:
+        """The dtype vLLM resolved for the model (what it computes in), e.g. "bfloat16"."""
+        return str(self.vllm_config.model_config.dtype).removeprefix("torch.")
+
     def engine_facts(self) -> dict:
         """Construction options and the engine's resolved settings, for a record's session line."""
         cc = self.vllm_config.cache_config
@@ -363,6 +367,7 @@ class VllmRollout(BaseRollout):
             in_process=self.in_process,
             prompt_logprobs=self.prompt_logprobs_how,
             engine_start_s=round(self.start_s, 3),
+            model_dtype=self.engine_dtype(),
         )
         return out
 

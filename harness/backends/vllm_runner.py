@@ -20,7 +20,8 @@ which builds runners with no options):
   multiple of 32, its own default is 128): small blocks let short prompts be cached.
 - `enforce_eager` / PARITY_VLLM_EAGER = 1 (default; 0 enables torch.compile: faster decode,
   15-60 s longer start).
-- `dtype` (float32), `kv_cache_memory_bytes` (32 MiB), `engine_kwargs` (anything for vllm.LLM).
+- `dtype` (float32; `parity record --dtype` passes the run's), `kv_cache_memory_bytes` (32 MiB),
+  `engine_kwargs` (anything for vllm.LLM).
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ class VllmRunner(Runner):
             logprobs_mode=_MODES[mode],  # type: ignore[arg-type]
             prompt_logprobs=how,  # type: ignore[arg-type]
             enforce_eager=eager,
-            dtype=options.get("dtype", "float32"),
+            dtype=options.get("dtype") or "float32",
             kv_cache_memory_bytes=options.get("kv_cache_memory_bytes", 32 << 20),
             engine_kwargs=engine_kwargs,
         )
@@ -111,7 +112,7 @@ class VllmRunner(Runner):
     def device(self) -> str:
         import torch
 
-        dtype = self.rollout.engine_kwargs.get("dtype", "float32")
+        dtype = self.dtype()
         if torch.cuda.is_available():
             return f"cuda:{torch.cuda.get_device_name(0)} ({dtype})"
         cpu = platform.processor() or platform.machine()
@@ -123,6 +124,9 @@ class VllmRunner(Runner):
         except OSError:
             pass
         return f"cpu: {cpu}, {os.cpu_count()} cores ({dtype})"
+
+    def dtype(self) -> str:
+        return self.rollout.engine_dtype()
 
     def config(self) -> dict:
         out = self.rollout.engine_facts()

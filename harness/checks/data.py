@@ -140,6 +140,15 @@ class RunData:
             problems.append(f"{backend} {phase} never started (no session record in records/{backend}.{phase}.jsonl)")
         return "; ".join(dict.fromkeys(problems)) or None
 
+    @property
+    def dtype(self) -> str | None:
+        """The dtype the run's engines computed in: run.json's `dtype`, else the engines' session records'
+        (None when they name none or disagree), for tolerances chosen by dtype."""
+        if self.manifest.get("dtype"):
+            return self.manifest["dtype"]
+        found = {s.dtype for (b, _), ss in self.sessions.items() if b != REFERENCE for s in ss if s.dtype}
+        return found.pop() if len(found) == 1 else None
+
     def session(self, backend: str, phase: str = "generate") -> SessionRecord | None:
         s = self.sessions.get((backend, phase))
         return s[-1] if s else None

@@ -136,7 +136,7 @@ def engine_status(data) -> dict[str, dict]:
         out[label] = {
             "requested": True, "ran": status == "ok", "status": status, "reason": reason,
             "unit_under_test": label.removesuffix("-stale") == "sglang_jax",
-            "versions": versions, "device": None, "logprob_mode": None, "model_hash": model.get("content_hash"),
+            "versions": versions, "device": None, "dtype": None, "logprob_mode": None, "model_hash": model.get("content_hash"),
             "config": {algo: c.get("config") or {} for c in data.extras.get("rl_curves", [])
                        for algo in [c["algo"]] if label in c["engines"]},
             "phases": {}, "wall_s": round(sum(secs), 2) if secs else None,

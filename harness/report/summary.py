@@ -26,7 +26,7 @@ from harness.report import rl as rl_run
 from harness.report.data import REFERENCE, RunData, finite_or_str
 from harness.verdict import Verdict
 
-SUMMARY_SCHEMA_VERSION = 1
+SUMMARY_SCHEMA_VERSION = 2
 OUTCOMES = ("pass", "fail", "error", "skipped")
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schema" / "summary.schema.json"
 
@@ -93,6 +93,7 @@ def backend_status(data: RunData) -> dict[str, dict]:
             "unit_under_test": b == "sglang_jax",
             "versions": versions,
             "device": last.device if last else None,
+            "dtype": _session_dtype(last) if last else None,
             "logprob_mode": last.logprob_mode if last else None,
             "model_hash": (last.model.get("content_hash") if last else None),
             "config": _json_safe(last.config) if last else {},
@@ -103,6 +104,28 @@ def backend_status(data: RunData) -> dict[str, dict]:
                         "reason": e.reason} for e in errs],
         }
     return out
+
+
+def _session_dtype(session) -> str | None:
+    """What a backend computed in: its session's dtype, else (records from before sessions carried one)
+    what its config or device string names."""
+    from harness.dtypes import canonical
+
+    for text in (session.dtype, (session.config or {}).get("dtype"), session.device):
+        name = canonical(text) if text else None
+        if name is not None:
+            return name
+    return None
+
+
+def run_dtype(data: RunData, backends: dict[str, dict]) -> dict:
+    """{run, requested, checkpoint}: run.json's, else the engines' common dtype (null if they differ)."""
+    m = data.manifest
+    run = m.get("dtype")
+    if run is None:
+        found = {st["dtype"] for b, st in backends.items() if b != REFERENCE and st["dtype"]}
+        run = found.pop() if len(found) == 1 else None
+    return {"run": run, "requested": m.get("dtype_requested"), "checkpoint": m.get("checkpoint_dtype")}
 
 
 def _json_safe(x):
@@ -214,6 +237,8 @@ def provenance(data: RunData, backends: dict[str, dict]) -> dict:
         "cases": cases,
         "versions": {b: st["versions"] for b, st in backends.items()},
         "devices": {b: st["device"] for b, st in backends.items()},
+        "dtype": run_dtype(data, backends),
+        "dtypes": {b: st["dtype"] for b, st in backends.items()},
         "model_hashes": {b: st["model_hash"] for b, st in backends.items()},
         "started_at": m.get("started_at"),
         "finished_at": m.get("finished_at"),
@@ -236,6 +261,12 @@ def check_rows(verdicts: list[Verdict]) -> list[dict]:
 def build_summary(data: RunData) -> dict:
     backends = backend_status(data)
     verdict, reason = overall(data.verdicts, backends, data.problems)
+    from harness.dtypes import mismatch_warning
+
+    model = data.manifest.get("model") or {}
+    dt = run_dtype(data, backends)
+    warning = mismatch_warning(dt["run"], dt["checkpoint"], f"the checkpoint {model.get('name') or '(model A)'}")
+    warnings = list(data.warnings) + ([warning] if warning else [])
     return {
         "schema_version": SUMMARY_SCHEMA_VERSION,
         "run_id": data.run_id,
@@ -248,7 +279,7 @@ def build_summary(data: RunData) -> dict:
         "checks": check_rows(data.verdicts),
         "pairs": pair_table(data.verdicts, data.backends),
         "problems": list(data.problems),
-        "warnings": list(data.warnings),
+        "warnings": warnings,
     }
 
 

@@ -110,6 +110,7 @@ class LocalEngine:
         return {
             "versions": {**compat.installed_versions(), "python": sys.version.split()[0]},
             "device": f"{dev.platform} ({getattr(dev, 'device_kind', dev.platform)}), {_dtype_name(cfg.dtype)}",
+            "dtype": _dtype_name(cfg.dtype),
             "engine_kwargs": self.kwargs,
             "model_path": self.model_path,
             "vocab_size": int(cfg.vocab_size),

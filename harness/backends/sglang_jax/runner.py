@@ -36,6 +36,11 @@ class SglangJaxRunner(Runner):
         super().__init__(model, **options)
         engine = dict(json.loads(os.environ.get("PARITY_SGLANG_ENGINE", "") or "{}"))
         engine.update(options.get("engine") or {})
+        if options.get("dtype"):  # the run's dtype decides; an engine JSON naming another one is a conflict
+            if engine.get("dtype") not in (None, options["dtype"]):
+                raise ValueError(f"sglang-jax engine option dtype={engine['dtype']!r} conflicts with the run's "
+                                 f"dtype {options['dtype']!r} (PARITY_SGLANG_ENGINE / engine=): use --dtype")
+            engine["dtype"] = options["dtype"]
         self.rollout = SglangJaxRollout(
             model_path=model.path, engine_options=engine, compat_off=options.get("compat_off"),
             isolated=bool(options.get("isolated", True)))
@@ -49,6 +54,9 @@ class SglangJaxRunner(Runner):
 
     def device(self) -> str:
         return str(self.rollout.info["device"])
+
+    def dtype(self) -> str:
+        return str(self.rollout.info["dtype"])
 
     def config(self) -> dict:
         info = self.rollout.info
