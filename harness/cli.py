@@ -282,6 +282,7 @@ def cmd_selftest(args) -> int:
 
 def cmd_golden(args) -> int:
     from harness.golden import GoldenError, compare_golden, outcome, update_golden, write_golden_result
+    from harness.verdict import OUTCOMES
 
     try:
         if args.golden_command == "update":
@@ -294,7 +295,7 @@ def cmd_golden(args) -> int:
     for v in verdicts:
         if v.verdict != "pass":
             print(f"{v.verdict.upper():7} {v.test_id}: {v.detail}")
-    counts = {o: sum(v.verdict == o for v in verdicts) for o in ("pass", "fail", "error", "skipped")}
+    counts = {o: sum(v.verdict == o for v in verdicts) for o in OUTCOMES}
     result = outcome(verdicts)
     print(f"golden {result.upper()} against {info['golden']} ({info['hardware_class']}): {counts} -> {path}")
     return {"pass": EXIT_PASS, "fail": EXIT_FAIL}.get(result, EXIT_ERROR)

@@ -24,7 +24,7 @@ import os
 from pathlib import Path
 
 from harness.checks.data import RunData
-from harness.checks.registry import backend_ran, run_case_check
+from harness.checks.registry import backend_ran, run_case_check, tolerance_profile
 from harness.checks.sampling import mapping_verdicts, write_sampling_table
 from harness.records import gc_paused
 from harness.verdict import ChecksFile, Verdict, remember_checks
@@ -33,7 +33,7 @@ CHECKS_SCHEMA_VERSION = 1
 
 
 def compare_data(ctx: RunData) -> list[Verdict]:
-    verdicts = backend_ran(ctx)
+    verdicts = backend_ran(ctx) + tolerance_profile(ctx)
     for case in ctx.suite.cases:
         for name in case.checks:
             verdicts += run_case_check(ctx, case, name)

@@ -51,7 +51,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from harness.dtypes import canonical as canonical_dtype
-from harness.verdict import Verdict
+from harness.verdict import OUTCOMES, Verdict
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN_ROOT = ROOT / "golden"
@@ -297,7 +297,7 @@ def _tolerances(run_dir: Path, manifest: dict, atol: float | None) -> dict[str, 
             except Exception:  # the run's suite is only used for tolerances here
                 continue
             for case in suite.cases:
-                out[case.id] = case.tolerance("logprob_atol")
+                out[case.id] = case.tolerance("logprob_atol", "completion_logprobs")
             break
     return out
 
@@ -464,7 +464,7 @@ def outcome(verdicts: list[Verdict]) -> str:
 
 
 def write_golden_result(run_dir: Path, verdicts: list[Verdict], info: dict) -> Path:
-    counts = {o: sum(v.verdict == o for v in verdicts) for o in ("pass", "fail", "error", "skipped")}
+    counts = {o: sum(v.verdict == o for v in verdicts) for o in OUTCOMES}
     payload = {"schema_version": GOLDEN_SCHEMA_VERSION, **info, "verdict": outcome(verdicts), "counts": counts,
                "verdicts": [v.model_dump(mode="json") for v in verdicts]}
     path = Path(run_dir) / "golden.json"

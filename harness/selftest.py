@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Callable
 
 from harness.checks import inject
+from harness.verdict import OUTCOMES
 
 SELFTEST_SCHEMA_VERSION = 1
 REFERENCE = "reference"
@@ -168,7 +169,7 @@ DEFECTS: list[Defect] = [
            _topk_expected, inject_topk_ignored),
     Defect("stale-weights", "update_params had no effect: logprobs of the other weight set",
            _always("weight_update"), lambda d, b, dv: inject.inject_stale_weights(d, b)),
-    Defect("samples-duplicated", "n > 1: sample 1 a copy of sample 0",
+    Defect("samples-duplicated", "n > 1: every sample a copy of sample 0 (one seed shared)",
            _always("n_samples"), lambda d, b, dv: inject.inject_duplicate_samples(d, b)),
     Defect("samples-reordered", "n > 1: samples returned sample-major, not grouped by prompt",
            _always("n_samples"), lambda d, b, dv: inject_reordered_samples(d, b)),
@@ -278,6 +279,24 @@ def _compare(run_dir: Path, suite: str):
     return compare_run(run_dir, suite)
 
 
+def detection_headroom(v) -> float | None:
+    """How far past its threshold a failing verdict is: value/threshold, or threshold/value for a
+    p-value (fails below); None for a count over a threshold of 0 (any count fails)."""
+    if v.value is None or v.threshold is None:
+        return None
+    if v.metric.endswith("p_value") or v.metric.endswith("_p"):
+        return v.threshold / v.value if v.value > 0 else math.inf
+    if v.threshold > 0:
+        return v.value / v.threshold
+    return None
+
+
+def profile_of(run_dir: Path) -> str:
+    from harness.checks.data import RunData
+
+    return RunData.load(run_dir).profile.dtype
+
+
 def _headroom(verdicts) -> tuple[float, str]:
     """The smallest threshold/value over passing verdicts with a positive numeric threshold."""
     best, where = math.inf, ""
@@ -335,7 +354,7 @@ def run_selftest(source: Path, targets: list[str] | None = None, defects: list[s
             h, hw = _headroom(vs)
             clean.append({"repetition": rep, "noise_sd": noise if rep else 0.0, "noise_seed": rep if rep else None,
                           "values_moved": moved, "verdicts": len(vs),
-                          "counts": {o: sum(v.verdict == o for v in vs) for o in ("pass", "fail", "error", "skipped")},
+                          "counts": {o: sum(v.verdict == o for v in vs) for o in OUTCOMES},
                           "alarms": [{"test_id": v.test_id, "verdict": v.verdict, "detail": v.detail[:300]}
                                      for v in alarms],
                           "min_headroom": h if math.isfinite(h) else None, "min_headroom_at": hw})
@@ -388,16 +407,27 @@ def run_selftest(source: Path, targets: list[str] | None = None, defects: list[s
                         checks_seen.append(c)
                 for c in expected:
                     hit = next((v for v in mine if v.check == c and v.verdict == "fail"), None)
-                    row["evidence"].append({"check": c, "caught": hit is not None,
-                                            "verdict": hit.test_id if hit else None,
-                                            "detail": (hit.detail[:300] if hit else
+                    # a check the dtype's profile measures without gating for this engine cannot catch it here
+                    shown = next((v for v in vs if v.check == c and target in v.backends and v.verdict == "measured"),
+                                 None) if hit is None else None
+                    row["evidence"].append({"check": c, "caught": hit is not None, "gated": shown is None,
+                                            "verdict": (hit or shown).test_id if (hit or shown) else None,
+                                            "detail": (hit.detail[:300] if hit else shown.detail[:300] if shown else
                                                        f"no failing {c} verdict naming {target}"),
                                             "value": hit.value if hit else None,
-                                            "threshold": hit.threshold if hit else None})
-                row["caught"] = all(e["caught"] for e in row["evidence"])
+                                            "threshold": hit.threshold if hit else None,
+                                            "headroom": detection_headroom(hit) if hit else None})
+                gated = [e for e in row["evidence"] if e["gated"]]
+                # every gated expected check caught it; None: no expected check is gated for this engine
+                row["caught"] = all(e["caught"] for e in gated) if gated else None
+                heads = [e["headroom"] for e in gated if e["headroom"] is not None]
+                row["headroom"] = min(heads) if heads else None
                 faults.append(row)
-                missed = [c for c in expected if c not in row["detected"]]
-                log(f"[selftest] {row['name']}: {'caught' if row['caught'] else 'MISSED by ' + ', '.join(missed)} "
+                missed = [e["check"] for e in gated if not e["caught"]]
+                state = ("caught" + (f" (headroom {row['headroom']:.3g}x)" if row["headroom"] else "")
+                         if row["caught"] else "NOT GATED at this dtype" if row["caught"] is None
+                         else "MISSED by " + ", ".join(missed))
+                log(f"[selftest] {row['name']}: {state} "
                     f"({row['injected']}); failing: {', '.join(row['detected']) or 'none'}"
                     + (f"; errors: {', '.join(row['errored'])}" if row["errored"] else ""))
                 shutil.rmtree(d)
@@ -410,13 +440,20 @@ def run_selftest(source: Path, targets: list[str] | None = None, defects: list[s
                 if c not in checks:
                     checks.append(c)
         clean_alarms = sum(len(c["alarms"]) for c in clean)
-        passed = clean_alarms == 0 and all(f["caught"] for f in faults)
+        # a defect class must be caught wherever a check is gated for it, and somewhere
+        classes = {f["defect"] for f in faults}
+        uncaught = sorted(c for c in classes if not any(f["caught"] for f in faults if f["defect"] == c))
+        passed = clean_alarms == 0 and all(f["caught"] is not False for f in faults) and not uncaught
+        heads = [(f["headroom"], f["name"]) for f in faults if f.get("headroom")]
+        detect = min(heads) if heads else None
         heads = [c["min_headroom"] for c in clean if c["min_headroom"] is not None]
         note = (f"Defects injected into copies of {info['manifest'].get('run_id') or Path(source).name} "
                 f"(real engines: {', '.join(engines)}), one engine at a time. Clean run: compared as recorded and "
                 f"{repeats}x with engine logprobs + Gaussian noise sd {noise:g} (seeds 1..{repeats}): "
                 f"{clean_alarms} alarms" + (f", smallest headroom {min(heads):.3g}x" if heads else "") + ".")
         return {"schema_version": SELFTEST_SCHEMA_VERSION, "passed": passed, "checks": checks, "faults": faults,
+                "profile": profile_of(base), "uncaught_classes": uncaught,
+                "min_detection_headroom": list(detect) if detect else None,
                 "note": note, "base": str(source), "suite": suite, "engines": engines, "targets": targets,
                 "clean": {"repetitions": clean, "alarms": clean_alarms, "noise_sd": noise},
                 "wall_s": round(time.monotonic() - t_start, 1),
@@ -433,16 +470,20 @@ def format_matrix(result: dict) -> str:
     head = " " * (width + 2) + "".join(f"{cols[c]:>4}" for c in checks) + "  result"
     lines = ["detection matrix: rows = defect @ engine it was injected into; columns = checks",
              "  C caught (expected, failed)   M MISSED (expected, did not fail)   + also failed   "
-             "E errored   . not involved", head]
+             "E errored   N measured, not gated at this dtype   . not involved; caught Nx: detection headroom "
+             "(value/threshold)", head]
     for f in result["faults"]:
         cells = []
         for c in checks:
             exp, det, err = c in f["expected"], c in f["detected"], c in f["errored"]
             cells.append("C" if exp and det else "M" if exp else "+" if det else "E" if err else ".")
-        res = "caught" if f["caught"] else ("NOT INJECTABLE" if f.get("not_injectable") else "MISSED")
+        ng = {e["check"] for e in f.get("evidence", []) if not e.get("gated", True)}
+        cells = ["N" if c in ng else x for c, x in zip(checks, cells)]
+        res = ("caught" + (f" {f['headroom']:.3g}x" if f.get("headroom") else "") if f["caught"]
+               else "NOT GATED" if f["caught"] is None else "NOT INJECTABLE" if f.get("not_injectable") else "MISSED")
         lines.append(f"{f['name']:<{width}}  " + "".join(f"{x:>4}" for x in cells) + f"  {res}")
     lines.append("columns: " + ", ".join(f"{i} {c}" for c, i in cols.items()))
-    bad = [f for f in result["faults"] if not f["caught"]]
+    bad = [f for f in result["faults"] if f["caught"] is False]
     for f in bad:
         why = f.get("not_injectable") or "; ".join(f"{e['check']}: {e['detail']}" for e in f["evidence"]
                                                      if not e["caught"])
@@ -450,7 +491,12 @@ def format_matrix(result: dict) -> str:
     c = result["clean"]
     lines.append(f"clean run: {len(c['repetitions'])} comparisons (as recorded + {len(c['repetitions']) - 1} with "
                  f"noise sd {c['noise_sd']:g}): {c['alarms']} alarms")
-    n_ok = sum(f["caught"] for f in result["faults"])
+    n_ok = sum(bool(f["caught"]) for f in result["faults"])
+    if result.get("min_detection_headroom"):
+        h, where = result["min_detection_headroom"]
+        lines.append(f"smallest detection headroom {h:.3g}x ({where}); tolerance profile {result.get('profile')}")
+    if result.get("uncaught_classes"):
+        lines.append(f"defect classes caught on no engine: {', '.join(result['uncaught_classes'])}")
     lines.append(f"selftest {'PASSED' if result['passed'] else 'FAILED'}: {n_ok}/{len(result['faults'])} defects "
                  f"caught, {c['alarms']} clean alarms ({result['wall_s']}s)")
     return "\n".join(lines)

@@ -7,7 +7,7 @@
     defaults:                     # merged under every case
       sampling: {max_tokens: 8}
       checks: [prompt_logprobs]
-      tolerances: {logprob_atol: 1.0e-4}
+      tolerances: {logprob_atol: 1.0e-4, replay: {logprob_atol: 3.0e-2}}   # per check: only replay's
     cases:
       - id: greedy-basic
         prompts: ["The robot", {ids: [5, 9, 383]}]
@@ -20,6 +20,11 @@
 A case's `content_hash` covers what changes its records (prompts, sampling,
 weights, repeats, alone), so records from different machines are compared
 only when it is equal; tolerances and checks may change without re-recording.
+
+A tolerance is looked up (`Case.tolerance(name, check)`) in this order: the case's (suite defaults
+merged in) `check.name`, its `name`, then the tolerance profile of the run's dtype
+(harness/checks/profiles.py: `check.name`, `name`), then the catalog default. `tolerances:` takes
+`name: value` for every check and `check: {name: value}` (stored as `check.name`) for one check.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from harness.checks.catalog import CATALOG, default_tolerances, known_tolerances
 from harness.dtypes import CHOICES as DTYPE_CHOICES
@@ -73,6 +78,8 @@ class Case(BaseModel):
     weights: Literal["A", "B"] = "A"
     repeats: int = Field(1, ge=1, le=10)
     alone: bool = False
+    # the tolerance profile (a dtype name) the run's compare selected: Suite.with_profile
+    _profile: str = PrivateAttr("float32")
 
     @field_validator("prompts", mode="before")
     @classmethod
@@ -89,12 +96,15 @@ class Case(BaseModel):
             raise ValueError(f"unknown check(s) {unknown}; known: {sorted(CATALOG)}")
         return v
 
+    @field_validator("tolerances", mode="before")
+    @classmethod
+    def _flat_tolerances(cls, v: Any) -> Any:
+        return flatten_tolerances(v) if isinstance(v, dict) else v
+
     @field_validator("tolerances")
     @classmethod
     def _known_tolerances(cls, v: dict[str, float]) -> dict[str, float]:
-        unknown = sorted(set(v) - known_tolerances())
-        if unknown:
-            raise ValueError(f"unknown tolerance(s) {unknown}; known: {sorted(known_tolerances())}")
+        check_tolerance_keys(v)
         return v
 
     def content_hash(self) -> str:
@@ -107,8 +117,23 @@ class Case(BaseModel):
         }
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
-    def tolerance(self, name: str) -> float:
-        return self.tolerances.get(name, default_tolerances(list(CATALOG))[name])
+    def tolerance(self, name: str, check: str | None = None) -> float:
+        """The threshold `name` for `check` (module docstring: case, then profile, then catalog)."""
+        from harness.checks.profiles import profile_tolerance
+
+        for key in ((f"{check}.{name}",) if check else ()) + (name,):
+            if key in self.tolerances:
+                return self.tolerances[key]
+        got = profile_tolerance(self._profile, name, check)
+        if got is not None:
+            return got
+        if check in CATALOG and name in CATALOG[check].tolerances:
+            return CATALOG[check].tolerances[name]
+        return default_tolerances(list(CATALOG))[name]
+
+    @property
+    def profile(self) -> str:
+        return self._profile
 
 
 class Suite(BaseModel):
@@ -126,6 +151,38 @@ class Suite(BaseModel):
                 return c
         raise KeyError(case_id)
 
+    def with_profile(self, profile: str) -> "Suite":
+        """A copy whose cases look tolerances up in `profile` (a dtype name) before the catalog."""
+        cases = []
+        for c in self.cases:
+            c2 = c.model_copy()
+            c2._profile = profile
+            cases.append(c2)
+        return self.model_copy(update={"cases": tuple(cases)})
+
+
+def flatten_tolerances(v: dict) -> dict:
+    """{check: {name: value}} entries -> {"check.name": value}; plain entries stay."""
+    out: dict = {}
+    for k, x in v.items():
+        if isinstance(x, dict):
+            out.update({f"{k}.{n}": y for n, y in x.items()})
+        else:
+            out[k] = x
+    return out
+
+
+def check_tolerance_keys(v: dict) -> None:
+    """Raise ValueError naming every key that is neither a known tolerance nor check.tolerance."""
+    bad = []
+    for k in v:
+        check, _, name = k.rpartition(".")
+        if name not in known_tolerances() or (check and check not in CATALOG):
+            bad.append(k)
+    if bad:
+        raise ValueError(f"unknown tolerance(s) {sorted(bad)}; known: {sorted(known_tolerances())}, each also "
+                         f"per check as `check: {{name: value}}` (checks: {sorted(CATALOG)})")
+
 
 _TOP_KEYS = {"suite", "description", "dtype", "defaults", "cases"}
 _DEFAULT_KEYS = {"sampling", "checks", "tolerances", "weights", "repeats", "alone"}
@@ -134,7 +191,9 @@ _DEFAULT_KEYS = {"sampling", "checks", "tolerances", "weights", "repeats", "alon
 def _merge(defaults: dict, case: dict) -> dict:
     out = dict(defaults)
     for k, v in case.items():
-        if k in ("sampling", "tolerances") and isinstance(v, dict) and isinstance(out.get(k), dict):
+        if k == "tolerances" and isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = {**flatten_tolerances(out[k]), **flatten_tolerances(v)}
+        elif k == "sampling" and isinstance(v, dict) and isinstance(out.get(k), dict):
             out[k] = {**out[k], **v}
         elif k == "checks" and isinstance(v, list) and isinstance(out.get(k), list):
             out[k] = list(dict.fromkeys(out[k] + v))

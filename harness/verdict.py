@@ -8,7 +8,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-Outcome = Literal["pass", "fail", "error", "skipped"]
+# measured: a check the run's tolerance profile shows without gating (harness/checks/profiles.py); never a pass
+Outcome = Literal["pass", "fail", "error", "skipped", "measured"]
+OUTCOMES = ("pass", "fail", "error", "skipped", "measured")
 
 
 class Verdict(BaseModel):

@@ -181,6 +181,39 @@ def test_defect_fails_named_check(run_copy, injector, check):
     _failing(d, check)
 
 
+def test_duplicate_samples_fail_with_their_improbability(run_copy):
+    d = run_copy()
+    inject.inject_duplicate_samples(d, TARGET)
+    vs, bad = _failing(d, "n_samples")
+    for v in bad:  # each prompt's copy judged by its own probability; a probable one is excused, and said so
+        assert "identical samples [0, 1, 2, 3]" in v.detail
+        ps = [t["p_value"] for t in v.data["coincidences"]]
+        assert len(ps) == 2 and max(ps) < v.data["alpha_per_prompt"]
+
+
+def test_duplicate_samples_of_a_peaked_model_pass_by_chance(run_copy):
+    """Two equal samples whose sequence the reference's exact sampling distribution gives probability 0.2
+    (a peaked model) are no evidence of shared seeds: pass, saying so; the same copies at 1e-6 fail."""
+    import math
+
+    def run(prob: float):
+        d = run_copy(f"peaked-{prob:g}")
+        inject.inject_duplicate_samples(d, TARGET)
+        files = inject.load(d)
+        for s in inject._scores(files, scorer="reference", source=TARGET):
+            if s["key"]["case_id"] == "sample-n4":
+                n = len(s["completion_ids"])
+                s["by_mode"]["processed"] = [math.log(prob) / n] * n
+        inject.save(d, files)
+        return select(compare_run(d), check="n_samples", backend=TARGET, case="sample-n4")
+
+    peaked = run(0.2)
+    assert peaked and all(v.verdict == "pass" for v in peaked), [v.detail for v in peaked]
+    assert all("by chance" in v.detail for v in peaked)
+    rare = run(1e-6)
+    assert rare and all(v.verdict == "fail" for v in rare)
+
+
 def test_greedy_divergence_outside_top_k_fails(run_copy):
     d = run_copy()
     inject.inject_token_swap(d, TARGET, rank=-1)
@@ -335,3 +368,89 @@ def test_real_engines_pass_every_check(recorded_run):
     vs = compare_run(recorded_run)
     bad = [f"{v.test_id}: {v.verdict}: {v.detail}" for v in vs if v.verdict != "pass" and not allowed_skip(v)]
     assert not bad, "\n".join(bad)
+
+
+# ---------------------------------------------------------------- tolerance profiles
+
+
+def _set_engine_dtype(run_dir, dtype: str) -> None:
+    files = inject.load(run_dir)
+    for name, rows in files.items():
+        if name.startswith("clone_"):
+            for r in rows:
+                if r["kind"] == "session":
+                    r["config"] = {**(r.get("config") or {}), "dtype": dtype}
+    inject.save(run_dir, files)
+
+
+@pytest.fixture
+def bf16_profile(tmp_path, monkeypatch):
+    """A stand-in bfloat16 profile (the committed one's shape, not its numbers)."""
+    from harness.checks import profiles
+
+    d = tmp_path / "profiles"
+    d.mkdir()
+    (d / "bfloat16.yaml").write_text(
+        "dtype: bfloat16\ncalibrated: true\n"
+        "tolerances: {logprob_atol: 0.02, logprob_quantile: 0.9, logprob_max_atol: 0.3, k3_max: 0.001, "
+        "is_outside_max: 0.1}\nmeasured_only: {batch_invariance: [clone_raw]}\n")
+    monkeypatch.setattr(profiles, "PROFILE_DIR", d)
+    profiles.profile.cache_clear()
+    yield
+    profiles.profile.cache_clear()
+
+
+def test_uncalibrated_dtype_is_an_error_never_a_pass(run_copy):
+    d = run_copy()
+    _set_engine_dtype(d, "float16")
+    vs = compare_run(d)
+    prof = select(vs, check="tolerance_profile")
+    assert len(prof) == 1 and prof[0].verdict == "error" and "float16" in prof[0].detail
+    assert select(vs, check="completion_logprobs", backend=TARGET)[0].threshold == 1e-4  # float32's, said so
+
+
+def test_profile_gates_a_quantile_a_rare_outlier_passes_a_shift_fails(run_copy, bf16_profile):
+    d = run_copy("outlier")
+    _set_engine_dtype(d, "bfloat16")
+    files = inject.load(d)
+    # sample-n4 (8 completions of 12 tokens): one token in each of 4 off by 0.1, a rounding outlier's size
+    for r in files[f"{TARGET}.generate.jsonl"]:
+        if r["kind"] == "generation" and r["key"]["case_id"] == "sample-n4" and r["key"]["sample_index"] < 2:
+            r["completion_logprobs"][0] -= 0.1
+    inject.save(d, files)
+    vs = compare_run(d)
+    got = select(vs, check="completion_logprobs", backend=TARGET, case="sample-n4")
+    assert got and all(v.verdict == "pass" and v.metric == "q0.9_abs_dlogp" for v in got), \
+        [v.detail for v in got if v.verdict != "pass"]
+    assert any(v.data["max_abs_dlogp"] > 0.09 for v in got)
+    os_f32 = run_copy("outlier-f32")
+    shutil_copy_records(d, os_f32)
+    _set_engine_dtype(os_f32, "float32")
+    assert select(compare_run(os_f32), check="completion_logprobs", backend=TARGET, case="sample-n4", outcome="fail")
+    s = run_copy("shift")
+    _set_engine_dtype(s, "bfloat16")
+    inject.inject_shifted_logprobs(s, TARGET)
+    _failing(s, "completion_logprobs")
+
+
+def shutil_copy_records(src, dst) -> None:
+    import shutil
+
+    shutil.rmtree(dst / "records")
+    shutil.copytree(src / "records", dst / "records")
+
+
+def test_measured_only_check_is_shown_never_passed(run_copy, bf16_profile):
+    from harness.report.summary import counts
+
+    d = run_copy()
+    _set_engine_dtype(d, "bfloat16")
+    inject.inject_batch_dependent(d, TARGET, delta=0.1)
+    vs = compare_run(d)
+    mine = select(vs, check="batch_invariance", backend=TARGET)
+    assert mine and all(v.verdict == "measured" and v.data["would_have"] == "fail" for v in mine)
+    assert all("measured, not gated at bfloat16" in v.detail for v in mine)
+    other = select(vs, check="batch_invariance", backend="clone_processed")
+    assert other and all(v.verdict == "pass" for v in other)  # gated for the engines the profile does not name
+    c = counts(vs)
+    assert c["measured"] == len(mine) and c["pass"] == sum(v.verdict == "pass" for v in vs)

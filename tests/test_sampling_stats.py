@@ -8,6 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from harness.sampling.stats import (
+    coincidence_p_value,
     bins_for,
     chi2_power,
     goodness_of_fit,
@@ -98,3 +99,37 @@ def test_repeat_independence(frozen: bool) -> None:
     assert (res.p_value < 1e-6) == frozen
     if not frozen:
         assert res.p_value > 1e-3
+
+
+def _sequences(rng, n: int, length: int, top: float, v: int = 6):
+    """n independent draws of `length`-token sequences, each step a categorical with top-1 probability
+    `top` (a peaked model), with each draw's exact log-probability."""
+    p = np.array([top] + [(1 - top) / (v - 1)] * (v - 1))
+    toks = rng.choice(v, size=(n, length), p=p)
+    return [tuple(t) for t in toks], [float(np.log(p[t]).sum()) for t in toks]
+
+
+def test_coincidences_of_a_peaked_model_keep_the_false_alarm_rate() -> None:
+    """Independent draws from a peaked model coincide often (the old 'no two samples equal' rule would
+    fail most of these), yet the coincidence test rejects at most alpha of them."""
+    rng = np.random.default_rng(3)
+    trials, alpha, n = 4000, 0.05, 4
+    naive = rejected = 0
+    for _ in range(trials):
+        streams, logp = _sequences(rng, n, 3, 0.9)
+        naive += len(set(streams)) < n
+        rejected += coincidence_p_value(streams, logp).p_value < alpha
+    assert naive / trials > 0.5
+    assert rejected / trials <= alpha
+
+
+def test_copies_of_an_improbable_sample_are_rejected() -> None:
+    """A shared seed: sample 1 a copy of sample 0 of a 12-token draw at T=1 (probability ~1e-9)."""
+    rng = np.random.default_rng(5)
+    streams, logp = _sequences(rng, 4, 12, 0.3, v=50)
+    streams[1], logp[1] = streams[0], logp[0]
+    r = coincidence_p_value(streams, logp)
+    assert r.p_value < 1e-6 and r.groups[0]["members"] == [0, 1]
+    four = coincidence_p_value([streams[0]] * 4, [logp[0]] * 4)
+    assert four.p_value < r.p_value and four.groups[0]["members"] == [0, 1, 2, 3]  # all n equal: stronger evidence
+    assert coincidence_p_value([(1,), (2,), (3,)], [-1.0, -1.0, -1.0]).p_value == 1.0

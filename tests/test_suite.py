@@ -125,3 +125,62 @@ def test_loader_fuzz_fails_cleanly(tmp_path_factory, doc):
         load_suite(path)
     except SuiteError as e:
         assert str(path) in str(e)
+
+
+PER_CHECK = """
+suite: s
+defaults:
+  tolerances: {logprob_atol: 2.0e-4, replay: {logprob_atol: 3.0e-2}}
+cases:
+  - id: a
+    prompts: ["x"]
+    checks: [replay, completion_logprobs]
+  - id: b
+    prompts: ["x"]
+    tolerances: {replay: {logprob_quantile: 0.9}, completion_logprobs: {logprob_atol: 1.0e-3}}
+"""
+
+
+def test_per_check_tolerances_loosen_one_check_only(tmp_path):
+    a, b = load_suite(write(tmp_path, PER_CHECK)).cases
+    assert a.tolerance("logprob_atol", "replay") == 3e-2
+    assert a.tolerance("logprob_atol", "completion_logprobs") == 2e-4
+    assert a.tolerance("logprob_atol", "self_consistency") == 2e-4
+    assert b.tolerance("logprob_atol", "replay") == 3e-2  # suite default per check, merged under the case's
+    assert b.tolerance("logprob_quantile", "replay") == 0.9
+    assert b.tolerance("logprob_quantile", "completion_logprobs") == 1.0  # catalog: float32 gates the max
+    assert b.tolerance("logprob_atol", "completion_logprobs") == 1e-3
+
+
+@pytest.mark.parametrize("tol, bad", [("{replay: {bogus: 1}}", "replay.bogus"),
+                                      ("{nocheck: {logprob_atol: 1}}", "nocheck.logprob_atol")])
+def test_unknown_per_check_tolerance_names_file_case_field(tmp_path, tol, bad):
+    path = write(tmp_path, f"suite: s\ncases:\n  - id: a\n    prompts: [x]\n    tolerances: {tol}\n")
+    with pytest.raises(SuiteError) as e:
+        load_suite(path)
+    assert str(path) in str(e.value) and "case 'a'" in str(e.value) and "tolerances" in str(e.value)
+    assert bad in str(e.value)
+
+
+def test_profile_sits_between_suite_and_catalog(tmp_path, monkeypatch):
+    from harness.checks import profiles
+
+    (tmp_path / "bfloat16.yaml").write_text(
+        "dtype: bfloat16\ncalibrated: true\ntolerances: {logprob_atol: 0.05, k3_max: 0.01, "
+        "replay: {logprob_atol: 0.07}}\nmeasured_only: {batch_invariance: [sglang_jax]}\n")
+    monkeypatch.setattr(profiles, "PROFILE_DIR", tmp_path)
+    profiles.profile.cache_clear()
+    try:
+        a, b = load_suite(write(tmp_path, PER_CHECK)).with_profile("bfloat16").cases
+        assert a.tolerance("logprob_atol", "replay") == 3e-2  # the suite's own setting wins
+        assert a.tolerance("k3_max", "mismatch") == 0.01  # the profile's, where the suite says nothing
+        assert b.tolerance("logprob_atol", "completion_logprobs") == 1e-3
+        plain = load_suite(ROOT / "cases" / "default.yaml")
+        c = plain.with_profile("bfloat16").cases[0]
+        assert c.tolerance("logprob_atol", "replay") == 0.07 and c.tolerance("logprob_atol", "weight_update") == 0.05
+        assert plain.cases[0].tolerance("logprob_atol", "replay") == 1e-4  # float32 unchanged
+        p = profiles.profile("bfloat16")
+        assert not p.gated("batch_invariance", ["sglang_jax"]) and p.gated("batch_invariance", ["vllm"])
+        assert not profiles.profile("float16").calibrated and profiles.profile("float32").calibrated
+    finally:
+        profiles.profile.cache_clear()

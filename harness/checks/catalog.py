@@ -2,18 +2,21 @@
 
 This is data shared by the suite loader (a case naming an unknown check is a
 configuration error) and by the checks themselves (harness/checks/registry.py
-maps each name to its implementation). Defaults are for float32 on CPU, where
-engines agree with the float64 reference to ~5e-6 (measured: vLLM and
-sglang-jax, max |dlogp| 4.8e-6, k3 ~1e-12); bf16 on accelerators needs
-~1e-2..2e-2 (vLLM's own tests use 1e-2 sampled and 2e-2 prompt logprob
-tolerances against transformers) and mismatch gates of k3 ~1e-3 and an IS
-fraction ~0.1. A suite overrides any of these in `tolerances:` at suite or
-case level; docs/checks.md justifies each default.
+maps each name to its implementation). Defaults are float32's profile (on CPU,
+engines agree with the float64 reference to ~5e-6: measured, vLLM and
+sglang-jax, max |dlogp| 4.8e-6, k3 ~1e-12); other dtypes take their calibrated
+profile (harness/checks/profiles.py). A suite overrides any of these in
+`tolerances:` at suite or case level, for every check or for one; docs/checks.md
+justifies each default.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+
+# the |dlogp| gate (harness/checks/logprobs.py: Gate): float32 gates the max (quantile 1, no separate cap)
+GATE = {"logprob_quantile": 1.0, "logprob_max_atol": math.inf}
 
 
 @dataclass(frozen=True)
@@ -30,16 +33,16 @@ CATALOG: dict[str, CheckInfo] = {c.name: c for c in [
     CheckInfo("prompt_logprobs",
               "one entry per prompt token, the first None, each within tolerance of the reference's teacher-forced "
               "value (vLLM's structure rule plus values); metric max |dlogp|",
-              {"prompt_logprob_atol": 1e-4}),
+              {"prompt_logprob_atol": 1e-4, **GATE}),
     CheckInfo("completion_logprobs",
               "each backend's completion logprobs equal the reference's teacher-forced logprobs of that backend's own "
               "tokens, in the logprob mode the backend declares; metric max |dlogp|",
-              {"logprob_atol": 1e-4}),
+              {"logprob_atol": 1e-4, **GATE}),
     CheckInfo("logprob_mode",
               "the logprob mode detected from the data (distance to the reference's exact raw / temperature / "
               "processed values) includes the one the backend declares: catches processed labelled raw and "
               "temperature applied twice (no mode matches); greedy cases cannot tell modes apart and say so",
-              {"logprob_atol": 1e-4}),
+              {"logprob_atol": 1e-4, **GATE}),
     CheckInfo("greedy_tokens",
               "greedy token streams equal the reference's (and each other's) up to the first divergence; at a "
               "divergence each side's token must be in the other's top-k (vLLM's rule: tie noise, not a defect); "
@@ -48,11 +51,11 @@ CATALOG: dict[str, CheckInfo] = {c.name: c for c in [
     CheckInfo("replay",
               "forced-token replay: engine B's get_per_token_logps of backend A's completion equals A's own logprobs "
               "where the modes coincide (greedy, or the same mode) and the reference's score of the same tokens",
-              {"logprob_atol": 1e-4}),
+              {"logprob_atol": 1e-4, **GATE}),
     CheckInfo("self_consistency",
               "a backend's get_per_token_logps of its own completion equals the logprobs its generate returned "
               "where the modes coincide (skipped, with the reason, where they cannot); k3 reported",
-              {"logprob_atol": 1e-4}),
+              {"logprob_atol": 1e-4, **GATE}),
     CheckInfo("mismatch",
               "trainer-vs-rollout mismatch metrics of each engine against the reference, the way verl and tunix "
               "define them (max/mean |dlogp|, k1, k3, chi2, Pearson of probs, prob diffs, IS ratios outside "
@@ -66,8 +69,9 @@ CATALOG: dict[str, CheckInfo] = {c.name: c for c in [
               "a prompt alone gives the same tokens (a divergence only as vLLM-rule tie noise) and logprobs within "
               "tolerance as inside the batch (needs alone: true)",
               {"logprob_atol": 1e-4, "top_k_rescue": 5}),
-    CheckInfo("n_samples", "n > 1 returns n samples per prompt, indices 0..n-1 grouped by prompt in order, pairwise "
-                           "distinct"),
+    CheckInfo("n_samples", "n > 1 returns n samples per prompt, indices 0..n-1 grouped by prompt in order, and no "
+                           "coincidence between them that is improbable (p < alpha) under the reference's exact "
+                           "sampling distribution", {"alpha": 1e-3}),
     CheckInfo("eos_policy",
               "a completion that stops on EOS or a stop token includes it in tokens and logprobs, with finish "
               "reason 'stop'; 'length' means max_tokens; no stop token inside; on identical greedy streams the "
@@ -75,7 +79,7 @@ CATALOG: dict[str, CheckInfo] = {c.name: c for c in [
     CheckInfo("weight_update",
               "after update_params(W) logprobs match the reference under W and not under the other set (the "
               "reference scores weight_update cases under both: stale-weight detection)",
-              {"logprob_atol": 1e-4}),
+              {"logprob_atol": 1e-4, **GATE}),
     CheckInfo("sampling_support",
               "every sampled token lies inside the support of the case's processed distribution (the reference's "
               "processed logprob of it is finite): top-k, top-p and min-p were obeyed"),

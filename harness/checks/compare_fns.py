@@ -33,6 +33,7 @@ class LogprobComparison:
     value_0: float | None = None
     value_1: float | None = None
     problem: str | None = None  # structural: a side has no logprobs, lengths differ, a None inside
+    diffs: list[float] | np.ndarray = field(default_factory=list, repr=False)  # |dlogp| per position
 
     def within(self, atol: float) -> bool:
         return self.problem is None and self.max_abs <= atol
@@ -89,9 +90,11 @@ def compare_logprobs(*, name_0: str, lp_0: list[float] | None, name_1: str, lp_1
             d = [v if v == v else math.inf for v in d]
         m = max(d)
         i = d.index(m)
+        out.diffs = d
         out.max_abs, out.mean_abs, out.argmax = m, float(_SUM(np.array(d, dtype=np.float64))) / out.n, i
     else:
         d = abs_diffs(lp_0, lp_1)
+        out.diffs = d
         i = int(np.argmax(d))
         out.max_abs, out.mean_abs, out.argmax = float(d[i]), float(np.mean(d)), i
     out.value_0, out.value_1 = float(lp_0[i]), float(lp_1[i])
@@ -334,9 +337,21 @@ class ModeDistances:
         return len(self.matching) <= 1
 
 
-def mode_distances(*, name: str, lp: list[float], by_mode: dict[str, list[float]], atol: float) -> ModeDistances:
+def mode_distances(*, name: str, lp: list[float], by_mode: dict[str, list[float]], atol: float,
+                   quantile: float = 1.0) -> ModeDistances:
+    """Distance of lp to each mode: the `quantile` of |dlogp| over the tokens (1: the max)."""
     out = ModeDistances(atol=atol)
     for mode, ref in by_mode.items():
         c = compare_logprobs(name_0=name, lp_0=lp, name_1=f"reference {mode}", lp_1=ref)
-        out.distances[mode] = math.inf if c.problem else c.max_abs
+        out.distances[mode] = math.inf if c.problem else abs_quantile([c.diffs], quantile)
     return out
+
+
+def abs_quantile(diffs: list, q: float) -> float:
+    """The q-quantile of |dlogp| pooled over sequences (q = 1: the max, exactly); 0 for no tokens.
+    numpy's 'higher' method: an observed value, never an interpolation below it."""
+    parts = [np.asarray(d, dtype=np.float64) for d in diffs if len(d)]
+    if not parts:
+        return 0.0
+    x = np.concatenate(parts)
+    return float(x.max()) if q >= 1.0 else float(np.quantile(x, q, method="higher"))

@@ -15,6 +15,7 @@ they are all a backend has for a case.
 from __future__ import annotations
 
 import json
+import os
 from collections import defaultdict
 from pathlib import Path
 from typing import Literal
@@ -97,6 +98,13 @@ class RunData:
         if not requested:
             requested = sorted(self.seen_backends, key=lambda b: (b != REFERENCE, self.seen_backends.index(b)))
         self.backends: list[str] = list(requested)
+        # the tolerance profile of the dtype the engines ran in (harness/checks/profiles.py); a PARITY_PROFILE
+        # environment variable forces one (the calibration study compares bf16 runs under float32's, say)
+        from harness.checks.profiles import profile, run_dtype
+
+        self.profile_dtype, self.engine_dtypes = run_dtype(self)
+        self.profile = profile(os.environ.get("PARITY_PROFILE") or self.profile_dtype)
+        self.suite = suite.with_profile(self.profile.dtype)
 
     # ------------------------------------------------------------ loading
     @classmethod

@@ -3,9 +3,12 @@ shapes and samples of one request."""
 
 from __future__ import annotations
 
+import math
+
 from harness.checks.base import fmt_keys, guard, not_applicable, verdict
 from harness.checks.compare_fns import compare_logprobs, compare_token_streams
-from harness.checks.data import RunData, Unavailable
+from harness.checks.data import REFERENCE, RunData, Unavailable
+from harness.sampling.stats import bonferroni, coincidence_p_value, fmt_p
 from harness.suite import Case
 from harness.verdict import Verdict
 
@@ -39,11 +42,31 @@ def _compare_runs(a_name: str, a, b_name: str, b, atol: float, k: int | None) ->
     return True, "", data
 
 
+def _chance_repeated(ctx: RunData, case: Case, x: str, main: dict) -> float | None:
+    """The chance that fresh draws (a seed ignored) would equal every main completion anyway: the product
+    of their probabilities under the reference's exact sampling distribution, per repeat. A differing
+    repeat is a defect whatever the distribution, so this never fails a run; it says how much a pass
+    proves (near 1 on a peaked model: little). None without the reference's processed scores."""
+    if case.sampling.greedy or not ctx.has_reference:
+        return None
+    try:
+        scores = ctx.scores_of(REFERENCE, case, x)
+    except Unavailable:
+        return None
+    logp = 0.0
+    for key in main:
+        s = scores.get(key)
+        if s is None or "processed" not in s.by_mode:
+            return None
+        logp += sum(s.by_mode["processed"])
+    return math.exp(logp * (case.repeats - 1))
+
+
 def seed_determinism(ctx: RunData, case: Case) -> list[Verdict]:
     """Repeat variants of a seeded (or greedy) case equal the main run: same tokens, finish reasons,
     logprobs within tolerance."""
     check, metric = "seed_determinism", "completions_differing"
-    atol = case.tolerance("logprob_atol")
+    atol = case.tolerance("logprob_atol", check)
     if case.repeats < 2:
         return [not_applicable(check, case.id, [], metric, "suite configuration: seed_determinism needs "
                                "`repeats: 2` or more (no repeat variant was recorded)", "error")]
@@ -68,11 +91,14 @@ def seed_determinism(ctx: RunData, case: Case) -> list[Verdict]:
                     bad += 1
                     lines.append(f"{fmt_keys(key)}: {what}")
         seed = "greedy" if case.sampling.greedy else f"seed {case.sampling.seed}"
+        chance = _chance_repeated(ctx, case, x, main)
+        power = (f"; an engine ignoring the seed would have repeated every one by chance with probability "
+                 f"{chance:.3g}" if chance is not None else "")
         detail = "; ".join(lines) or (f"{seed}: {case.repeats - 1} repeat(s) identical to the main run for "
-                                      f"{len(main)} completions (max |dlogp| {worst:.3g})")
+                                      f"{len(main)} completions (max |dlogp| {worst:.3g}){power}")
         return verdict(check, case.id, [x], metric=metric, value=bad, threshold=0, passed=bad == 0, detail=detail,
                        data={"repeats": case.repeats, "max_abs_dlogp": worst, "variants": sorted(variants),
-                             "problems": lines})
+                             "problems": lines, "chance_all_repeated_if_seed_ignored": chance})
 
     return [v for x in ctx.backends for v in guard(check, case, [x], metric, lambda x=x: unit(x))]
 
@@ -82,8 +108,8 @@ def batch_invariance(ctx: RunData, case: Case) -> list[Verdict]:
     (a divergence passes only as vLLM-rule tie noise, noted), same finish reason, logprobs within
     tolerance."""
     check, metric = "batch_invariance", "completions_differing"
-    atol = case.tolerance("logprob_atol")
-    k = int(case.tolerance("top_k_rescue"))
+    atol = case.tolerance("logprob_atol", check)
+    k = int(case.tolerance("top_k_rescue", check))
     if not case.alone:
         return [not_applicable(check, case.id, [], metric, "suite configuration: batch_invariance needs "
                                "`alone: true` (no alone-i variant was recorded)", "error")]
@@ -119,31 +145,61 @@ def batch_invariance(ctx: RunData, case: Case) -> list[Verdict]:
 
 
 def n_samples(ctx: RunData, case: Case) -> list[Verdict]:
-    """n samples per prompt, sample indices 0..n-1, recorded grouped by prompt in order, pairwise distinct."""
+    """n samples per prompt, sample indices 0..n-1, recorded grouped by prompt in order, and no more
+    coincidences between them than chance allows: equal samples fail only when their probability
+    under the reference's exact sampling distribution (its processed-mode score of the backend's
+    tokens) makes the coincidence improbable at the case's `alpha`, Bonferroni-split over prompts
+    (harness.sampling.stats.coincidence_p_value). Two equal samples of a peaked model pass."""
     check, metric = "n_samples", "problems"
     n = case.sampling.n
+    alpha = case.tolerance("alpha", check)
+    a_each = bonferroni(alpha, len(case.prompts))
 
     def unit(x: str) -> Verdict:
         main = ctx.gens_of(x, case)
-        problems = []
+        problems, tests = [], []
+        scores = None
         for p in range(len(case.prompts)):
             got = sorted(s for (pp, s) in main if pp == p)
             if got != list(range(n)):
                 problems.append(f"prompt {p}: sample indices {got}, expected 0..{n - 1}")
             streams = [tuple(main[(p, s)].completion_ids) for s in got]
-            dupes = sorted({(i, j) for i in range(len(streams)) for j in range(i + 1, len(streams))
-                            if streams[i] == streams[j]})
-            if dupes:
-                problems.append(f"prompt {p}: identical samples {dupes} (n > 1 must draw independently)")
+            if len(set(streams)) == len(streams):
+                continue
+            if not ctx.has_reference:
+                raise Unavailable("error", f"prompt {p}: samples {got} are not all distinct, and without the "
+                                           "reference there is no exact distribution to tell chance from a "
+                                           "duplication defect")
+            if scores is None:
+                scores = ctx.scores_of(REFERENCE, case, x)
+            logp = []
+            for s in got:
+                sc = scores.get((p, s))
+                if sc is None or "processed" not in sc.by_mode:
+                    raise Unavailable("error", f"no reference score (processed mode) of {x}'s {fmt_keys((p, s))}: "
+                                               "re-run the reference's score phase")
+                logp.append(float(sum(sc.by_mode["processed"])))
+            res = coincidence_p_value(streams, logp)
+            groups = [{**g, "samples": [got[i] for i in g["members"]]} for g in res.groups]
+            tests.append({"prompt": p, "p_value": res.p_value, "groups": groups})
+            if res.p_value < a_each:
+                what = ", ".join(f"samples {g['samples']} (P={math.exp(g['logp']):.3g} each)" for g in groups)
+                problems.append(f"prompt {p}: identical {what}: p={fmt_p(res.p_value)} < {a_each:g} that "
+                                f"independent draws coincide so (n > 1 must draw independently)")
         extra = sorted({pp for (pp, _) in main} - set(range(len(case.prompts))))
         if extra:
             problems.append(f"samples for prompt indices {extra}, which the case does not have")
         order = [(r.key.prompt_index, r.key.sample_index) for r in ctx.order_of(x, case) if r.key.variant == "main"]
         if order != sorted(order):
             problems.append(f"samples not grouped by prompt in order: recorded as {order}")
-        detail = "; ".join(problems) or (f"{n} distinct sample(s) for each of {len(case.prompts)} prompts, "
-                                         f"grouped in order")
+        chance = "; ".join(f"prompt {t['prompt']}: identical samples "
+                           + ", ".join(str(g["samples"]) for g in t["groups"])
+                           + f" by chance (p={fmt_p(t['p_value'])} >= {a_each:g})"
+                           for t in tests if t["p_value"] >= a_each)
+        detail = "; ".join(problems) or (f"{n} sample(s) for each of {len(case.prompts)} prompts, grouped in order, "
+                                         + (chance if chance else "pairwise distinct"))
         return verdict(check, case.id, [x], metric=metric, value=len(problems), threshold=0, passed=not problems,
-                       detail=detail, data={"n": n, "problems": problems})
+                       detail=detail, data={"n": n, "problems": problems, "alpha": alpha, "alpha_per_prompt": a_each,
+                                            "coincidences": tests})
 
     return [v for x in ctx.backends for v in guard(check, case, [x], metric, lambda x=x: unit(x))]

@@ -285,12 +285,12 @@ def inject_missing_leading_none(run_dir: Path, backend: str) -> str:
 
 
 def inject_duplicate_samples(run_dir: Path, backend: str) -> str:
-    """n > 1: sample 1 is a copy of sample 0 (sglang-jax's n=2 shares one seed)."""
+    """n > 1: every sample a copy of sample 0 (one seed shared by the n samples, as sglang-jax's n=2)."""
     files = load(run_dir)
     gens = {(_k(r), r["key"]["variant"]): r for r in _gens(files, backend)}
     n = 0
     for (k, variant), r in gens.items():
-        if k[2] == 1 and ((k[0], k[1], 0), variant) in gens:
+        if k[2] >= 1 and ((k[0], k[1], 0), variant) in gens:
             src = gens[((k[0], k[1], 0), variant)]
             for f in ("completion_ids", "completion_logprobs", "completion_top", "finish_reason", "text"):
                 r[f] = copy.deepcopy(src[f])

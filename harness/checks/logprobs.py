@@ -9,9 +9,10 @@ every mode (`by_mode`: raw, temperature, processed). Positions follow seed
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 from harness.checks.base import fmt_keys, guard, not_applicable, verdict
-from harness.checks.compare_fns import compare_logprobs, k3_kl, mode_distances
+from harness.checks.compare_fns import abs_quantile, compare_logprobs, k3_kl, mode_distances
 from harness.checks.data import REFERENCE, RunData, Unavailable
 from harness.spec import LOGPROB_MODES
 from harness.suite import Case
@@ -30,12 +31,47 @@ def truth(score, mode: str, who: str):
     return score.by_mode[mode]
 
 
+@dataclass(frozen=True)
+class Gate:
+    """How a check judges |dlogp| over a unit's tokens: the `quantile` (1: the max) within `atol`,
+    and the max within `max_atol`. float32 gates the max alone (quantile 1, max_atol inf); a
+    low-precision profile gates a high quantile, so that rare rounding outliers of a correct engine
+    pass while a defect moving most tokens fails, with a looser cap on the max."""
+
+    atol: float
+    quantile: float = 1.0
+    max_atol: float = math.inf
+
+    @classmethod
+    def of(cls, case: Case, check: str, atol_name: str = "logprob_atol") -> "Gate":
+        return cls(case.tolerance(atol_name, check), case.tolerance("logprob_quantile", check),
+                   case.tolerance("logprob_max_atol", check))
+
+    @property
+    def metric(self) -> str:
+        return "max_abs_dlogp" if self.quantile >= 1.0 else f"q{self.quantile:g}_abs_dlogp"
+
+    @property
+    def label(self) -> str:
+        return "max |dlogp|" if self.quantile >= 1.0 else f"q{self.quantile:g} |dlogp|"
+
+    def passes(self, stat: float, worst: float) -> bool:
+        return stat <= self.atol and worst <= self.max_atol
+
+    def describe(self, stat: float, worst: float) -> str:
+        if self.quantile >= 1.0:
+            return f"atol {self.atol:g}"
+        cap = f", max {worst:.3g} (cap {self.max_atol:g})" if math.isfinite(self.max_atol) else f", max {worst:.3g}"
+        return f"{self.label} {stat:.3g} (atol {self.atol:g}){cap}"
+
+
 class Worst:
-    """Keeps the largest comparison and the structural problems over many sequences."""
+    """Keeps the largest comparison, every |dlogp| and the structural problems over many sequences."""
 
     def __init__(self):
         self.value, self.desc, self.problems, self.per, self.n = 0.0, "", [], [], 0
         self.abs_sum = 0.0
+        self.diffs: list = []
 
     def add(self, where: str, c, **extra) -> None:
         if c.problem:
@@ -44,6 +80,7 @@ class Worst:
         self.per.append({"where": where} | c.as_dict() | extra)
         self.n += c.n
         self.abs_sum += c.mean_abs * c.n
+        self.diffs.append(c.diffs)
         if c.max_abs > self.value or not self.desc:
             self.value, self.desc = max(self.value, c.max_abs), f"{where}: {c.describe()}"
 
@@ -51,17 +88,30 @@ class Worst:
     def result(self) -> float:
         return math.inf if self.problems else self.value
 
-    def detail(self, atol: float, head: str = "") -> str:
+    def stat(self, gate: "Gate") -> float:
+        """The gated statistic (the gate's quantile of |dlogp|); inf with a structural problem."""
+        return math.inf if self.problems else abs_quantile(self.diffs, gate.quantile)
+
+    def judged(self, gate: "Gate") -> bool:
+        return not self.problems and bool(self.per) and gate.passes(self.stat(gate), self.value)
+
+    def detail(self, gate: "Gate", head: str = "") -> str:
         if self.problems:
             more = f" (+{len(self.problems) - 4} more)" if len(self.problems) > 4 else ""
             return head + "; ".join(self.problems[:4]) + more
         if not self.per:
             return head + "nothing to compare"
-        return f"{head}worst {self.desc}; atol {atol:g}"
+        return f"{head}worst {self.desc}; {gate.describe(self.stat(gate), self.value)}"
 
     def data(self) -> dict:
-        return {"per_sequence": self.per, "problems": self.problems, "n_tokens": self.n,
-                "mean_abs_dlogp": self.abs_sum / self.n if self.n else 0.0}
+        out = {"per_sequence": self.per, "problems": self.problems, "n_tokens": self.n,
+               "mean_abs_dlogp": self.abs_sum / self.n if self.n else 0.0, "max_abs_dlogp": self.result}
+        if self.diffs and not self.problems:
+            out["quantiles_abs_dlogp"] = {str(q): abs_quantile(self.diffs, q) for q in QUANTILES}
+        return out
+
+
+QUANTILES = (0.5, 0.9, 0.95, 0.99)  # recorded in every logprob verdict's data: the calibration reads them
 
 
 def _matched(score, rec, who: str) -> str | None:
@@ -73,8 +123,9 @@ def _matched(score, rec, who: str) -> str | None:
 def completion_logprobs(ctx: RunData, case: Case) -> list[Verdict]:
     """Each backend's completion logprobs equal the reference's score of its own tokens, in the
     mode the backend declares (greedy: every mode is raw)."""
-    check, metric = "completion_logprobs", "max_abs_dlogp"
-    atol = case.tolerance("logprob_atol")
+    check = "completion_logprobs"
+    gate = Gate.of(case, check)
+    metric = gate.metric
 
     def unit(x: str) -> Verdict:
         gens = ctx.gens_of(x, case)
@@ -96,8 +147,8 @@ def completion_logprobs(ctx: RunData, case: Case) -> list[Verdict]:
                   prompt=key[0], sample=key[1])
         greedy = " (greedy: all modes are raw)" if case.sampling.greedy else ""
         head = f"declared mode {'/'.join(sorted(modes)) or '?'}{greedy}; "
-        return verdict(check, case.id, subject(x), metric=metric, value=w.result, threshold=atol,
-                       passed=not w.problems and bool(w.per) and w.value <= atol, detail=w.detail(atol, head),
+        return verdict(check, case.id, subject(x), metric=metric, value=w.stat(gate), threshold=gate.atol,
+                       passed=w.judged(gate), detail=w.detail(gate, head),
                        data=w.data() | {"declared_mode": sorted(modes)})
 
     return [v for x in ctx.backends for v in guard(check, case, subject(x), metric, lambda x=x: unit(x))]
@@ -144,7 +195,8 @@ def logprob_mode(ctx: RunData, case: Case) -> list[Verdict]:
     mode over all the case's tokens; fail when the declared mode is not among those within
     tolerance. Catches temperature applied twice (no mode matches), processed labelled raw, etc."""
     check, metric = "logprob_mode", "distance_to_declared_mode"
-    atol = case.tolerance("logprob_atol")
+    gate = Gate.of(case, check)
+    atol = gate.atol
 
     def unit(x: str) -> Verdict:
         gens = ctx.gens_of(x, case)
@@ -177,14 +229,19 @@ def logprob_mode(ctx: RunData, case: Case) -> list[Verdict]:
             return verdict(check, case.id, subject(x), metric=metric, value=None, threshold=atol, passed=False,
                            detail=f"{x} produced no completion tokens in this case: nothing to detect a mode from")
         mode = declared.pop()
-        dist = mode_distances(name=x, lp=lp, by_mode=ref, atol=atol)
+        dist = mode_distances(name=x, lp=lp, by_mode=ref, atol=atol, quantile=gate.quantile)
         # modes that coincide on these tokens (greedy; T=1 without truncation) cannot be told apart
         same_as_declared = [m for m in LOGPROB_MODES
-                            if compare_logprobs(name_0=mode, lp_0=ref[mode], name_1=m, lp_1=ref[m]).max_abs <= atol]
+                            if abs_quantile([compare_logprobs(name_0=mode, lp_0=ref[mode], name_1=m,
+                                                              lp_1=ref[m]).diffs], gate.quantile) <= atol]
         matching = dist.matching
-        passed = mode in matching
-        dists = ", ".join(f"{m} {d:.3g}" for m, d in dist.distances.items())
-        if passed:
+        worst = compare_logprobs(name_0=x, lp_0=lp, name_1=mode, lp_1=ref[mode]).max_abs
+        passed = mode in matching and worst <= gate.max_atol
+        dists = ", ".join(f"{m} {d:.3g}" for m, d in dist.distances.items()) + \
+            ("" if gate.quantile >= 1.0 else f" ({gate.label}; max to declared {worst:.3g}, cap {gate.max_atol:g})")
+        if mode in matching and not passed:
+            detail = f"declared {mode}: one token {worst:.3g} away, beyond the cap {gate.max_atol:g}; distances {dists}"
+        elif passed:
             detected = "/".join(matching)
             note = f" (indistinguishable here: {'/'.join(same_as_declared)})" if len(same_as_declared) > 1 else ""
             detail = f"declared {mode}, detected {detected}{note}; distances {dists}"
@@ -198,7 +255,7 @@ def logprob_mode(ctx: RunData, case: Case) -> list[Verdict]:
                        passed=passed, detail=detail,
                        data={"declared": mode, "detected": matching, "nearest": dist.nearest,
                              "distances": dist.distances, "indistinguishable": same_as_declared,
-                             "n_tokens": len(lp)})
+                             "n_tokens": len(lp), "max_abs_dlogp": worst, "quantile": gate.quantile})
 
     return [v for x in ctx.backends for v in guard(check, case, subject(x), metric, lambda x=x: unit(x))]
 
@@ -226,8 +283,9 @@ def replay(ctx: RunData, case: Case) -> list[Verdict]:
     """Forced-token replay: engine B's get_per_token_logps of A's completion equals A's own
     generate logprobs where the modes agree (greedy, or the same mode), and the reference's score
     of the same tokens in B's scoring mode always."""
-    check, metric = "replay", "max_abs_dlogp"
-    atol = case.tolerance("logprob_atol")
+    check = "replay"
+    gate = Gate.of(case, check)
+    metric = gate.metric
     units = [(b, a) for b in ctx.engines for a in ctx.backends if a != b]
     if not units:
         return [not_applicable(check, case.id, [], metric, f"replay needs an engine and a second backend; "
@@ -267,15 +325,16 @@ def replay(ctx: RunData, case: Case) -> list[Verdict]:
                                 f"compared with the reference only")
         if not vs_ref.per and not vs_src.per and not vs_ref.problems and not vs_src.problems:
             raise Unavailable("skipped", "; ".join(sorted(skipped_src)) or "nothing comparable")
-        value = max(vs_ref.result, vs_src.result)
-        passed = value <= atol and (bool(vs_ref.per) or bool(vs_src.per))
+        sides = [w for w in (vs_ref, vs_src) if w.per or w.problems]
+        value = max(w.stat(gate) for w in sides)
+        passed = all(w.judged(gate) for w in sides)
         parts = [f"{b} replaying {a}'s tokens"]
         if vs_ref.per or vs_ref.problems:
-            parts.append(f"vs reference: {vs_ref.detail(atol)}")
+            parts.append(f"vs reference: {vs_ref.detail(gate)}")
         if vs_src.per or vs_src.problems:
-            parts.append(f"vs {a}'s own logprobs: {vs_src.detail(atol)}")
+            parts.append(f"vs {a}'s own logprobs: {vs_src.detail(gate)}")
         parts += sorted(skipped_src)
-        return verdict(check, case.id, [b, a], metric=metric, value=value, threshold=atol, passed=passed,
+        return verdict(check, case.id, [b, a], metric=metric, value=value, threshold=gate.atol, passed=passed,
                        detail="; ".join(parts),
                        data={"vs_reference": vs_ref.data(), "vs_source": vs_src.data(), "notes": sorted(skipped_src)})
 
@@ -286,8 +345,9 @@ def self_consistency(ctx: RunData, case: Case) -> list[Verdict]:
     """A backend's get_per_token_logps of its own completion equals what its generate returned,
     where the modes are comparable (greedy, or it generates in the mode it scores in). Also
     reports SGLang's k3 self-consistency KL."""
-    check, metric = "self_consistency", "max_abs_dlogp"
-    atol = case.tolerance("logprob_atol")
+    check = "self_consistency"
+    gate = Gate.of(case, check)
+    metric = gate.metric
 
     def unit(x: str) -> Verdict:
         gens = ctx.gens_of(x, case)
@@ -317,8 +377,8 @@ def self_consistency(ctx: RunData, case: Case) -> list[Verdict]:
             raise Unavailable("skipped", "; ".join(sorted(notes)) or "nothing to compare")
         k3 = k3_kl(rollout_name=f"{x} generate", rollout=gen_lp, trainer_name=f"{x} score",
                    trainer=score_lp) if gen_lp else None
-        return verdict(check, case.id, [x], metric=metric, value=w.result, threshold=atol,
-                       passed=not w.problems and w.value <= atol, detail=w.detail(atol),
+        return verdict(check, case.id, [x], metric=metric, value=w.stat(gate), threshold=gate.atol,
+                       passed=w.judged(gate), detail=w.detail(gate),
                        data=w.data() | {"k3": k3, "notes": sorted(notes)})
 
     return [v for x in ctx.backends for v in guard(check, case, [x], metric, lambda x=x: unit(x))]

@@ -21,8 +21,8 @@ from harness.verdict import Verdict
 
 def mismatch(ctx: RunData, case: Case) -> list[Verdict]:
     check, metric = "mismatch", "k3"
-    k3_max = case.tolerance("k3_max")
-    is_max = case.tolerance("is_outside_max")
+    k3_max = case.tolerance("k3_max", check)
+    is_max = case.tolerance("is_outside_max", check)
     units = pairs_vs_reference(ctx)
     if not units:
         return no_units(check, case, metric, "an engine and the reference", ctx)

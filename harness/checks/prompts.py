@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from harness.checks.base import engine_pairs, fmt_keys, guard, no_units, pairs_vs_reference, verdict
 from harness.checks.compare_fns import compare_prompt_logprobs
+from harness.checks.logprobs import Gate, Worst
 from harness.checks.data import REFERENCE, RunData
 from harness.suite import Case
 from harness.verdict import Verdict
@@ -59,42 +60,36 @@ def prompt_ids(ctx: RunData, case: Case) -> list[Verdict]:
 def prompt_logprobs(ctx: RunData, case: Case) -> list[Verdict]:
     """One entry per prompt token, the first None, each within tolerance of the reference's
     teacher-forced value (the reference's generation record carries its exact prompt logprobs)."""
-    check, metric = "prompt_logprobs", "max_abs_dlogp"
-    atol = case.tolerance("prompt_logprob_atol")
+    check = "prompt_logprobs"
+    gate = Gate.of(case, check, "prompt_logprob_atol")
+    metric = gate.metric
 
     def unit(x: str) -> Verdict:
         ref = ctx.gens_of(REFERENCE, case)
-        worst, problems, per = 0.0, [], []
+        w = Worst()
         for variant, recs in sorted(ctx.variants_of(x, case).items()):
             for key, r in sorted(recs.items()):
                 truth = ref.get((key[0], 0))
                 where = f"{variant} {fmt_keys(key)}"
                 if truth is None:
-                    problems.append(f"{where}: the reference has no record of prompt {key[0]}")
+                    w.problems.append(f"{where}: the reference has no record of prompt {key[0]}")
                     continue
                 if list(r.prompt_ids) != list(truth.prompt_ids):
-                    problems.append(f"{where}: prompt ids differ from the reference's (see prompt_ids)")
+                    w.problems.append(f"{where}: prompt ids differ from the reference's (see prompt_ids)")
                     continue
-                c = compare_prompt_logprobs(name_0=x, plp_0=r.prompt_logprobs, name_1="reference",
-                                            plp_1=truth.prompt_logprobs, prompt_len=len(r.prompt_ids))
-                if c.problem:
-                    problems.append(f"{where}: {c.describe()}")
-                    continue
-                per.append({"variant": variant, "prompt": key[0], "sample": key[1]} | c.as_dict())
-                if c.max_abs > worst or not per[:-1]:
-                    worst_desc = f"{where}: {c.describe()}"
-                worst = max(worst, c.max_abs)
-        passed = not problems and worst <= atol
-        if problems:
-            detail = "; ".join(problems[:5]) + (f" (+{len(problems) - 5} more)" if len(problems) > 5 else "")
-        elif per:
-            detail = f"worst {worst_desc}; atol {atol:g}"
+                w.add(where, compare_prompt_logprobs(name_0=x, plp_0=r.prompt_logprobs, name_1="reference",
+                                                     plp_1=truth.prompt_logprobs, prompt_len=len(r.prompt_ids)),
+                      variant=variant, prompt=key[0], sample=key[1])
+        if w.problems:
+            detail = "; ".join(w.problems[:5]) + (f" (+{len(w.problems) - 5} more)" if len(w.problems) > 5 else "")
+        elif w.per:
+            detail = w.detail(gate)
         else:
             detail = "no prompt logprobs compared"
-            passed = False
+        data = w.data()
+        data["per_prompt"] = data.pop("per_sequence")
         return verdict(check, case.id, [x] if x == REFERENCE else [x, REFERENCE], metric=metric,
-                       value=float("inf") if problems else worst, threshold=atol, passed=passed, detail=detail,
-                       data={"per_prompt": per, "problems": problems})
+                       value=w.stat(gate), threshold=gate.atol, passed=w.judged(gate), detail=detail, data=data)
 
     return [v for x in ctx.backends
             for v in guard(check, case, [x] if x == REFERENCE else [x, REFERENCE], metric, lambda x=x: unit(x))]

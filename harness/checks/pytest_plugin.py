@@ -92,7 +92,7 @@ def parity_verdict(request: pytest.FixtureRequest) -> Verdict:
     for name in ("check", "case", "metric", "value", "threshold", "verdict"):
         request.node.user_properties.append((name, json.dumps(getattr(v, name))))
     request.node.user_properties.append(("backends", ",".join(v.backends)))
-    if v.verdict == "skipped":
+    if v.verdict in ("skipped", "measured"):  # measured, not gated: shown, never a pass
         pytest.skip(_describe(v))
     if v.verdict == "error":
         raise ParityError(_describe(v))

@@ -43,7 +43,36 @@ def run_case_check(ctx: RunData, case: Case, name: str) -> list[Verdict]:
         known = "in the catalog" if name in CATALOG else "unknown"
         return [not_applicable(name, case.id, [], "implemented", f"check {name!r} ({known}) has no implementation "
                                f"in harness.checks.registry: it cannot pass", "error")]
-    return fn(ctx, case)
+    return [measured_only(ctx, v) for v in fn(ctx, case)]
+
+
+def measured_only(ctx: RunData, v: Verdict) -> Verdict:
+    """A pass or fail of a check the run's profile measures without gating (for these backends)
+    becomes 'measured': shown with its value, never counted as a pass or a failure."""
+    if v.verdict not in ("pass", "fail") or ctx.profile.gated(v.check, v.backends):
+        return v
+    v.data = {**v.data, "would_have": v.verdict, "profile": ctx.profile.dtype}
+    v.verdict = "measured"
+    v.detail = (f"measured, not gated at {ctx.profile.dtype} (no calibrated threshold can be meaningful for "
+                f"{', '.join(v.backends)} here; the profile says why): {v.detail}")
+    return v
+
+
+RUN_PROFILE = "run:profile"  # Verdict.case of the tolerance_profile verdict
+
+
+def tolerance_profile(ctx: RunData) -> list[Verdict]:
+    """A run whose engines ran in a dtype without a calibrated profile cannot be judged: an error
+    verdict saying so (its checks use float32's thresholds, which that dtype's noise exceeds)."""
+    p = ctx.profile
+    if p.calibrated:
+        return []
+    return [Verdict(check="tolerance_profile", backends=sorted(ctx.engine_dtypes), case=RUN_PROFILE,
+                    metric="calibrated", value=0.0, threshold=1.0, verdict="error",
+                    detail=f"no calibrated tolerance profile for {p.dtype} (engines: {ctx.engine_dtypes}): the "
+                           f"verdicts use float32's thresholds and are not meaningful at {p.dtype}; calibrate one "
+                           f"(docs/checks.md, 'Tolerance profiles')",
+                    data={"dtype": p.dtype, "engine_dtypes": ctx.engine_dtypes})]
 
 
 def backend_ran(ctx: RunData) -> list[Verdict]:

@@ -89,7 +89,7 @@ def _spec_issue(case: Case, engine: str, field: str) -> mapping.MappingIssue | N
 def sampling_distribution(ctx: RunData, case: Case) -> list[Verdict]:
     check, metric = "sampling_distribution", "p_value"
     spec = case.sampling
-    alpha = case.tolerance("alpha")
+    alpha = case.tolerance("alpha", check)
     if spec.greedy:
         return [not_applicable(check, case.id, [], metric, "suite configuration: sampling_distribution needs "
                                "temperature > 0 (a greedy case has no distribution to test)", "error")]
@@ -238,7 +238,7 @@ def _exercised(ctx: RunData, case: Case) -> tuple[dict[str, bool], dict[str, str
 def sampling_effects(ctx: RunData, case: Case) -> list[Verdict]:
     check, metric = "sampling_effects", "problems"
     spec = case.sampling
-    tie = case.tolerance("logprob_atol")
+    tie = case.tolerance("logprob_atol", check)
     if not spec.greedy:
         return [not_applicable(check, case.id, [], metric, "suite configuration: sampling_effects needs "
                                "temperature 0 (deterministic effects)", "error")]

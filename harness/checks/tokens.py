@@ -44,7 +44,7 @@ def greedy_tokens(ctx: RunData, case: Case) -> list[Verdict]:
         return [not_applicable(check, case.id, [], metric,
                                f"case is not greedy (temperature {case.sampling.temperature:g}): token streams of "
                                f"sampling engines are compared by distribution, not token by token")]
-    k = int(case.tolerance("top_k_rescue"))
+    k = int(case.tolerance("top_k_rescue", check))
     units = pairs_vs_reference(ctx) + engine_pairs(ctx)
     if not units:
         return no_units(check, case, metric, "an engine and the reference, or two engines", ctx)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from harness.checks.base import fmt_keys, guard, verdict
 from harness.checks.compare_fns import compare_logprobs
 from harness.checks.data import REFERENCE, RunData, Unavailable
-from harness.checks.logprobs import Worst, subject, truth
+from harness.checks.logprobs import Gate, Worst, subject, truth
 from harness.suite import Case
 from harness.verdict import Verdict
 
@@ -21,8 +21,10 @@ def other_set(weights: str) -> str:
 
 
 def weight_update(ctx: RunData, case: Case) -> list[Verdict]:
-    check, metric = "weight_update", "max_abs_dlogp_vs_live_weights"
-    atol = case.tolerance("logprob_atol")
+    check = "weight_update"
+    gate = Gate.of(case, check)
+    atol = gate.atol
+    metric = f"{gate.metric}_vs_live_weights"
     live, stale = case.weights, other_set(case.weights)
 
     def unit(x: str) -> Verdict:
@@ -50,29 +52,33 @@ def weight_update(ctx: RunData, case: Case) -> list[Verdict]:
                                             name_1=f"reference under {stale}", lp_1=old))
         if vs_live.problems:
             return verdict(check, case.id, subject(x), metric=metric, value=float("inf"), threshold=atol,
-                           passed=False, detail=vs_live.detail(atol), data={"problems": vs_live.problems})
+                           passed=False, detail=vs_live.detail(gate), data={"problems": vs_live.problems})
         if not sep.per:
             raise Unavailable("error", f"{x} has no completions in case {case.id}")
-        if sep.value <= 2 * atol:
+        d_sep = sep.stat(gate)
+        if d_sep <= 2 * atol:
             raise Unavailable("error", f"weight sets {live} and {stale} give the same logprobs on these tokens "
-                                       f"(max difference {sep.value:.3g} <= 2 x atol {atol:g}): this case cannot "
-                                       f"detect stale weights; use prompts where they differ")
-        d_live, d_stale = vs_live.result, vs_stale.result
-        is_live = d_live <= atol
+                                       f"({gate.label} of their difference {d_sep:.3g} <= 2 x atol {atol:g}): this "
+                                       f"case cannot detect stale weights; use prompts where they differ")
+        d_live, d_stale = vs_live.stat(gate), vs_stale.stat(gate)
+        is_live = vs_live.judged(gate)
         is_stale = d_stale <= atol
         passed = is_live and not is_stale
         if passed:
-            detail = (f"{x} follows weight set {live}: max |dlogp| {d_live:.3g} vs reference under {live}, "
-                      f"{d_stale:.3g} vs {stale} (sets differ by up to {sep.value:.3g} here)")
+            detail = (f"{x} follows weight set {live}: {gate.label} {d_live:.3g} vs reference under {live}, "
+                      f"{d_stale:.3g} vs {stale} (sets differ by up to {sep.value:.3g} here); "
+                      f"{gate.describe(d_live, vs_live.value)}")
         elif is_stale:
-            detail = (f"STALE WEIGHTS: {x}'s logprobs match weight set {stale} (max |dlogp| {d_stale:.3g}), not the "
+            detail = (f"STALE WEIGHTS: {x}'s logprobs match weight set {stale} ({gate.label} {d_stale:.3g}), not the "
                       f"live set {live} ({d_live:.3g}): update_params did not take effect")
         else:
             detail = (f"{x}'s logprobs match neither set: {d_live:.3g} vs {live}, {d_stale:.3g} vs {stale} "
                       f"(atol {atol:g}); worst vs {live}: {vs_live.desc}")
         return verdict(check, case.id, subject(x), metric=metric, value=d_live, threshold=atol, passed=passed,
                        detail=detail,
-                       data={"live": live, "stale": stale, "max_abs_vs_live": d_live, "max_abs_vs_stale": d_stale,
-                             "separation": sep.value, "n_tokens": vs_live.n})
+                       data={"live": live, "stale": stale, "max_abs_vs_live": vs_live.value,
+                             "max_abs_vs_stale": vs_stale.value, "stat_vs_live": d_live, "stat_vs_stale": d_stale,
+                             "quantile": gate.quantile, "separation": sep.value, "n_tokens": vs_live.n,
+                             "quantiles_abs_dlogp": vs_live.data().get("quantiles_abs_dlogp")})
 
     return [v for x in ctx.backends for v in guard(check, case, subject(x), metric, lambda x=x: unit(x))]

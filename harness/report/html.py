@@ -23,8 +23,9 @@ from harness.report import plots
 from harness.report import rl as rl_run
 from harness.report.data import REFERENCE, RunData, load_vocab, token_text
 from harness.report.summary import group_verdict
+from harness.verdict import OUTCOMES
 
-RANK = {"error": 0, "fail": 1, "pass": 2, "skipped": 3}
+RANK = {"error": 0, "fail": 1, "pass": 2, "measured": 3, "skipped": 4}
 LOG_TAIL_LINES = 40
 CAUSE_CHECKS = ("backend_ran", "rl.run")  # checks that say why a backend did not run: never folded away
 MAX_PROMPTS_PER_CASE = 24  # prompt/sample panels shown in full per case; the rest are listed (records/ has them)
@@ -291,14 +292,14 @@ def _unique(names: list[str]) -> list[str]:
 
 
 def _case_tolerance(case, verdicts: list) -> float | None:
-    tol = None
-    if case is not None:
+    """The case's completion |dlogp| threshold as compare applied it (the run's tolerance profile
+    included): the completion_logprobs verdict's, else the suite's."""
+    tol = next((v.threshold for v in verdicts if v.check == "completion_logprobs" and v.threshold), None)
+    if tol is None and case is not None:
         try:
-            tol = case.tolerance("logprob_atol")
+            tol = case.tolerance("logprob_atol", "completion_logprobs")
         except KeyError:
             tol = None
-    if tol is None:
-        tol = next((v.threshold for v in verdicts if v.check == "completion_logprobs" and v.threshold), None)
     return tol
 
 
@@ -587,7 +588,7 @@ def _by_check(verdicts) -> list[dict]:
         tally[v.check][v.verdict] += 1
     out = []
     for check, row in tally.items():
-        c = {o: int(row.get(o, 0)) for o in ("pass", "fail", "error", "skipped")}
+        c = {o: int(row.get(o, 0)) for o in OUTCOMES}
         out.append({"check": check, **c, "verdict": group_verdict([o for o, n in c.items() if n])})
     out.sort(key=lambda r: (RANK[r["verdict"]], r["check"]))
     return out

@@ -85,8 +85,8 @@ def build_junit(verdicts: list[Verdict], summary: dict) -> ET.Element:
             ET.SubElement(tc, "failure", message=_message(v), type="ParityFailure").text = v.detail or None
         elif v.verdict == "error":
             ET.SubElement(tc, "error", message=_message(v), type="CheckError").text = v.detail or None
-        elif v.verdict == "skipped":
-            ET.SubElement(tc, "skipped", message=v.detail or "skipped")
+        elif v.verdict in ("skipped", "measured"):  # measured, not gated: JUnit has no such state, and it is no pass
+            ET.SubElement(tc, "skipped", message=v.detail or v.verdict)
         if v.detail:
             ET.SubElement(tc, "system-out").text = v.detail
         cases.append(tc)
@@ -168,8 +168,8 @@ def junit_text(verdicts: list[Verdict], summary: dict) -> str:
         elif v.verdict == "error":
             parts.append(i3 + _el("error", [("message", _message(v)), ("type", "CheckError")], v.detail or None))
             tally["error"] += 1
-        elif v.verdict == "skipped":
-            parts.append(i3 + _el("skipped", [("message", v.detail or "skipped")]))
+        elif v.verdict in ("skipped", "measured"):
+            parts.append(i3 + _el("skipped", [("message", v.detail or v.verdict)]))
             tally["skipped"] += 1
         if v.detail:
             parts.append(i3 + _el("system-out", [], v.detail))

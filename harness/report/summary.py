@@ -24,10 +24,9 @@ from pathlib import Path
 
 from harness.report import rl as rl_run
 from harness.report.data import REFERENCE, RunData, finite_or_str
-from harness.verdict import Verdict
+from harness.verdict import OUTCOMES, Verdict
 
 SUMMARY_SCHEMA_VERSION = 2
-OUTCOMES = ("pass", "fail", "error", "skipped")
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schema" / "summary.schema.json"
 
 
@@ -39,8 +38,8 @@ def counts(verdicts: list[Verdict]) -> dict[str, int]:
 
 
 def group_verdict(outcomes: list[str]) -> str:
-    """A group of checks (a pair, a case): error > fail > pass > skipped."""
-    for o in ("error", "fail", "pass"):
+    """A group of checks (a pair, a case): error > fail > pass > measured > skipped."""
+    for o in ("error", "fail", "pass", "measured"):
         if o in outcomes:
             return o
     return "skipped"
@@ -171,7 +170,7 @@ def pair_table(verdicts: list[Verdict], order: list[str]) -> list[dict]:
             "failing": sorted({v.check for v in vs if v.verdict in ("fail", "error")}),
             "checks": {c: group_verdict(per_check[c]) for c in sorted(per_check)},
         })
-    rank = {"error": 0, "fail": 1, "pass": 2, "skipped": 3}
+    rank = {"error": 0, "fail": 1, "pass": 2, "measured": 3, "skipped": 4}
     rows.sort(key=lambda r: (len(r["backends"]) != 2, [order.index(b) if b in order else 99 for b in r["backends"]]))
     rows.sort(key=lambda r: rank[r["verdict"]])
     return rows
@@ -197,7 +196,9 @@ def overall(verdicts: list[Verdict], backends: dict[str, dict], problems: list[s
         return "error", "; ".join(reasons)
     if c["fail"]:
         return "fail", f"{c['fail']} of {ran} check(s) failed"
-    return "pass", f"all {ran} check(s) passed" + (f" ({c['skipped']} skipped)" if c["skipped"] else "")
+    aside = [f"{c['measured']} measured, not gated"] * bool(c["measured"]) + \
+        [f"{c['skipped']} skipped"] * bool(c["skipped"])
+    return "pass", f"all {ran} check(s) passed" + (f" ({'; '.join(aside)})" if aside else "")
 
 
 def _harness_version() -> str:

@@ -153,6 +153,42 @@ def repeat_independence(pairs: list[tuple[int, int]], p_h0: float) -> Independen
     return IndependenceResult(pairs=n, matches=m, expected=n * p_h0, match_rate_h0=p_h0, p_value=pv)
 
 
+@dataclass
+class CoincidenceResult:
+    n: int  # draws
+    groups: list[dict]  # {"members": [i, ...], "logp": log P(sequence), "bound": C(n,c) P^(c-1)}
+    p_value: float  # 1.0 when no two draws coincide
+
+    def as_dict(self) -> dict:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+def coincidence_p_value(streams: list[tuple], logp: list[float]) -> CoincidenceResult:
+    """How improbable the coincidences among n independent draws of whole sequences are, given each
+    draw's exact log-probability under the sampling distribution (logp[i] for streams[i]).
+
+    Under H0 (independent draws from P), for any c >= 2 and t, the chance that some sequence s with
+    P(s) <= t occurs c or more times is at most sum_{P(s)<=t} C(n,c) P(s)^c <= C(n,c) t^(c-1). A group
+    of c equal draws of s therefore has the bound pi = C(n,c) P(s)^(c-1); the statistic is the
+    smallest pi over the groups, and a union over c = 2..n gives the p-value min(1, (n-1) min pi).
+    A duplicate of a probable sequence (a peaked model) is unremarkable; copies of an improbable one
+    (a shared seed) are not."""
+    n = len(streams)
+    by: dict[tuple, list[int]] = {}
+    for i, s in enumerate(streams):
+        by.setdefault(tuple(s), []).append(i)
+    groups = []
+    for members in by.values():
+        c = len(members)
+        if c < 2:
+            continue
+        lp = max(float(logp[i]) for i in members)  # equal streams score equally; max is the conservative one
+        log_bound = math.log(math.comb(n, c)) + (c - 1) * lp
+        groups.append({"members": members, "logp": lp, "bound": math.exp(min(0.0, log_bound))})
+    pv = min(1.0, (n - 1) * min(g["bound"] for g in groups)) if groups else 1.0
+    return CoincidenceResult(n=n, groups=groups, p_value=pv)
+
+
 def bonferroni(alpha: float, m: int) -> float:
     return alpha / max(1, m)
 
