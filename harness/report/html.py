@@ -263,6 +263,7 @@ def _case_views(data: RunData, idx: _Index, vocab: dict[int, str], colors: dict[
             "shown": shown, "folded": folded, "bad": bad, "good": good,
             "n_pass": sum(1 for v in good if v.verdict == "pass"),
             "n_skipped": sum(1 for v in good if v.verdict == "skipped"),
+            "n_measured": sum(1 for v in good if v.verdict == "measured"),
             "good_checks": _unique([v.check for v in good]),
             "outcome": outcome if (verdicts or real_errors) else "none", "prompts": [], "hidden": [],
             "repeats": case.repeats if case else None, "alone": case.alone if case else None,
