@@ -127,11 +127,13 @@ BACKENDS = {
 
 
 def backend_impl(session: nox.Session, backend: str) -> None:
-    """Install one backend's venv, then run `parity <posargs> --backend NAME` in it."""
+    """Install one backend's venv, then run `parity <posargs> --backend NAME` in it (posargs may name another
+    backend of this venv: `nox -s vllm -- record --backend vllm_http ...`, the served engine)."""
     _, installer = BACKENDS[backend]
     installer(session)
     if session.posargs:
-        run_harness(session, *session.posargs, "--backend", backend)
+        chosen = [] if "--backend" in session.posargs else ["--backend", backend]
+        run_harness(session, *session.posargs, *chosen)
 
 
 @nox.session(python=PY_DRIVER)

@@ -48,7 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="record every backend, compare, report (the main job)")
     run.add_argument("--suite", default=DEFAULT_SUITE, help=f"suite file (default {DEFAULT_SUITE})")
     run.add_argument("--backends", default="reference,vllm,sglang_jax",
-                     help="comma-separated backends to run (default: all). The reference is needed by most checks.")
+                     help="comma-separated backends to run (default: reference,vllm,sglang_jax; served engines: "
+                          "vllm_http, sglang_jax_http; a running server: NAME=URL or NAME=ENGINE:URL). "
+                          "The reference is needed by most checks.")
     run.add_argument("--out", default="reports", help="parent directory of run directories (default reports/)")
     run.add_argument("--run-id", default=None, help="run directory name (default: UTC timestamp)")
     run.add_argument("--resume", action="store_true", help="continue --run-id, skipping cases already recorded")
@@ -56,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="how to start a backend: its nox session (default; installs its venv) or this interpreter")
     run.add_argument("--timeout", type=float, default=1800.0, help="seconds per backend process (default 1800)")
     run.add_argument("--quiet", action="store_true", help="no per-case progress lines")
+    run.add_argument("--fanout", type=int, default=None,
+                     help="servers per served backend (vllm_http, sglang_jax_http) behind a round-robin client "
+                          "(default 1; PARITY_HTTP_FANOUT)")
     run.add_argument("--no-selftest", action="store_true",
                      help="skip the detection matrix (defects injected into the golden run) in the report")
     _add_model_args(run)
@@ -177,10 +182,10 @@ def cmd_record(args) -> int:
     run_dir = Path(args.out)
     run_id = args.run_id or run_dir.name
     if not args.worker and not args.no_isolate:
-        from harness.backends.base import BACKENDS
+        from harness.backends.base import BACKENDS, is_backend
         from harness.supervise import supervise
 
-        if args.backend not in BACKENDS:
+        if not is_backend(args.backend):
             raise HarnessError(f"unknown backend {args.backend!r}; known: {sorted(BACKENDS)}")
         argv = ["record", "--backend", args.backend, "--suite", str(args.suite), "--out", str(run_dir),
                 "--phase", args.phase, "--run-id", run_id, "--dtype", dtype]
@@ -199,6 +204,7 @@ def cmd_record(args) -> int:
     phases = ["generate", "score"] if args.phase == "all" else [args.phase]
     errors = 0
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("PARITY_SERVER_LOG_DIR", str(run_dir / "logs"))  # served backends' server logs
     with cls(models["A"], dtype=dtype) as runner:
         if args.backend != "reference":  # the reference is float64 by design, whatever the run's dtype
             try:

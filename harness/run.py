@@ -44,8 +44,10 @@ def git_revision() -> str:
 
 def backend_command(backend: str, launcher: str, record_args: list[str]) -> list[str]:
     if launcher == "nox":
+        from harness.backends.base import venv_of
+
         return [sys.executable, "-m", "nox", "--no-error-on-missing-interpreters", "-f", str(ROOT / "noxfile.py"),
-                "-s", backend, "--", "record", *record_args]
+                "-s", venv_of(backend), "--", "record", "--backend", backend, *record_args]
     return [sys.executable, "-m", "harness", "record", "--backend", backend, *record_args]
 
 
@@ -144,16 +146,43 @@ def _bench_into(run_dir: Path, out: Path) -> None:
     (run_dir / "bench.json").write_text(json.dumps(doc, indent=1) + "\n")
 
 
-def run_all(args) -> int:
+def _served_backends(args) -> list[str]:
+    """Backend names from --backends; NAME=URL entries (running servers) are exported to the recording
+    processes (harness.backends.http.external), --fanout to the served backends."""
     from harness.backends.base import BACKENDS
+    from harness.backends.http import external
+    from harness.backends.http.server import ServerError
+
+    names = []
+    for entry in (b.strip() for b in args.backends.split(",")):
+        if "=" in entry:
+            try:
+                name, url, kind = external.parse(entry)
+                if name in BACKENDS:
+                    raise ValueError(f"--backends entry {entry!r}: {name!r} is a built-in backend; choose another name")
+                external.export(name, url, kind or external.detect(url))
+            except (ValueError, ServerError) as e:
+                raise HarnessError(str(e)) from None
+            entry = name
+        if entry:
+            names.append(entry)
+    if getattr(args, "fanout", None) is not None:
+        if args.fanout < 1:
+            raise HarnessError(f"--fanout {args.fanout}: at least 1")
+        os.environ["PARITY_HTTP_FANOUT"] = str(args.fanout)
+    return names
+
+
+def run_all(args) -> int:
+    from harness.backends.base import BACKENDS, is_backend
     from harness.model import resolve
     from harness.suite import load_suite
 
     t_start = time.monotonic()
     # Configuration errors first: nothing is written for a bad suite, model or backend list.
     suite = load_suite(args.suite)
-    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
-    unknown = [b for b in backends if b not in BACKENDS]
+    backends = _served_backends(args)
+    unknown = [b for b in backends if not is_backend(b)]
     if unknown or not backends:
         raise HarnessError(f"--backends {args.backends!r}: unknown {unknown}; choose from {sorted(BACKENDS)}")
     try:

@@ -15,6 +15,7 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Any
 
+from harness.backends.http import SERVED
 from harness.model import ModelRef
 from harness.spec import LogprobMode, SamplingSpec
 
@@ -103,6 +104,25 @@ BACKENDS: dict[str, str] = {
     "sglang_jax": "harness.backends.sglang_jax.runner:SglangJaxRunner",
 }
 ENGINE_BACKENDS = ("vllm", "sglang_jax")
+BACKENDS.update({name: runner for name, (_, runner) in SERVED.items()})
+
+
+def _external(name: str) -> str | None:
+    """The served backend recording NAME against an external server (`parity run --backends NAME=URL`)."""
+    from harness.backends.http.external import ENGINES, engine_of
+
+    kind = engine_of(name) if name not in BACKENDS else None
+    return ENGINES[kind] if kind else None
+
+
+def is_backend(name: str) -> bool:
+    return name in BACKENDS or _external(name) is not None
+
+
+def venv_of(name: str) -> str:
+    """The backend whose venv (nox session) runs `name`: a served engine runs in its engine's."""
+    name = _external(name) or name
+    return SERVED[name][0] if name in SERVED else name
 
 
 class BackendUnavailable(RuntimeError):
@@ -110,12 +130,15 @@ class BackendUnavailable(RuntimeError):
 
 
 def runner_class(name: str) -> type[Runner]:
-    if name not in BACKENDS:
+    served = _external(name)
+    if name not in BACKENDS and served is None:
         raise KeyError(f"unknown backend {name!r}; known: {sorted(BACKENDS)}")
-    module, cls = BACKENDS[name].split(":")
+    module, cls = BACKENDS[served or name].split(":")
     try:
-        return getattr(importlib.import_module(module), cls)
+        found = getattr(importlib.import_module(module), cls)
     except ImportError as e:
         raise BackendUnavailable(
-            f"backend {name!r} cannot be imported here ({e}); run it in its own venv: `nox -s {name} -- record ...`"
+            f"backend {name!r} cannot be imported here ({e}); run it in its own venv: "
+            f"`nox -s {venv_of(name)} -- record --backend {name} ...`"
         ) from e
+    return type(found.__name__, (found,), {"name": name}) if served else found
