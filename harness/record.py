@@ -21,7 +21,7 @@ import traceback
 from collections import defaultdict
 from pathlib import Path
 
-from harness.backends.base import Runner
+from harness.backends.base import Runner, Unsupported
 from harness.model import ModelRef
 from harness.records import (
     CaseKey,
@@ -80,6 +80,7 @@ class Recorder:
         self.prompt_ids = prompt_ids  # case id -> tokenized prompts
         self.quiet = quiet
         self.live: str | None = "A"
+        self.no_swap = ""  # why this backend cannot swap weights, once it said so
         self.state_path: Path | None = None
 
     def _mark(self, phase: str, case: Case, source: str = "") -> None:
@@ -107,12 +108,21 @@ class Recorder:
         )
 
     def _ensure_weights(self, case: Case) -> None:
+        if self.no_swap and "weight_update" in case.checks:
+            raise Unsupported(self.no_swap)  # its verdict needs a swap this backend cannot make
         if case.weights != self.live:
             # Unknown until the swap succeeds: a swap that fails half-way must be retried by the
             # next case, never assumed to have left the old set live.
-            self.live = None
-            self.runner.set_weights(self.models[case.weights])
+            before, self.live = self.live, None
+            try:
+                self.runner.set_weights(self.models[case.weights])
+            except Unsupported as e:  # refused before touching anything: the old set is still live
+                self.live, self.no_swap = before, str(e)
+                raise
             self.live = case.weights
+
+    def _skipped(self, phase: str, case: Case, exc: Unsupported) -> ErrorRecord:
+        return ErrorRecord(**self._base(phase), key=self._key(case, -1), error_type="Skipped", reason=str(exc))
 
     def _error(self, phase: str, case: Case, exc: BaseException) -> ErrorRecord:
         return ErrorRecord(**self._base(phase), key=self._key(case, -1), reason=f"{type(exc).__name__}: {exc}",
@@ -162,6 +172,9 @@ class Recorder:
                     self._ensure_weights(case)
                     w.write_many(self.generate_case(case))
                     progress.step(case.id)
+                except Unsupported as e:
+                    w.write(self._skipped("generate", case, e))
+                    progress.step(case.id, f"skipped: {e}")
                 except Exception as e:  # one case's failure must not lose the others
                     errors += 1
                     w.write(self._error("generate", case, e))
@@ -220,6 +233,11 @@ class Recorder:
                         for g, s in zip(batch, scored)
                     ])
                     progress.step(f"{cid} <- {src}")
+                except Unsupported as e:
+                    err = self._skipped("score", case, e)
+                    err.source_backend = src
+                    w.write(err)
+                    progress.step(f"{cid} <- {src}", f"skipped: {e}")
                 except Exception as e:
                     errors += 1
                     err = self._error("score", case, e)

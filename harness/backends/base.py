@@ -125,6 +125,11 @@ def venv_of(name: str) -> str:
     return SERVED[name][0] if name in SERVED else name
 
 
+class Unsupported(RuntimeError):
+    """The backend cannot do what a case needs (e.g. a server with no weight-update endpoint): the recorder
+    records the case as skipped with this reason, never runs it another way."""
+
+
 class BackendUnavailable(RuntimeError):
     """The backend's packages are not importable in this interpreter."""
 

@@ -8,6 +8,10 @@ in it. The group is killed with SIGKILL when
 
 - stdin reaches end of file: the owner closed it, or died in any way at all
   (the kernel closes a dead process's pipes, SIGKILL included), or
+- any process of the owner's ancestry (PARITY_LEASH_ANCESTORS, "pid:starttime"
+  pairs from /proc, so a reused pid does not count) is gone: Ctrl-C of the
+  `parity run` driver ends the servers even while the processes between it
+  and the owner (nox, the record supervisor, its worker) are still alive, or
 - the server exits by itself (its status becomes this process's status), or
 - this process gets SIGTERM/SIGINT/SIGHUP.
 
@@ -23,14 +27,48 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 
 
 def _kill_group() -> None:
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:
         os.killpg(os.getpgrp(), signal.SIGKILL)  # this process included: nothing is left to clean up
     except ProcessLookupError:
         pass
+
+
+def start_time(pid: int) -> str | None:
+    """The kernel's start time of `pid` (field 22 of /proc/PID/stat), None when it has ended."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()
+    return None if fields[0] in ("Z", "X") else fields[19]  # a zombie has ended, reaped or not
+
+
+def ancestry(pid: int | None = None) -> list[tuple[int, str]]:
+    """(pid, start time) of `pid` (default: this process) and each of its ancestors below init."""
+    out: list[tuple[int, str]] = []
+    pid = pid or os.getpid()
+    while pid > 1:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            break
+        out.append((pid, fields[19]))
+        pid = int(fields[1])
+    return out
+
+
+def _watch_ancestors(spec: str, poll: float = 0.5) -> None:
+    pairs = [(int(p), t) for p, t in (x.split(":") for x in spec.split(",") if x)]
+    while True:
+        if any(start_time(pid) != t for pid, t in pairs):
+            _kill_group()
+        time.sleep(poll)
 
 
 def main(argv: list[str]) -> int:
@@ -49,6 +87,8 @@ def main(argv: list[str]) -> int:
             _kill_group()
 
     threading.Thread(target=watch_owner, daemon=True).start()
+    if os.environ.get("PARITY_LEASH_ANCESTORS"):
+        threading.Thread(target=_watch_ancestors, args=(os.environ["PARITY_LEASH_ANCESTORS"],), daemon=True).start()
     code = proc.wait()
     print(f"[leash] server exited with status {code}", file=sys.stderr, flush=True)
     _kill_group()

@@ -128,10 +128,13 @@ class Server:
         else:
             self._log_fh = subprocess.DEVNULL
         self.started_at = time.monotonic()
+        from harness.backends.http.leash import ancestry
+
+        lineage = ",".join(f"{p}:{t}" for p, t in ancestry())
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "harness.backends.http.leash", "--", *argv],
             stdin=subprocess.PIPE, stdout=self._log_fh, stderr=subprocess.STDOUT,
-            env={**os.environ, **(env or {})}, cwd=cwd, start_new_session=True)
+            env={**os.environ, **(env or {}), "PARITY_LEASH_ANCESTORS": lineage}, cwd=cwd, start_new_session=True)
         _LIVE.add(self)
         self.client = Client(self.url, server=self)
         self.ready_s: float | None = None
