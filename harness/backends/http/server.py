@@ -110,11 +110,29 @@ class Client:
         return self.request("POST", path, body, **kw)
 
 
+_FIRST_LINEAGE: list[tuple[int, str]] = []
+
+
+def _lineage() -> str:
+    """This process's ancestry when it started its first server, for the leash to watch. A later start
+    (a restart after a crash) in a process whose ancestry has since lost a member (the `parity run` driver
+    ended while this recording process lives on) is refused: nothing would stop that server."""
+    from harness.backends.http.leash import ancestry, start_time
+
+    if not _FIRST_LINEAGE:
+        _FIRST_LINEAGE.extend(ancestry())
+    gone = [p for p, t in _FIRST_LINEAGE if start_time(p) != t]
+    if gone:
+        raise ServerError(f"not starting a server: process(es) {gone} that started this recording have ended")
+    return ",".join(f"{p}:{t}" for p, t in _FIRST_LINEAGE)
+
+
 class Server:
     """One engine server on 127.0.0.1:<free port>, owned by this process (see the module docstring)."""
 
     def __init__(self, argv: list[str], *, name: str, health: str, port: int, log: Path | None,
                  env: dict[str, str] | None = None, start_timeout: float = 600.0, cwd: str | None = None):
+        lineage = _lineage()
         self.name, self.health, self.port = name, health, port
         self.url = f"http://{LOOPBACK}:{port}"
         self.log = log
@@ -128,9 +146,6 @@ class Server:
         else:
             self._log_fh = subprocess.DEVNULL
         self.started_at = time.monotonic()
-        from harness.backends.http.leash import ancestry
-
-        lineage = ",".join(f"{p}:{t}" for p, t in ancestry())
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "harness.backends.http.leash", "--", *argv],
             stdin=subprocess.PIPE, stdout=self._log_fh, stderr=subprocess.STDOUT,
