@@ -60,7 +60,11 @@ class HttpEngine:
             self.pool = Pool(opts.fanout, start=self._start_server, request_timeout=opts.request_timeout,
                              max_inflight=opts.max_inflight)
         self.start_s = time.perf_counter() - t0
-        self.info_at_start = self.info()
+        try:
+            self.info_at_start = self.info()
+        except BaseException:
+            self.pool.close()
+            raise
 
     def _start_server(self, index: int) -> Server:
         port = free_port()
