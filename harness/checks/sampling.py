@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from harness.backends.http import SERVED
 from harness.checks.base import guard, no_units, not_applicable, verdict
 from harness.checks.data import REFERENCE, RunData, Unavailable
 from harness.sampling import mapping
@@ -340,8 +341,9 @@ def case_issues(ctx: RunData) -> list[dict]:
     for case in ctx.suite.cases:
         for e in ctx.engines:
             version, det, workarounds = facts[e]
-            for i in mapping.issues(case.sampling, e, deterministic=det, version=version, workarounds=workarounds):
-                out.append({"case": case.id, **i.as_dict()})
+            kind = SERVED[e][0] if e in SERVED else e  # a served engine has its engine's mapping
+            for i in mapping.issues(case.sampling, kind, deterministic=det, version=version, workarounds=workarounds):
+                out.append({"case": case.id, **i.as_dict(), "engine": e})
     return out
 
 
