@@ -24,7 +24,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from harness.backends.http.server import Client, Server, ServerError, install_cleanup, require_loopback
+from harness.backends.http.server import Client, Server, install_cleanup, require_loopback
 
 
 class Pool:
@@ -122,4 +122,4 @@ class Pool:
                 s.stop()
 
 
-__all__ = ["Pool", "ServerError"]
+__all__ = ["Pool"]

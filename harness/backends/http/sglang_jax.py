@@ -24,7 +24,6 @@ over engine.CPU_ENGINE_DEFAULTS) and `compat_off` / PARITY_SGLANG_COMPAT_OFF, as
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -96,6 +95,7 @@ class HttpEngine:
         eos_ids = sorted({int(e) for e in (eos if isinstance(eos, list) else [eos]) if e is not None})
         kw = dict(self.engine_kwargs)
         return {
+            "dtype": kw.get("dtype"),  # what the server was started with (it reports nothing about it)
             "versions": {**compat.installed_versions(), "python": sys.version.split()[0]},
             "device": f"{kw.get('device')}, {kw.get('dtype')} (served)",
             "engine_kwargs": kw, "model_path": model_info.get("model_path", self.model_path),
@@ -168,13 +168,12 @@ class SglangJaxHttpRunner(SglangJaxRunner):
     name = "sglang_jax_http"
 
     def __init__(self, model: ModelRef, **options: Any):  # noqa: D107 - see the module docstring
-        self.model, self.options = model, options
         self.name = options.get("name") or type(self).name
-        engine = dict(json.loads(os.environ.get("PARITY_SGLANG_ENGINE", "") or "{}"))
-        engine.update(options.get("engine") or {})
-        self.rollout = HttpSglangJaxRollout(model_path=model.path, engine_options=engine,
-                                            compat_off=options.get("compat_off"), isolated=True,
-                                            http=HttpOptions.read(self.name, options), name=self.name)
+        super().__init__(model, **options)
+
+    def _rollout(self, model: ModelRef, engine: dict, options: dict) -> SglangJaxRollout:
+        return HttpSglangJaxRollout(model_path=model.path, engine_options=engine, compat_off=options.get("compat_off"),
+                                    isolated=True, http=HttpOptions.read(self.name, options), name=self.name)
 
     def config(self) -> dict:
         out = super().config()

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -158,6 +159,16 @@ class HttpVllmRollout:
                    server_start_s=round(self.start_s, 3), server_args=self.server_args, **self.opts.describe())
         return out
 
+    def engine_dtype(self) -> str:
+        """The dtype the server's engine resolved, from its own config line in the log ("dtype=torch.X");
+        without a log (a server the harness did not start) the dtype asked for."""
+        for s in self.pool.servers:
+            if s is not None and s.log is not None and s.log.is_file():
+                found = re.findall(r"dtype=torch\.(\w+)", s.log.read_text(errors="replace"))
+                if found:
+                    return found[-1]
+        return str(self.engine_kwargs["dtype"])
+
     def server_version(self) -> str:
         return str(self.pool.clients[0].get("/version", timeout=30).get("version", "unknown"))
 
@@ -283,7 +294,7 @@ class VllmHttpRunner(VllmRunner):
         if how not in ("separate", "inline"):
             raise ValueError(f"PARITY_VLLM_PROMPT_LOGPROBS={how!r}: choose separate or inline")
         engine_kwargs = {
-            "dtype": options.get("dtype", "float32"), "seed": 0, "max_logprobs": 20,
+            "dtype": options.get("dtype") or "float32", "seed": 0, "max_logprobs": 20,
             "block_size": int(option(options, "block_size", "PARITY_VLLM_BLOCK_SIZE", 32)),
             "enforce_eager": _truthy(option(options, "enforce_eager", "PARITY_VLLM_EAGER", "1")),
             "kv_cache_memory_bytes": options.get("kv_cache_memory_bytes", 32 << 20),
@@ -304,6 +315,9 @@ class VllmHttpRunner(VllmRunner):
         out = self.rollout.engine_facts()
         out["logprob_mode"] = self.logprob_mode
         return out
+
+    def dtype(self) -> str:
+        return self.rollout.engine_dtype()
 
     def native_params(self, spec) -> dict:
         """The /v1/completions body sent for each prompt (its `prompt` aside)."""

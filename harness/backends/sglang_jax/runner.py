@@ -41,9 +41,11 @@ class SglangJaxRunner(Runner):
                 raise ValueError(f"sglang-jax engine option dtype={engine['dtype']!r} conflicts with the run's "
                                  f"dtype {options['dtype']!r} (PARITY_SGLANG_ENGINE / engine=): use --dtype")
             engine["dtype"] = options["dtype"]
-        self.rollout = SglangJaxRollout(
-            model_path=model.path, engine_options=engine, compat_off=options.get("compat_off"),
-            isolated=bool(options.get("isolated", True)))
+        self.rollout = self._rollout(model, engine, options)
+
+    def _rollout(self, model: ModelRef, engine: dict, options: dict) -> SglangJaxRollout:
+        return SglangJaxRollout(model_path=model.path, engine_options=engine, compat_off=options.get("compat_off"),
+                                isolated=bool(options.get("isolated", True)))
 
     def close(self) -> None:
         self.rollout.close()
