@@ -238,6 +238,14 @@ def install_cleanup() -> None:
                 signal.signal(sig, _on_signal)
 
 
+def same_model(url: str, served: str | None, expected: str | Path) -> None:
+    """A server must serve the run's model directory: its records carry that model's hash. An external
+    server started on another directory is a configuration error, never recorded under the wrong hash."""
+    if served is None or Path(served).resolve() != Path(expected).resolve():
+        raise ServerError(f"{url} serves {served!r}, not the run's model {str(expected)!r}: start it on that "
+                          "directory (or pass --model with the directory it serves)")
+
+
 def log_dir() -> Path | None:
     """Where server logs go: the run's logs/ (set by `parity record`), else nowhere."""
     d = os.environ.get("PARITY_SERVER_LOG_DIR")

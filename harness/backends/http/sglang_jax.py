@@ -32,7 +32,7 @@ from typing import Any
 from harness.backends.base import Unsupported
 from harness.backends.http.options import HttpOptions
 from harness.backends.http.pool import Pool
-from harness.backends.http.server import Client, Server, ServerError, free_port, log_dir
+from harness.backends.http.server import Client, Server, ServerError, free_port, log_dir, same_model
 from harness.backends.sglang_jax import compat
 from harness.backends.sglang_jax.engine import CPU_ENGINE_DEFAULTS
 from harness.backends.sglang_jax.rollout import SglangJaxRollout
@@ -87,6 +87,8 @@ class HttpEngine:
         # /get_server_info would say more, but 0.0.2 never answers it in single-process mode (it waits for
         # the scheduler's internal state): the settings sent and this venv's versions stand in for it
         model_info = self.pool.clients[0].get("/get_model_info", timeout=30)
+        for c in self.pool.clients:
+            same_model(c.url, c.get("/get_model_info", timeout=30).get("model_path"), self.model_path)
         cfg = json.loads((Path(self.model_path) / "config.json").read_text())
         eos = cfg.get("eos_token_id")
         gen = Path(self.model_path) / "generation_config.json"
@@ -178,7 +180,8 @@ class SglangJaxHttpRunner(SglangJaxRunner):
     def config(self) -> dict:
         out = super().config()
         out.pop("isolated_engine_process", None)
-        out["served"] = "sglang-jax http_server /generate, one prompt per request (harness.backends.http.sglang_server)"
+        out["served"] = "sglang-jax http_server /generate, one prompt per request, " + (
+            "external server" if self.rollout.info["external"] else "started by harness.backends.http.sglang_server")
         out["http"] = {k: self.rollout.info[k] for k in ("servers", "fanout", "external", "placement",
                                                          "request_timeout_s", "max_inflight_per_server")}
         return out

@@ -31,7 +31,7 @@ from typing import Any
 
 from harness.backends.http.options import HttpOptions, option
 from harness.backends.http.pool import Pool
-from harness.backends.http.server import Client, Server, ServerError, free_port, log_dir
+from harness.backends.http.server import Client, Server, ServerError, free_port, log_dir, same_model
 from harness.backends.vllm_rollout import Completion, PromptResult
 from harness.backends.vllm_runner import _MODES, VllmRunner, _truthy
 from harness.model import ModelRef
@@ -127,6 +127,13 @@ class HttpVllmRollout:
             self.pool = Pool(opts.fanout, start=self._start_server, request_timeout=opts.request_timeout,
                              max_inflight=opts.max_inflight)
         self.start_s = time.perf_counter() - t0
+        try:
+            for c in self.pool.clients:
+                models = c.get("/v1/models", timeout=30).get("data") or [{}]
+                same_model(c.url, models[0].get("root"), self.weights_dir)
+        except BaseException:
+            self.pool.close()
+            raise
 
     def _argv(self, port: int) -> list[str]:
         kw = self.engine_kwargs
@@ -154,7 +161,9 @@ class HttpVllmRollout:
     # ------------------------------------------------------------------ facts
     def engine_facts(self) -> dict:
         out = {k: v for k, v in self.engine_kwargs.items()}
-        out.update(served="vllm.entrypoints.openai.api_server /v1/completions", servers=self.pool.urls,
+        out.update(served="vLLM OpenAI server /v1/completions, " + (
+                       "external server" if self.opts.urls else "started as vllm.entrypoints.openai.api_server"),
+                   servers=self.pool.urls,
                    prompt_logprobs=self.prompt_logprobs_how, logprobs_mode=self.logprobs_mode,
                    server_start_s=round(self.start_s, 3), server_args=self.server_args, **self.opts.describe())
         return out
