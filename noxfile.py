@@ -214,7 +214,7 @@ def sglang_jax_tests(session: nox.Session) -> None:
     backend_tests_impl(session, "sglang_jax")
 
 
-# ---------------------------------------------------------------- rl (issue 7): tunix GRPO/PPO reward curves
+# ---------------------------------------------------------------- rl: tunix GRPO/PPO reward curves
 # Each training run is its own subprocess of an engine venv (sglang-jax SIGKILLs its host on
 # failure and its shutdown kills the caller's children). The driver session `rl` starts them
 # through the engine sessions below, then compares the curves in the driver venv.
@@ -272,7 +272,7 @@ def rl_tests(session: nox.Session) -> None:
     session.run("python", "-m", "pytest", "tests/rl", "--junitxml=reports/tests/rl.xml", *session.posargs)
 
 
-# ---------------------------------------------------------------- selftest (issue 9): detection power of the checks
+# ---------------------------------------------------------------- selftest: detection power of the checks
 @nox.session(python=PY_DRIVER, tags=["tests"])
 def selftest(session: nox.Session) -> None:
     """Known defects injected into copies of the committed golden run must each be caught, the clean run raise no alarm."""
@@ -281,7 +281,7 @@ def selftest(session: nox.Session) -> None:
     run_harness(session, "selftest", *args)
 
 
-# ---------------------------------------------------------------- bench (issue 10): what each engine costs
+# ---------------------------------------------------------------- bench: what each engine costs
 @nox.session(python=PY_DRIVER)
 def bench(session: nox.Session) -> None:
     """Throughput (logprobs on/off), score, update_params, start/compile, recompiles per backend, side by side,

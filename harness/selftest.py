@@ -143,7 +143,7 @@ class Defect:
     description: str
     expected: Callable[[dict], list[str]]  # target's declared modes (case id -> mode) -> checks that must catch it
     inject: Callable[[Path, str, dict], str]
-    issue9: bool = True  # in issue 9's list (the others are extra coverage)
+    core: bool = True  # one of the core defect classes (the others are extra coverage)
 
 
 def _always(*checks: str) -> Callable[[dict], list[str]]:
@@ -179,15 +179,15 @@ DEFECTS: list[Defect] = [
            _always("eos_policy"), lambda d, b, dv: inject.inject_truncated(d, b)),
     Defect("prompt-logprobs-no-leading-none", "prompt logprobs without the leading None",
            _always("prompt_logprobs"), lambda d, b, dv: inject.inject_missing_leading_none(d, b)),
-    # extra coverage beyond issue 9's list
+    # extra coverage beyond the core classes
     Defect("batch-dependent", "a prompt alone gives logprobs 1e-3 off the batched run",
-           _always("batch_invariance"), lambda d, b, dv: inject.inject_batch_dependent(d, b), issue9=False),
+           _always("batch_invariance"), lambda d, b, dv: inject.inject_batch_dependent(d, b), core=False),
     Defect("greedy-outside-topk", "a greedy step takes a token outside the top-k",
-           _always("greedy_tokens"), lambda d, b, dv: inject.inject_token_swap(d, b, -1), issue9=False),
+           _always("greedy_tokens"), lambda d, b, dv: inject.inject_token_swap(d, b, -1), core=False),
     Defect("other-tokenization", "another prompt tokenization in the engine's venv",
-           _always("prompt_ids"), lambda d, b, dv: inject.inject_prompt_ids(d, b), issue9=False),
+           _always("prompt_ids"), lambda d, b, dv: inject.inject_prompt_ids(d, b), core=False),
     Defect("score-path-shifted", "get_per_token_logps one position late",
-           _always("replay", "self_consistency"), lambda d, b, dv: inject.inject_replay_shift(d, b), issue9=False),
+           _always("replay", "self_consistency"), lambda d, b, dv: inject.inject_replay_shift(d, b), core=False),
 ]
 
 
@@ -383,7 +383,7 @@ def run_selftest(source: Path, targets: list[str] | None = None, defects: list[s
                 shutil.copytree(base, d)
                 expected = defect.expected(declared_modes(d, target))
                 row = {"name": f"{defect.name}@{target}", "defect": defect.name, "target": target,
-                       "description": defect.description, "issue9": defect.issue9, "expected": expected,
+                       "description": defect.description, "core": defect.core, "expected": expected,
                        "detected": [], "errored": [], "injected": None, "not_injectable": None, "evidence": []}
                 try:
                     row["injected"] = defect.inject(d, target, derived)

@@ -101,7 +101,7 @@ def test_logprob_mode_detects_each_declared_mode(clean_verdicts):
         assert v.verdict == "pass" and v.data["detected"] == [mode], v.detail
 
 
-# ---------------------------------------------------------------- the defects of issue 5
+# ---------------------------------------------------------------- the basic defect classes
 
 
 def _failing(run_dir, check, backend=TARGET):
@@ -162,7 +162,7 @@ def test_stale_weights_fail_weight_update(run_copy):
         assert v.data["max_abs_vs_stale"] <= v.threshold < v.data["max_abs_vs_live"]
 
 
-# ---------------------------------------------------------------- more defects (issue 9's list)
+# ---------------------------------------------------------------- more defects (the self-test's core list)
 
 
 @pytest.mark.parametrize("injector, check", [

@@ -1,4 +1,4 @@
-"""The comparators on seed 001's worked example (the only hand-typed numbers), plus properties."""
+"""The comparators on the worked example of golden/worked_example.json (the only hand-typed numbers), plus properties."""
 
 from __future__ import annotations
 
@@ -123,7 +123,7 @@ def test_stream_comparison_is_symmetric(x, y):
     assert a.outcome == b.outcome and a.matched == b.matched and a.ok == b.ok
 
 
-# ----------------------------------------------------------------------------- fast paths (issue 10)
+# ----------------------------------------------------------------------------- fast paths (large runs)
 # compare_logprobs and mismatch_metrics run tens of thousands of times on a large run and take shortcuts
 # (plain-Python arithmetic, one numpy pass over all sequences). These reference implementations are the
 # code before the shortcuts; the numbers must stay bit for bit the same (they land in checks.json).

@@ -574,7 +574,7 @@ def test_case_sections_fold_errors_of_a_crashed_backend(tmp_path):
     assert 'class="small folded"' in case and "check(s) involving vllm" in case
 
 
-# ----------------------------------------------------------------------------- large runs (issue 10)
+# ----------------------------------------------------------------------------- large runs
 from harness.report.junit import junit_text, write_junit, write_junit_etree  # noqa: E402
 
 

@@ -202,7 +202,7 @@ def test_mapping_verdict_and_table_in_the_run(tmp_path):
     cols = ["canonical", "vllm_field", "vllm_default", "sglang_field", "sglang_default", "tunix_field", "conversion",
             "status", "reason"]
     assert all(set(cols) <= set(r) for r in doc["rows"])
-    assert doc["coverage"]["seed_001"]["missing"] == []
+    assert doc["coverage"]["design"]["missing"] == []
     assert any(r["canonical"] == "top_p (case dist)" for r in doc["rows"])  # the convention note, per case
 
 

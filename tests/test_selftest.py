@@ -24,7 +24,7 @@ from harness.verdict import Verdict
 # Known gap, reported by the self-test itself: an engine that reports temperature-mode logprobs
 # (sglang-jax) and ignores top-k samples tokens whose logprobs are right in that mode; only a check
 # of the sampled token against the processed distribution's support (sampling_distribution,
-# issue 6, not implemented yet) can see it. Remove from this set when that check lands.
+# once missing) can see it. Remove from this set when that check lands.
 KNOWN_GAPS: set[str] = set()
 
 
@@ -54,10 +54,10 @@ def test_clean_golden_run_raises_no_alarm_over_repetitions(result):
 def test_every_defect_is_injected_into_every_engine(result):
     names = {f["name"] for f in result["faults"]}
     assert names == {f"{d.name}@{t}" for d in DEFECTS for t in ("vllm", "sglang_jax")}
-    issue9 = {d.name for d in DEFECTS if d.issue9}
+    core = {d.name for d in DEFECTS if d.core}
     assert {"shifted-logprobs", "temperature-twice", "processed-as-raw", "eos-dropped", "topk-ignored",
             "stale-weights", "samples-duplicated", "samples-reordered", "seed-ignored", "truncated",
-            "prompt-logprobs-no-leading-none"} == issue9
+            "prompt-logprobs-no-leading-none"} == core
     assert not [f["name"] for f in result["faults"] if f["not_injectable"]]
 
 

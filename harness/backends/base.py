@@ -4,7 +4,7 @@ A runner wraps one engine (or the exact reference) for the harness. Engine
 runners own a rollout object implementing tunix's `BaseRollout`
 (`SglangJaxRollout`, `VllmRollout`), and translate between the canonical
 `SamplingSpec` and the engine's native parameters. All token ids cross this
-boundary as plain lists; positions follow the worked example of seed 001:
+boundary as plain lists; positions follow the worked example in golden/worked_example.json:
 completion logprob i is log p(completion[i] | prompt + completion[:i]).
 """
 

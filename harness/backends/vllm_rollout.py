@@ -622,7 +622,7 @@ class VllmRollout(BaseRollout):
         right-padded. The real prompt is what follows the leading pad run (or `prompt_mask`);
         the real completion is `completion_mask` when given, else up to and including the first
         EOS/stop token, else up to the trailing pad run. Padded positions are 0.0.
-        Position i is log p(completion[i] | prompt + completion[:i]) (seed 001's alignment).
+        Position i is log p(completion[i] | prompt + completion[:i]) (the alignment of golden/worked_example.json).
         """
         P = np.atleast_2d(np.asarray(prompt_tokens))
         C = np.atleast_2d(np.asarray(completion_tokens))

@@ -177,7 +177,7 @@ def _edit_gens(run_dir: Path, backend: str, fn, where=lambda case, rec: True) ->
 
 def inject_shifted_logprobs(run_dir: Path, backend: str) -> str:
     """Logprobs one position late: position i carries the logprob of token i-1 (the last prompt
-    token's at i=0), the off-by-one of picking row r with the previous token (seed 001)."""
+    token's at i=0), the off-by-one of picking row r with the previous token (golden/worked_example.json)."""
     def fn(case, r):
         lp = r["completion_logprobs"]
         if lp:

@@ -114,7 +114,7 @@ def build_vocab(lines: list[str], size: int) -> list[str]:
     if len(vocab) > size:
         raise ValueError(f"corpus has {len(vocab)} token types, more than vocab_size {size}")
     # Reserved ids fill the table so the highest id (vocab_size-1) exists: sglang-jax 0.0.2
-    # misreports that id in prompt logprobs (defect 11), and prompts in the suite use it.
+    # misreports that id in prompt logprobs (sglang-jax defect no. 11, docs/sglang_jax.md), and prompts in the suite use it.
     vocab += [f"<|reserved_{i}|>" for i in range(size - len(vocab))]
     return vocab
 

@@ -1,1 +1,1 @@
-"""RL reward curves per rollout engine (issue 7): tunix GRPO/PPO trained through each engine."""
+"""RL reward curves per rollout engine: tunix GRPO/PPO trained through each engine."""

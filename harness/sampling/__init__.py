@@ -1,6 +1,6 @@
 """Sampling-parameter conformance: the canonical spec's mapping to each engine, as data and code.
 
-- table.py: the mapping table (every field of seed 001's table and of the installed engines'
+- table.py: the mapping table (every field of the integration design's table and of the installed engines'
   parameter classes), written into each run directory as sampling_table.json;
 - introspect.py: reads the installed engines' parameter classes (`python -m harness.sampling.introspect`);
 - mapping.py: canonical SamplingSpec -> vLLM / sglang-jax / tunix and back, and explicit issues;

@@ -301,7 +301,7 @@ def issues(spec: SamplingSpec, engine: str, *, deterministic: bool | None = None
         if rollout == "sglang_jax" and spec.seed is None and sampled:
             out.append(MappingIssue(engine, "seed", "engine bug", "fail",
                                     "unseeded sampling without deterministic mode uses sglang-jax 0.0.2's frozen "
-                                    "PRNG key: repeated calls return the same 'samples' (defect 9); give a seed"))
+                                    "PRNG key: repeated calls return the same 'samples' (sglang-jax defect no. 9); give a seed"))
         if spec.top_logprobs > 1:
             out.append(MappingIssue(engine, "top_logprobs", "converted", "note",
                                     "RolloutConfig.return_logprobs is a bool: tunix asks for the sampled token's "

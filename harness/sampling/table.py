@@ -1,4 +1,5 @@
-"""The sampling-parameter mapping table, as data: every field of seed 001's table and of the installed
+"""The sampling-parameter mapping table, as data: every field of the tunix/sglang-jax integration design's
+sampling table (vLLM's SamplingParams of its time, DESIGN_FIELDS) and of the installed
 engines' parameter classes, with the canonical counterpart, each side's field and default, the
 conversion and a status.
 
@@ -14,7 +15,7 @@ Statuses (per engine side, and the row's `status` = the most serious of vLLM's a
   issue and a sampling_distribution finding).
 - engine bug: the engine accepts the field and ignores it, or mishandles it (measured; the
   behavioural checks fail on it).
-- absent: the field is in seed 001's table but not in the installed version (renamed or removed).
+- absent: the field is in the design table but not in the installed version (renamed or removed).
 
 `table_rows(snapshots)` is what `sampling_table.json` holds; `coverage_problems(introspected)` is what
 the per-engine tests and `python -m harness.sampling.introspect --check` fail on.
@@ -61,8 +62,8 @@ class Row:
     tunix: Side
     conversion: str
     reason: str
-    seed: tuple[str, ...] = ()  # the names this row covers in seed 001's table
-    seed_note: str = ""  # what seed 001 said about it (tunix column / sglang_jax column)
+    seed: tuple[str, ...] = ()  # the names this row covers in the design table
+    seed_note: str = ""  # what the design table said about it (tunix column / sglang_jax column)
     checked_by: str = ""  # the behavioural check that proves the row
 
     @property
@@ -76,7 +77,7 @@ ROWS: list[Row] = [
     Row("n", S("n", 1), S("n", 1, "converted", "harness: n requests with derived seeds"),
         S(None, None, "converted", "generate(..., n=) / sampler multi_sampling"),
         "n -> n; sglang-jax: n > 1 becomes n requests, sample j seeded derive_seed(seed, j) "
-        "(0.0.2's native n returns n identical copies, defect 13); vLLM child j gets seed + j",
+        "(0.0.2's native n returns n identical copies, sglang-jax defect no. 13); vLLM child j gets seed + j",
         "RolloutConfig has no n; tunix's VllmSampler keeps only the first of n samples",
         ("n",), "tunix: multi_sampling=1, to check; sglang_jax: n:int=1", "n_samples, sampling_distribution"),
     Row("temperature", S("temperature", 1.0), S("temperature", 1.0), S("temperature", 0.9, "converted"),
@@ -176,7 +177,7 @@ ROWS: list[Row] = [
     Row("(token-id logprobs)", S("logprob_token_ids", None, "unsupported by design"),
         S("request:token_ids_logprob", None, "unsupported by design"), NONE,
         "not sent", "logprobs of chosen token ids: the harness scores by teacher forcing instead",
-        ("allowed_token_ids",), "seed 001 listed token_ids_logprob under allowed_token_ids (a different thing)"),
+        ("allowed_token_ids",), "the design table listed token_ids_logprob under allowed_token_ids (a different thing)"),
     Row("(prompt token-id logprobs)", S("prompt_logprob_token_ids", None, "one-sided"), NONE, NONE,
         "not sent", "vLLM-only variant of prompt logprobs for given ids"),
     Row("(prompt logprob start)", S("prompt_logprob_start", None, "one-sided"), NONE, NONE,
@@ -188,7 +189,7 @@ ROWS: list[Row] = [
         "True (text is for the report; checks compare ids)", "token ids are unaffected",
         ("detokenize",), "tunix: False; sglang_jax: to support"),
     Row("(skip special tokens)", S("skip_special_tokens", True, "converted", "True: text only"),
-        S("skip_special_tokens", True, "converted", "False: 0.0.2 drops special ids from output_ids (defect 10)"),
+        S("skip_special_tokens", True, "converted", "False: 0.0.2 drops special ids from output_ids (sglang-jax defect no. 10)"),
         S(None, None, "converted", "tunix sends True"),
         "vLLM True (ids unaffected) / sglang-jax False (keep_stop_token workaround)",
         "in sglang-jax 0.0.2 it also removes special tokens (EOS) from the ids, not just the text",
@@ -241,7 +242,7 @@ ROWS: list[Row] = [
         "state vLLM derives (EOS and stop sets from generation_config, stop-string buffer; prefix-cache reads are "
         "skipped when prompt logprobs are asked: why the harness asks them separately)",
         ("output_text_buffer_length",), "tunix: lack, not to support because tunix does not use it"),
-    # ---------------------------------------------------------------- seed 001 fields gone from vLLM 0.32
+    # ---------------------------------------------------------------- design-table fields gone from vLLM 0.32
     Row("(best of)", S(None, None, "absent", "removed from vLLM"), NONE, NONE, "-", "no engine here has it; beam "
         "search is not used by tunix RL", ("best_of", "_real_n"), "tunix: lack, not to support"),
     Row("(per-request logits processors)", S(None, None, "absent", "now class-based on LLM(...)"), NONE, NONE, "-",
@@ -261,7 +262,7 @@ ROWS: list[Row] = [
         "processed_logprobs", "what tunix's VllmRollout asks (the harness's VllmRunner default too)"),
     Row("(tunix: sglang-jax deterministic sampling)", NONE, NONE,
         S("rollout_sglang_jax_enable_deterministic_sampling", False, "converted", "True when a seed is given"),
-        "seed set -> True", "sglang-jax ignores sampling_seed without it; unseeded without it hits defect 9"),
+        "seed set -> True", "sglang-jax ignores sampling_seed without it; unseeded without it hits sglang-jax defect no. 9"),
     Row("(tunix: sglang-jax sort for top-p/k/min-p)", NONE, NONE,
         S("rollout_sglang_jax_use_sort_for_toppk_minp", True, "one-sided"),
         "not sent", "an sglang-jax implementation switch newer than 0.0.2"),
@@ -289,8 +290,8 @@ NOT_SAMPLING: dict[str, dict[str, str]] = {
         "rollout_sglang_jax_max_running_requests", "rollout_sglang_jax_log_level", "rollout_sglang_jax_kwargs")},
 }
 
-#: seed 001's table, first column, in its order
-SEED_001_FIELDS: tuple[str, ...] = (
+#: the design table (the field list of the tunix SglangJaxRollout design proposal), first column, in its order
+DESIGN_FIELDS: tuple[str, ...] = (
     "n", "best_of", "_real_n", "presence_penalty", "frequency_penalty", "repetition_penalty", "temperature", "top_p",
     "top_k", "min_p", "seed", "stop", "stop_token_ids", "ignore_eos", "max_tokens", "min_tokens", "logprobs",
     "prompt_logprobs", "detokenize", "skip_special_tokens", "spaces_between_special_tokens", "logits_processors",
@@ -317,7 +318,7 @@ def covered(engine: str) -> dict[str, tuple[Row, Any]]:
 
 
 def seed_coverage() -> dict[str, str]:
-    """seed 001 field -> the canonical name of the row covering it (missing ones absent)."""
+    """design-table field -> the canonical name of the row covering it (missing ones absent)."""
     out = {}
     for row in ROWS:
         for s in row.seed:
@@ -370,7 +371,7 @@ def table_rows(snapshots: dict[str, dict] | None = None) -> list[dict]:
             "tunix_status": row.tunix.status or None,
             "notes": "; ".join(f"{k}: {s.note}" for k, s in (("vLLM", row.vllm), ("sglang-jax", row.sglang),
                                                                ("tunix", row.tunix)) if s.note),
-            "seed_001": list(row.seed), "seed_001_said": row.seed_note, "checked_by": row.checked_by,
+            "design": list(row.seed), "design_said": row.seed_note, "checked_by": row.checked_by,
         }
         out.append(d)
     return out
@@ -378,8 +379,8 @@ def table_rows(snapshots: dict[str, dict] | None = None) -> list[dict]:
 
 def coverage_summary(snapshots: dict[str, dict]) -> dict:
     """How much of each class the table covers (for the report and docs)."""
-    out = {"seed_001": {"fields": len(SEED_001_FIELDS), "covered": len(set(SEED_001_FIELDS) & set(seed_coverage())),
-                        "missing": sorted(set(SEED_001_FIELDS) - set(seed_coverage()))}}
+    out = {"design": {"fields": len(DESIGN_FIELDS), "covered": len(set(DESIGN_FIELDS) & set(seed_coverage())),
+                      "missing": sorted(set(DESIGN_FIELDS) - set(seed_coverage()))}}
     for engine, doc in snapshots.items():
         have = set(doc["fields"]) | {f"request:{k}" for k in (doc.get("request_fields") or {})}
         table = set(covered(engine))

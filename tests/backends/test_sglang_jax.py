@@ -1,4 +1,4 @@
-"""SglangJaxRollout on the real sglang-jax Engine against the exact reference (issue 3). No mocks.
+"""SglangJaxRollout on the real sglang-jax Engine against the exact reference. No mocks.
 
 Run in the sglang_jax venv (``nox -s sglang_jax_tests``). sglang-jax itself is
 never imported here: every engine lives in its own process (the rollout's

@@ -2,7 +2,7 @@
 
 Stock sglang-jax 0.0.2 (the newest release on PyPI) cannot generate a token on
 CPU, returns no logprobs, samples wrongly when seeded, and more (the measured
-list is in ../shared/notes/backends.md, items 1-13). Every workaround for
+list, numbered, is the workaround table of docs/sglang_jax.md). Every workaround for
 those defects lives here, and nowhere else:
 
 - each is a `Workaround` in `REGISTRY`, named for the defect it covers, with
@@ -69,7 +69,7 @@ def _sgl_at_most_002(v: dict[str, str]) -> bool:
 @dataclass(frozen=True)
 class Workaround:
     name: str
-    item: str  # the defect's number in shared/notes/backends.md
+    item: str  # the defect's number in docs/sglang_jax.md's workaround table
     defect: str
     symptom_off: str
     caught_by: str
@@ -371,7 +371,7 @@ def top_p_renormalised() -> None:
         probs_sort = jnp.take_along_axis(clean, probs_idx, axis=-1)
         keep = jnp.arange(probs.shape[-1]).reshape(1, -1) < top_ks.reshape(-1, 1)
         # min-p through the engine's own filter (relative to column 0, the most likely token), so that
-        # switching off min_p_filter_arity still shows defect 3; top-k kept the top, so column 0 is the max
+        # switching off min_p_filter_arity still shows defect no. 3 (min_p_filter_arity); top-k kept the top, so column 0 is the max
         kept = jax.lax.cond(need_min_p, S._apply_min_p_filter, lambda ops: ops[0],
                             (jnp.where(keep, probs_sort, 0.0), min_ps, False))
         keep &= kept > 0.0
@@ -577,12 +577,12 @@ def install_logprob_path() -> None:
     - Sampler.__call__ returns (next_token_ids, extras) where extras hold, for the padded batch,
       the chosen token's logprob, the top-k logprobs and the requested token-id logprobs: only
       [batch], [batch, k] and [batch, m] arrays leave the device, never [batch, vocab].
-    - ModelRunner.sample passes a fresh PRNG key per step (item 9) and static k/m buckets, and
+    - ModelRunner.sample passes a fresh PRNG key per step (defect no. 9) and static k/m buckets, and
       writes the extras where the scheduler reads them.
     - ModelRunner._forward swaps, for a prefill that returns logprobs, 0.0.2's LogitsMetadata
       (whose per-request lengths are static pytree aux: a recompile per prompt-length mix) for
       `PaddedLogprobMetadata`, whose index arrays have the padded token count as their shape;
-      LogitsProcessor.__call__ then emits sampling rows for every padded request (item 6) and the
+      LogitsProcessor.__call__ then emits sampling rows for every padded request (defect no. 6) and the
       input logprobs, top-k and token-id logprobs of the pruned rows, on device.
     """
     import jax

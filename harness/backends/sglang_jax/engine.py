@@ -1,6 +1,6 @@
 """The sglang-jax Engine behind SglangJaxRollout: in this process (`LocalEngine`) or in its own (`EngineProcess`).
 
-sglang-jax must live in its own process (notes item 14): a failed Engine
+sglang-jax must live in its own process (defect no. 14 in docs/sglang_jax.md): a failed Engine
 SIGKILLs its host, `Engine.shutdown()` (also registered at exit) kills every
 child of the caller, and importing its engine module installs the uvloop
 policy and disables `threading._register_atexit` process-wide. So the
@@ -30,7 +30,7 @@ from typing import Any
 
 from harness.backends.sglang_jax import compat
 
-#: Engine kwargs measured to work on CPU (shared/notes/backends.md); every one can be overridden.
+#: Engine kwargs measured to work on CPU (docs/sglang_jax.md); every one can be overridden.
 CPU_ENGINE_DEFAULTS: dict[str, Any] = {
     "device": "cpu",
     "tp_size": 1,

@@ -11,7 +11,7 @@ PyPI (0.0.2). This one:
   ``rollout_config.rollout_sglang_jax_model_version``), ``engine_options=``
   (sgl_jax Engine kwargs over the CPU defaults in engine.py), ``compat_off=``
   and ``isolated=`` (engine in its own process, the default);
-- offers `generate_batch`, a batch API like vLLM's ``LLM.generate`` (seed 001):
+- offers `generate_batch`, a batch API like vLLM's ``LLM.generate`` (the integration design's `generate()`):
   text or token-id prompts, one native sampling dict shared or one per prompt,
   ``return_logprob``, ``logprob_start_len``, ``top_logprobs_num``,
   ``token_ids_logprob``; one `PromptOutput` per prompt with its n samples;
@@ -23,7 +23,7 @@ PyPI (0.0.2). This one:
 - `get_per_token_logps` runs a real teacher-forced prefill through the engine
   (prompt + completion, ``logprob_start_len = len(prompt) - 1``,
   ``max_new_tokens = 1``): completion logprob i = log p(completion[i] |
-  prompt + completion[:i]) (seed 001's worked example), shape (batch,
+  prompt + completion[:i]) (golden/worked_example.json), shape (batch,
   completion_len), padding handled;
 - `update_params` swaps the weights in memory (HF-named arrays, a model
   directory, or a nested state with a name mapping) and rebuilds the jitted
@@ -328,7 +328,7 @@ class SglangJaxRollout(BaseRollout):
             seed = random.SystemRandom().randrange(SEED_MASK + 1)
         return None if seed is None else int(seed)
 
-    # ---------------------------------------------------------------- batch generate (seed 001)
+    # ---------------------------------------------------------------- batch generate
     def generate_batch(self, prompt: str | list[str] | None = None, sampling_params: dict | list[dict] | None = None,
                        input_ids: list[int] | list[list[int]] | None = None, return_logprob: bool | list[bool] = True,
                        logprob_start_len: int | list[int] | None = None,
@@ -364,7 +364,7 @@ class SglangJaxRollout(BaseRollout):
         tids = _per_prompt(token_ids_logprob, b, "token_ids_logprob",
                            is_list_item=lambda v: len(v) == 0 or isinstance(v[0], int))
 
-        # expand n (item 13: native n > 1 shares one seed) into seeded requests, prompt-major
+        # expand n (defect no. 13 in docs/sglang_jax.md: native n > 1 shares one seed) into seeded requests, prompt-major
         req_ids, req_params, req_rl, req_lsl, req_top, req_tids, owner = [], [], [], [], [], [], []
         native = []
         for i in range(b):
