@@ -188,10 +188,19 @@ def test_malformed_json_and_hangs_are_server_errors(tmp_path):
     h = _stub(tmp_path, "hang")
     try:
         h.wait_ready()
-        with pytest.raises(ServerError, match="timed out|timeout"):
+        with pytest.raises(ServerError, match="no answer within 1s; the server was killed"):
             Client(h.url, timeout=1, server=h).get("/x")
+        assert _gone(h.proc.pid)  # a hung server is replaced, never waited on again
     finally:
         h.stop()
+    other = _stub(tmp_path, "hang")  # a server the client does not own (external): reported, left running
+    try:
+        other.wait_ready()
+        with pytest.raises(ServerError, match="timed out|timeout"):
+            Client(other.url, timeout=1).get("/x")
+        assert other.alive
+    finally:
+        other.stop()
 
 
 def test_dead_server_is_named_with_its_log(tmp_path):
@@ -259,3 +268,16 @@ def test_leash_ancestry_reads_proc():
     chain = ancestry()
     assert chain[0][0] == os.getpid() and chain[0][1] == start_time(os.getpid())
     assert json.dumps(chain)
+
+
+def test_pool_replaces_a_dead_server_before_the_next_call(tmp_path):
+    pool = Pool(2, start=lambda i: _stub(tmp_path))
+    try:
+        assert pool.dispatch([1, 2], lambda c, r: c.get("/x")) == [{"ok": True}] * 2
+        os.killpg(pool.servers[1].proc.pid, signal.SIGKILL)
+        assert _gone(pool.servers[1].proc.pid)
+        assert pool.dispatch([1, 2], lambda c, r: c.get("/x")) == [{"ok": True}] * 2
+        assert pool.restarts == 1 and all(s.alive for s in pool.servers)
+    finally:
+        pool.close()
+    assert not any(s.alive for s in pool.servers)

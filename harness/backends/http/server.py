@@ -78,7 +78,9 @@ class Client:
         return None
 
     def request(self, method: str, path: str, body: Any = None, timeout: float | None = None,
-                expect_json: bool = True) -> Any:
+                expect_json: bool = True, hang_kills: bool = True) -> Any:
+        """One bounded call. A server the harness owns that does not answer in time is killed (as the
+        in-process engine process is on a call timeout): the next call gets a fresh one."""
         data = None if body is None else json.dumps(body).encode()
         req = urllib.request.Request(self.url + path, data=data, method=method,
                                      headers={"Content-Type": "application/json"} if data is not None else {})
@@ -91,8 +93,17 @@ class Client:
             raise ServerError(f"{what} -> HTTP {e.code}: {detail}") from None
         except (urllib.error.URLError, OSError, TimeoutError) as e:
             reason = getattr(e, "reason", e)
-            raise self._dead(what) or ServerError(f"{what} to {self.url} failed: {type(reason).__name__}: "
-                                                  f"{reason} (timeout {timeout or self.timeout:.0f}s)") from None
+            dead = self._dead(what)
+            if dead is not None:
+                raise dead from None
+            hung = isinstance(reason, TimeoutError) or isinstance(e, TimeoutError)
+            if hung and hang_kills and self.server is not None:
+                self.server.stop()
+                raise ServerError(f"{what} to {self.url}: no answer within {timeout or self.timeout:.0f}s; the server "
+                                  f"was killed (a fresh one serves the next call). Last log lines ({self.server.log}):"
+                                  f"\n{log_tail(self.server.log)}") from None
+            raise ServerError(f"{what} to {self.url} failed: {type(reason).__name__}: "
+                              f"{reason} (timeout {timeout or self.timeout:.0f}s)") from None
         if not expect_json:
             return raw.decode(errors="replace")
         try:
@@ -171,7 +182,7 @@ class Server:
                 raise ServerError(f"{self.name} server exited during start (status {self.returncode}); "
                                   f"last log lines ({self.log}):\n{log_tail(self.log)}")
             try:
-                self.client.request("GET", self.health, timeout=5, expect_json=False)
+                self.client.request("GET", self.health, timeout=5, expect_json=False, hang_kills=False)
                 self.ready_s = time.monotonic() - self.started_at
                 return self.ready_s
             except ServerError:
