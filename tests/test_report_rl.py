@@ -55,7 +55,7 @@ def fake_result(algo: str, label: str, seed: int, steps: int) -> dict:
             "model": {"name": "tiny-test", "content_hash": "c" * 64, "path": "/nonexistent"}}
 
 
-def make_rl_run(root: Path, *, labels=CLEAN + (STALE,), algos=("grpo", "ppo"), seeds: int = 2, steps: int = 6,
+def make_rl_run(root: Path, *, labels=CLEAN + (STALE,), algos=("grpo", "ppo"), seeds: int = 4, steps: int = 8,
                 broken: str | None = None) -> Path:
     """An RL run directory as `python -m harness.rl run` leaves it before its comparison.
     broken: that label's seed-1 run of every algorithm crashed (a result file with status error)."""

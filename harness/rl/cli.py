@@ -6,6 +6,8 @@
         RUN/summary.json, RUN/junit.xml, RUN/index.html
     python -m harness.rl train --config '<RunConfig json>' --out RUN     (inside an engine venv)
     python -m harness.rl compare --run RUN                 (re-run the statistics and the report only)
+    python -m harness.rl power --run RUN [--run RUN ...] --out studies/rl-power/power.json
+        (driver venv) the power study: seed-to-seed spread per metric, simulated power of the design
 
 Exit codes: 0 every verdict passes, 1 a verdict fails, 2 harness error.
 """
@@ -17,7 +19,7 @@ import json
 import sys
 from pathlib import Path
 
-from harness.rl.config import ALGOS, DEFAULT_ENGINES, RunConfig
+from harness.rl.config import ALGOS, DEFAULT_ENGINES, DEFAULT_MARGINS, PARITY_METRICS, RunConfig
 
 EXIT_PASS, EXIT_FAIL, EXIT_ERROR = 0, 1, 2
 
@@ -38,12 +40,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--run-id", default=None, help="run directory name (default: rl-<UTC timestamp>)")
     run.add_argument("--algos", default=",".join(ALGOS), help="comma-separated: grpo,ppo")
     run.add_argument("--engines", default=",".join(DEFAULT_ENGINES),
-                     help="comma-separated: vanilla (tunix baseline), sglang_jax, vllm; append '-stale' to an "
-                          "engine to disable its update_params (e.g. vanilla-stale)")
+                     help="comma-separated: vanilla (tunix baseline), sglang_jax, vllm; injected defects (test "
+                          "hooks): append '-stale' to disable an engine's update_params (vanilla-stale), "
+                          "'-temp<s>' to make it sample at s x the temperature the trainer uses (vllm-temp1.1)")
     run.add_argument("--seeds", type=int, default=3, help="seeds per engine (0..N-1)")
     run.add_argument("--steps", type=int, default=d.steps, help="training steps per run")
     run.add_argument("--window", type=int, default=10, help="steps in the final-reward window")
-    run.add_argument("--alpha", type=float, default=0.05, help="family-wise alpha per algorithm (Bonferroni)")
+    run.add_argument("--alpha", type=float, default=0.05,
+                     help="TOST alpha of each equivalence test; family-wise alpha of the difference tests per "
+                          "algorithm (Holm)")
+    _margins(run)
     run.add_argument("--k3-threshold", type=float, default=1e-3, help="max allowed per-step k3 mismatch")
     run.add_argument("--launcher", choices=["direct", "nox"], default="direct",
                      help="direct: the engine venv's python (installed once via its nox session); "
@@ -64,7 +70,40 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--window", type=int, default=10)
     cmp_.add_argument("--alpha", type=float, default=0.05)
     cmp_.add_argument("--k3-threshold", type=float, default=1e-3)
+    _margins(cmp_)
+
+    pw = sub.add_parser("power", help="the power study of rl.curve_parity's design from finished runs",
+                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    pw.add_argument("--run", action="append", required=True, help="run directory (repeatable: pooled)")
+    pw.add_argument("--out", default=None, help="write the study here (JSON)")
+    pw.add_argument("--window", type=int, default=10)
+    pw.add_argument("--alpha", type=float, default=0.05)
+    pw.add_argument("--max-seeds", type=int, default=10)
+    _margins(pw)
     return ap
+
+
+def _margin(text: str) -> tuple[str, float]:
+    name, sep, value = text.partition("=")
+    if not sep or name not in PARITY_METRICS:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected METRIC=VALUE with METRIC one of {sorted(PARITY_METRICS)}")
+    try:
+        v = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: {value!r} is not a number") from None
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: a margin must be > 0")
+    return name, v
+
+
+def _margins(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--margin", type=_margin, action="append", default=[], metavar="METRIC=VALUE",
+                   help="equivalence margin of a curve-parity metric (repeatable), over the defaults "
+                        + ", ".join(f"{k}={v:g}" for k, v in DEFAULT_MARGINS.items()))
+
+
+def margins_of(args) -> dict[str, float]:
+    return {**DEFAULT_MARGINS, **dict(args.margin)}
 
 
 def _hyper(p: argparse.ArgumentParser, d: RunConfig) -> None:
@@ -96,9 +135,20 @@ def main(argv: list[str] | None = None) -> int:
         from harness.rl.compare import compare_run, print_summary
         from harness.rl.report import publish
 
-        out = compare_run(Path(args.run), window=args.window, alpha=args.alpha, k3_threshold=args.k3_threshold)
+        out = compare_run(Path(args.run), window=args.window, alpha=args.alpha, k3_threshold=args.k3_threshold,
+                          margins=margins_of(args))
         print_summary(out)
         return publish(Path(args.run), out, lambda msg: print(msg, flush=True))
+    if args.command == "power":
+        from harness.rl.power import print_study, study, write_study
+
+        doc = study([Path(r) for r in args.run], window=args.window, alpha=args.alpha, margins=margins_of(args),
+                    max_seeds=args.max_seeds)
+        print_study(doc)
+        if args.out:
+            write_study(Path(args.out), doc)
+            print(f"[rl power] -> {args.out}")
+        return EXIT_PASS
     if args.command == "run":
         from harness.rl.driver import run_all
 

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from harness.rl import stats
+from harness.rl.config import DEFAULT_MARGINS, PARITY_METRICS
 from harness.rl.records import write_json
 from harness.verdict import Verdict
 
@@ -76,6 +77,18 @@ def _mismatch_source(steps: list[dict]) -> str:
     return "score"
 
 
+def _mean_of(xs) -> float | None:
+    xs = [x for x in xs if x is not None and math.isfinite(x)]
+    return float(np.mean(xs)) if xs else None
+
+
+def _clean_steps(seed: dict) -> list[float | None]:
+    """Per-step k3 with the steps whose batch holds a sampled pad id blanked (see verdicts_for_algo)."""
+    k3 = seed["mismatch"]["k3_kl"]
+    pads = seed.get("pad_tokens_sampled") or [None] * len(k3)
+    return [None if pad else x for x, pad in zip(k3, pads)]
+
+
 def _order(labels) -> list[str]:
     base = [x for x in labels if x == "vanilla"]
     return base + sorted(x for x in labels if x != "vanilla")
@@ -122,6 +135,12 @@ def curves_for_algo(runs: list[dict], algo: str, window: int, confidence: float 
                     entry["band"][k] = stats.band(arr, confidence)
             sums = [stats.summaries(v["reward"][:n], window) for v in seeds.values()]
             entry["summary"] = {k: [s[k] for s in sums] for k in ("first", "final", "gain", "auc")}
+            entry["summary"]["length"] = [_mean_of(v["completion_len"][:n]) for v in seeds.values()]
+            entry["summary"]["mismatch_k3"] = [_mean_of(_clean_steps(v)[:n]) for v in seeds.values()]
+            lengths = np.array([[np.nan if x is None else x for x in v["completion_len"][:n]] for v in seeds.values()],
+                               np.float64)
+            if np.isfinite(lengths).any():
+                entry["band"]["completion_len"] = stats.band(lengths, confidence)
             first = mine[0]
             entry["warnings"] = first.get("warnings", [])
             entry["repeat_probe_identical"] = first.get("repeat_probe_identical")
@@ -133,12 +152,88 @@ def curves_for_algo(runs: list[dict], algo: str, window: int, confidence: float 
                    "engines": engines})
 
 
-def verdicts_for_algo(curves: dict, alpha: float, k3_threshold: float) -> tuple[list[Verdict], list[dict]]:
+def pair_verdicts(curves: dict, alpha: float, margins: dict[str, float], details: list[dict]) -> list[Verdict]:
+    """rl.curve_parity per engine pair: every metric of PARITY_METRICS tested for equivalence (stats.equivalence);
+    the difference tests of all pairs and metrics of the algorithm share `alpha` (Holm)."""
+    algo, engines = curves["algo"], curves["engines"]
+    good = [e for e, v in engines.items() if v.get("seeds")]
+    pairs = list(itertools.combinations(good, 2))
+    tests: dict[tuple, dict] = {}
+    for a, b in pairs:
+        sa, sb = engines[a]["summary"], engines[b]["summary"]
+        for metric in PARITY_METRICS:
+            if metric not in margins:
+                continue
+            tests[(a, b, metric)] = stats.equivalence(sa.get(metric) or [], sb.get(metric) or [], margins[metric],
+                                                      alpha=alpha, alpha_diff=alpha / max(1, len(pairs) * len(margins)),
+                                                      plan=False)
+    keys = list(tests)
+    adjusted = stats.holm_adjust([tests[k]["p_diff"] for k in keys])
+    for k, p_adj in zip(keys, adjusted):
+        t = tests[k]
+        t["p_diff_holm"] = p_adj
+        t["outcome"] = stats.classify(t["p_tost"], p_adj, alpha, alpha)
+        if t["outcome"] == stats.INCONCLUSIVE and t["seeds_needed"] is None and t["n"][0] >= 2 and t["n"][1] >= 2:
+            t["seeds_needed"] = stats.seeds_needed(t["diff"], t["sd"][0], t["sd"][1], t["margin"], alpha=alpha,
+                                                   alpha_diff=t["alpha_diff"])
+    out = []
+    for a, b in pairs:
+        per = {m: tests[(a, b, m)] for m in PARITY_METRICS if (a, b, m) in tests}
+        outcomes = [t["outcome"] for t in per.values()]
+        verdict = ("fail" if stats.DIFFERENT in outcomes else "error" if stats.INCONCLUSIVE in outcomes
+                   else "pass")
+        # how far the equivalence interval reaches, in margins: <= 1 on every metric is what passing means
+        reach = [max(abs(x) for x in t["ci_tost"]) / t["margin"] for t in per.values() if None not in t["ci_tost"]]
+        parts = [_describe(m, t, curves["window"], engines[a]["summary"], engines[b]["summary"]) for m, t in per.items()]
+        needed = [t["seeds_needed"] for t in per.values() if t["outcome"] == stats.INCONCLUSIVE]
+        head = {"pass": "equivalent on every metric", "fail": "different",
+                "error": "inconclusive (not a pass): "
+                         + (f"about {_most(needed)} seeds per engine would decide it" if needed else "no test")}[verdict]
+        out.append(Verdict(
+            check="rl.curve_parity", backends=[a, b], case=algo,
+            metric="largest |end of the TOST interval| / margin over the metrics (<= 1: equivalent)",
+            value=max(reach) if reach else None, threshold=1.0, verdict=verdict,
+            detail=f"{head}. " + "; ".join(parts),
+            data={"metrics": per, "alpha": alpha, "family_tests": len(tests), "margins": dict(margins),
+                  "seeds": {a: len(engines[a]["seeds"]), b: len(engines[b]["seeds"])}}))
+        details.append({"algo": algo, "pair": [a, b], "metrics": per})
+    return out
+
+
+def _most(needed: list) -> str:
+    ints = [n for n in needed if isinstance(n, int)]
+    strs = [n for n in needed if not isinstance(n, int)]
+    return str(strs[0]) if strs else str(max(ints)) if ints else "?"
+
+
+def _describe(metric: str, t: dict, window: int, sa: dict, sb: dict) -> str:
+    name = PARITY_METRICS[metric].format(window=window)
+    ma, mb = _mean_of(sa.get(metric) or []), _mean_of(sb.get(metric) or [])
+    lo, hi = t["ci_tost"]
+    ci = f"[{_num(lo)}, {_num(hi)}]" if lo is not None else "no interval"
+    text = f"{name} {_num(ma)} vs {_num(mb)}, diff {_num(t['diff'], sign=True)}, {100 * (1 - 2 * t['alpha']):.0f}% CI {ci}"
+    if t["outcome"] == stats.EQUIVALENT:
+        return text + f" inside ±{_num(t['margin'])}: equivalent (TOST p={t['p_tost']:.2g})"
+    if t["outcome"] == stats.DIFFERENT:
+        return text + (f" vs margin ±{_num(t['margin'])}: DIFFERENT (Welch p={t['p_diff']:.2g}, Holm-adjusted "
+                       f"{t['p_diff_holm']:.2g} < {t['alpha']:g})")
+    return text + (f" vs margin ±{_num(t['margin'])}: inconclusive (TOST p={t['p_tost']:.2g}, Holm-adjusted "
+                   f"difference p={t.get('p_diff_holm', float('nan')):.2g}; {t['seeds_needed'] or '2+'} seeds per "
+                   f"engine would decide it)")
+
+
+def _num(x, sign: bool = False) -> str:
+    if x is None or not math.isfinite(x):
+        return "?"
+    return f"{x:+.3g}" if sign else f"{x:.3g}"
+
+
+def verdicts_for_algo(curves: dict, alpha: float, k3_threshold: float,
+                      margins: dict[str, float] | None = None) -> tuple[list[Verdict], list[dict]]:
     algo = curves["algo"]
     out: list[Verdict] = []
     details: list[dict] = []
     engines = curves["engines"]
-    good = [e for e, v in engines.items() if v.get("seeds")]
     for label, entry in engines.items():
         for err in entry.get("errors", []):
             out.append(Verdict(check="rl.run", backends=[label], case=algo, metric="status", value=None,
@@ -206,36 +301,12 @@ def verdicts_for_algo(curves: dict, alpha: float, k3_threshold: float) -> tuple[
                     else f"no update_params before {len(missing)} step(s), e.g. seed/step {missing[:3]}")
                    + (f"; {skipped} call(s) swallowed by the stale-weights flag" if skipped else ""),
             data={"missing": missing[:20], "skipped": skipped}))
-    # engine pairs
-    pairs = list(itertools.combinations(good, 2))
-    per_pair_alpha = alpha / max(1, len(pairs))
-    for a, b in pairs:
-        sa, sb = engines[a]["summary"], engines[b]["summary"]
-        w = stats.welch(sa["auc"], sb["auc"])
-        perm = stats.permutation_p(sa["auc"], sb["auc"])
-        final = stats.welch(sa["final"], sb["final"])
-        p = w["p"]
-        if p != p:  # fewer than 2 seeds on a side: no test
-            verdict, detail = "skipped", "fewer than two seeds on one side: no test"
-        else:
-            verdict = "fail" if p < per_pair_alpha else "pass"
-            detail = (f"mean reward over all steps {np.mean(sa['auc']):.3f} vs {np.mean(sb['auc']):.3f} "
-                      f"(diff {w['diff']:+.3f}, 95% CI [{w['ci_lo']:+.3f}, {w['ci_hi']:+.3f}]); Welch p={p:.3g} vs "
-                      f"alpha {alpha:g}/{len(pairs)}={per_pair_alpha:.3g}; final {curves['window']} steps "
-                      f"{np.mean(sa['final']):.3f} vs {np.mean(sb['final']):.3f} (Welch p={final['p']:.3g}); "
-                      f"permutation p={perm:.3g}")
-        out.append(Verdict(
-            check="rl.curve_parity", backends=[a, b], case=algo,
-            metric="Welch p, per-seed mean reward over all steps (AUC/steps)", value=p if p == p else None,
-            threshold=per_pair_alpha, verdict=verdict, detail=detail,
-            data={"auc": {a: sa["auc"], b: sb["auc"]}, "final": {a: sa["final"], b: sb["final"]}, "welch": w,
-                  "final_welch": final, "permutation_p": perm, "alpha_family": alpha, "pairs": len(pairs)}))
-        details.append({"algo": algo, "pair": [a, b], "summary": "auc", "welch": w, "final_welch": final,
-                        "permutation_p": perm})
+    out += pair_verdicts(curves, alpha, margins or DEFAULT_MARGINS, details)
     return out, details
 
 
-def compare_run(run_dir: Path, *, window: int = 10, alpha: float = 0.05, k3_threshold: float = 1e-3) -> dict:
+def compare_run(run_dir: Path, *, window: int = 10, alpha: float = 0.05, k3_threshold: float = 1e-3,
+                margins: dict[str, float] | None = None) -> dict:
     run_dir = Path(run_dir)
     runs = load_runs(run_dir)
     algos = sorted({r["config"]["algo"] for r in runs})
@@ -247,13 +318,14 @@ def compare_run(run_dir: Path, *, window: int = 10, alpha: float = 0.05, k3_thre
         path = run_dir / "rl" / f"{algo}.json"
         write_json(path, curves, sort_keys=False)
         curves_files[algo] = str(path.relative_to(run_dir))
-        v, d = verdicts_for_algo(curves, alpha, k3_threshold)
+        v, d = verdicts_for_algo(curves, alpha, k3_threshold, margins)
         verdicts += v
         tests += d
     outcome = [v.verdict for v in verdicts]
     exit_code = 2 if "error" in outcome or not verdicts else (1 if "fail" in outcome else 0)
     comparison = _clean({
         "schema_version": CURVES_SCHEMA_VERSION, "alpha": alpha, "window": window, "k3_threshold": k3_threshold,
+        "margins": dict(margins or DEFAULT_MARGINS),
         "curves": curves_files, "verdicts": [v.model_dump(mode="json") for v in verdicts], "tests": tests,
         "counts": {o: outcome.count(o) for o in ("pass", "fail", "error", "skipped")}, "exit_code": exit_code,
     })

@@ -13,6 +13,18 @@ DEFAULT_ENGINES = ("vanilla", "sglang_jax", "vllm")
 #: actor learning rate per algorithm (SGD, clipped at global norm 1): the reward rises over ~30 steps
 ALGO_LR = {"grpo": 0.05, "ppo": 0.02}
 
+#: rl.curve_parity's metrics: one number per training run (seed), compared between engines
+PARITY_METRICS = {
+    "auc": "reward over all steps",
+    "final": "reward over the last {window} steps",
+    "length": "completion length (tokens)",
+    "mismatch_k3": "trainer-vs-rollout k3",
+}
+#: Equivalence margins: the largest difference between two engines' per-seed means that counts as the same.
+#: The design (seeds, steps) detects a true difference of a margin with >= 80% power: see docs/rl.md,
+#: "Equivalence and power", and the study it cites (studies/rl-power/).
+DEFAULT_MARGINS = {"auc": 0.05, "final": 0.08, "length": 1.0, "mismatch_k3": 1e-3}
+
 
 @dataclass
 class RunConfig:
@@ -41,8 +53,10 @@ class RunConfig:
     epsilon: float = 0.2
     weights: str = "A"  # embedded model weight set
     model: str | None = None  # or a local HF directory of a Qwen3 model
-    # The test hook: a real engine whose update_params is swallowed (stale weights).
+    # Test hooks (injected rollout defects): a real engine whose update_params is swallowed (stale
+    # weights), or that samples at temperature_scale x the configured temperature (the trainer keeps it).
     stale_weights: bool = False
+    temperature_scale: float = 1.0
     # Also score the rollout's samples with the engine's get_per_token_logps (teacher forcing).
     score_with_engine: bool = True
     # tunix 0.1.7's Qwen3 ignores config.rope_theta (see harness.rl.train.patch_tunix_rope)
@@ -54,7 +68,8 @@ class RunConfig:
 
     @property
     def label(self) -> str:
-        return f"{self.engine}{'-stale' if self.stale_weights else ''}"
+        temp = f"-temp{self.temperature_scale:g}" if self.temperature_scale != 1.0 else ""
+        return f"{self.engine}{'-stale' if self.stale_weights else ''}{temp}"
 
     @property
     def lr(self) -> float:
@@ -67,6 +82,31 @@ class RunConfig:
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_label(cls, label: str, **kwargs) -> "RunConfig":
+        """'vllm', 'vanilla-stale', 'vllm-temp1.1' (engine, then the injected defects) -> a RunConfig."""
+        engine, *hooks = label.split("-")
+        if engine not in ENGINES:
+            raise ValueError(f"unknown engine {label!r}: choose from {sorted(ENGINES)}, optionally with -stale "
+                             "and/or -temp<scale> (e.g. vanilla-stale, vllm-temp1.1)")
+        opts: dict = {}
+        for h in hooks:
+            if h == "stale":
+                opts["stale_weights"] = True
+            elif h.startswith("temp"):
+                try:
+                    opts["temperature_scale"] = float(h[4:])
+                except ValueError:
+                    raise ValueError(f"{label!r}: -temp needs a number, e.g. -temp1.1") from None
+                if not opts["temperature_scale"] > 0:
+                    raise ValueError(f"{label!r}: the temperature scale must be > 0")
+            else:
+                raise ValueError(f"{label!r}: unknown suffix -{h} (known: -stale, -temp<scale>)")
+        cfg = cls(engine=engine, **opts, **kwargs)
+        if cfg.label != label:
+            raise ValueError(f"{label!r}: write it as {cfg.label!r}")
+        return cfg
 
     @classmethod
     def from_json(cls, text: str) -> "RunConfig":

@@ -26,15 +26,6 @@ ROOT = Path(__file__).resolve().parents[2]
 CACHE = Path(os.environ.get("PARITY_CACHE", Path.home() / ".cache" / "rollout-parity"))
 
 
-def parse_label(label: str) -> tuple[str, bool]:
-    """'vllm' -> ('vllm', False); 'vanilla-stale' -> ('vanilla', True)."""
-    stale = label.endswith("-stale")
-    engine = label[: -len("-stale")] if stale else label
-    if engine not in ENGINES:
-        raise ValueError(f"unknown engine {label!r}: choose from {sorted(ENGINES)} (optionally with -stale)")
-    return engine, stale
-
-
 def venv_python(session: str) -> Path:
     return CACHE / "nox" / session / "bin" / "python"
 
@@ -112,21 +103,22 @@ def run_all(args) -> int:
     algos = [a.strip() for a in args.algos.split(",") if a.strip()]
     labels = [e.strip() for e in args.engines.split(",") if e.strip()]
     try:
-        parsed = [(label, *parse_label(label)) for label in labels]
+        for label in labels:
+            RunConfig.from_label(label)
     except ValueError as e:
         print(f"[rl] error: {e}", file=sys.stderr)
         return 2
     base = dict(steps=args.steps, prompts_per_step=args.prompts_per_step, num_generations=args.num_generations,
                 ppo_batch=args.ppo_batch, max_tokens=args.max_tokens, actor_lr=args.actor_lr,
                 critic_lr=args.critic_lr, model=args.model, score_with_engine=not args.no_engine_score)
-    plan = [RunConfig(algo=algo, engine=engine, seed=seed, stale_weights=stale, **base)
-            for algo in algos for (_, engine, stale) in parsed for seed in range(args.seeds)]
+    plan = [RunConfig.from_label(label, algo=algo, seed=seed, **base)
+            for algo in algos for label in labels for seed in range(args.seeds)]
     write_json(run_dir / "rl" / "plan.json", {"runs": [json.loads(c.to_json()) for c in plan],
                                               "argv": sys.argv, "started": _dt.datetime.now().isoformat()})
     log(f"[rl] {len(plan)} training runs ({', '.join(algos)} x {', '.join(labels)} x {args.seeds} seeds, "
         f"{args.steps} steps) -> {run_dir}")
     if args.launcher == "direct":
-        for session in sorted({ENGINES[e] for _, e, _ in parsed}):
+        for session in sorted({ENGINES[c.engine] for c in plan}):
             try:
                 ensure_venv(session, log)
             except RuntimeError as e:
@@ -138,7 +130,10 @@ def run_all(args) -> int:
             continue
         log(f"[rl] ({i}/{len(plan)}) {cfg.algo} {cfg.label} seed {cfg.seed} ...")
         run_one(cfg, run_dir, args.launcher, args.timeout, log)
-    comparison = compare_run(run_dir, window=args.window, alpha=args.alpha, k3_threshold=args.k3_threshold)
+    from harness.rl.cli import margins_of
+
+    comparison = compare_run(run_dir, window=args.window, alpha=args.alpha, k3_threshold=args.k3_threshold,
+                             margins=margins_of(args))
     print_summary(comparison)
     wall = time.monotonic() - t_start
     write_json(run_dir / "rl" / "wall.json", {"wall_seconds": wall, "runs": len(plan)})

@@ -20,7 +20,10 @@ training step) it
     engine's own `get_per_token_logps`,
   - records lengths, group diversity and timings.
 `update_params` is forwarded (counted, timed) unless `stale_weights` is set: the
-test hook for a rollout whose weight sync does nothing.
+test hook for a rollout whose weight sync does nothing. `temperature_scale` != 1
+is the other test hook: the engine is asked to sample at that multiple of the
+configured temperature while the trainer keeps the configured one (a rollout
+that applies temperature wrongly).
 
 What the wrapper supplies, or guards, for engine classes (each is recorded as a run warning when it
 triggers, and listed in docs/rl.md). The three items below were defects of both classes, found by the
@@ -177,6 +180,9 @@ class TrackedRollout(_Base):
         cfg = self.tracker.cfg
         step = len(self.tracker.steps)
         rc = dataclasses.replace(rollout_config, seed=task_lib.rollout_seed(cfg.seed, step), return_logprobs=True)
+        trainer_temperature = rc.temperature
+        if cfg.temperature_scale != 1.0:  # the injected defect: the engine samples at another temperature
+            rc = dataclasses.replace(rc, temperature=rc.temperature * cfg.temperature_scale)
         rec: dict[str, Any] = {"step": step, "syncs_before": self.tracker.sync_calls,
                                "skipped_syncs_before": self.tracker.sync_skipped, "n": len(prompts),
                                "t": time.perf_counter() - self.tracker.t0}
@@ -192,7 +198,7 @@ class TrackedRollout(_Base):
         rec["generate_s"] = time.perf_counter() - t0
         rec["group_mode"] = self.group_mode
         try:
-            self._measure(rec, list(prompts), out, rc)
+            self._measure(rec, list(prompts), out, rc, trainer_temperature)
         except Exception as e:  # noqa: BLE001 - a measurement failure must not stop training; it is recorded
             rec["measure_error"] = f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=4)}"
         self.tracker.steps.append(rec)
@@ -262,7 +268,7 @@ class TrackedRollout(_Base):
             fixed.append(t)
         return fixed
 
-    def _measure(self, rec: dict, prompts: list[str], out, rc) -> None:
+    def _measure(self, rec: dict, prompts: list[str], out, rc, trainer_temperature: float) -> None:
         import jax.numpy as jnp
 
         tokens = self._unpadded_tokens(out)
@@ -294,7 +300,7 @@ class TrackedRollout(_Base):
             t0 = time.perf_counter()
             trainer = np.asarray(cluster.get_actor_per_token_logps(
                 prompt_tokens=jnp.asarray(prompt_ids), completion_tokens=jnp.asarray(completion),
-                pad_id=pad, eos_id=eos, temperature=rc.temperature))
+                pad_id=pad, eos_id=eos, temperature=trainer_temperature))
             rec["trainer_logps_s"] = time.perf_counter() - t0
 
         def per_seq(arr2d):

@@ -44,10 +44,74 @@ def test_welch_degenerate_cases():
     assert math.isnan(stats.welch([0.5], [0.1, 0.2])["p"])
 
 
-def test_permutation_p_exact():
-    # 3 vs 3 fully separated: 2 of the 20 splits are as extreme -> 0.1, the floor at this n
-    assert stats.permutation_p([1, 2, 3], [4, 5, 6]) == pytest.approx(0.1)
-    assert stats.permutation_p([1, 2, 3], [1, 2, 3]) == 1.0
+def test_equivalence_tost_is_two_one_sided_welch_tests():
+    from scipy import stats as sst
+
+    a, b, m = [0.40, 0.45, 0.42, 0.44], [0.41, 0.43, 0.44, 0.47], 0.08
+    e = stats.equivalence(a, b, m)
+    w = stats.welch(a, b)
+    se = (w["diff"] - w["ci_lo"]) / sst.t.ppf(0.975, w["df"])
+    p_lo = sst.t.sf((w["diff"] + m) / se, w["df"])
+    p_hi = sst.t.cdf((w["diff"] - m) / se, w["df"])
+    assert e["p_tost"] == pytest.approx(max(p_lo, p_hi))
+    assert e["p_diff"] == pytest.approx(w["p"])
+    assert e["outcome"] == "equivalent" and -m < e["ci_tost"][0] < e["ci_tost"][1] < m
+
+
+def test_equivalence_three_outcomes():
+    # far apart with little spread: different
+    assert stats.equivalence([0.464, 0.464, 0.474], [0.333, 0.323, 0.318], 0.05)["outcome"] == "different"
+    # close with little spread: equivalent
+    assert stats.equivalence([0.41, 0.42, 0.40], [0.42, 0.41, 0.42], 0.05)["outcome"] == "equivalent"
+    # a spread as wide as the margin: neither, and how many seeds would decide it
+    e = stats.equivalence([0.40, 0.55, 0.42], [0.31, 0.43, 0.44], 0.05)
+    assert e["outcome"] == "inconclusive"
+    assert isinstance(e["seeds_needed"], int) and e["seeds_needed"] > 3
+
+
+def test_a_significant_difference_inside_the_margin_is_equivalent():
+    e = stats.equivalence([0.500, 0.501, 0.502, 0.501], [0.490, 0.491, 0.490, 0.491], 0.05)
+    assert e["p_diff"] < 1e-4 and e["outcome"] == "equivalent"
+
+
+def test_equivalence_reaches_any_alpha_with_two_seeds():
+    # no floor on the p-values (the permutation test's 0.1 at 3 vs 3): both tests can decide at n = 2
+    assert stats.equivalence([1.0, 1.001], [0.0, 0.001], 0.1)["p_diff"] < 1e-3
+    assert stats.equivalence([1.0, 1.001], [1.0, 1.001], 0.1)["p_tost"] < 1e-3
+
+
+def test_equivalence_degenerate_cases():
+    assert stats.equivalence([0.5, 0.5], [0.5, 0.5], 0.01)["outcome"] == "equivalent"
+    assert stats.equivalence([0.5, 0.5], [0.1, 0.1], 0.01)["outcome"] == "different"
+    one = stats.equivalence([0.5], [0.1, 0.2], 0.01)
+    assert one["outcome"] == "inconclusive" and one["seeds_needed"] is None
+    assert stats.equivalence([0.5, None, float("nan"), 0.5], [0.5, 0.5], 0.01)["n"] == [2, 2]
+
+
+def test_holm_adjust():
+    assert stats.holm_adjust([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    adj = stats.holm_adjust([0.2, float("nan")])
+    assert adj[0] == pytest.approx(0.2) and math.isnan(adj[1])
+
+
+def test_simulated_outcomes_follow_the_rule_applied_to_data():
+    rng = np.random.default_rng(7)
+    n, sd, m, delta = 4, 1.0, 2.5, 1.0
+    got = [stats.equivalence(rng.normal(delta, sd, n), rng.normal(0, sd, n), m, plan=False)["outcome"]
+           for _ in range(400)]
+    sim = stats.simulate_outcomes(delta, sd, sd, n, m, alpha=0.05, alpha_diff=0.05, sims=20000)
+    for outcome in ("equivalent", "different", "inconclusive"):
+        assert got.count(outcome) / len(got) == pytest.approx(sim[outcome], abs=0.07)
+
+
+def test_design_power_grows_with_seeds_and_holds_alpha():
+    p3 = stats.design_power(1.0, 3, 2.5, tests=4)
+    p8 = stats.design_power(1.0, 8, 2.5, tests=4)
+    assert p8["different_margin"] > p3["different_margin"]
+    assert p8["equivalent_null"] > p3["equivalent_null"]
+    for p in (p3, p8):
+        assert p["equivalent_margin"] <= 0.05 + 0.01  # TOST: passing a difference of the margin is rare
+        assert p["different_null"] <= 0.05 / 4 + 0.01  # false alarms within the family share
 
 
 def test_gain_test_is_one_sided():

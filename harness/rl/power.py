@@ -1,0 +1,160 @@
+"""The power study behind rl.curve_parity's design: `python -m harness.rl power --run RUN [--run RUN ...]`.
+
+From finished RL runs (their RUN/rl/runs/*.json, through compare.curves_for_algo) it measures, per
+algorithm and parity metric:
+
+  sd        the seed-to-seed standard deviation of the per-seed metric, pooled over the clean engines
+            (each engine's own mean removed: engines may differ, the spread is what the design faces),
+            with its degrees of freedom and the one-sided 80% upper confidence bound (chi-square);
+  pairing   the same-seed correlation between engines (same prompts and data order, per-step seeds):
+            the variance of a per-seed paired difference is sd_a^2 + sd_b^2 - 2 cov, so a paired design
+            only pays when the correlation is clearly positive; it costs half the degrees of freedom;
+
+and simulates the three-outcome rule (stats.design_power) for 2..--max-seeds seeds per engine with the
+difference tests of all engine pairs and metrics sharing the family alpha: P(equivalent) with no
+difference, P(different) with a true difference of the margin (the power), the false-alarm rate; and
+the smallest margin each design detects with the target power (`mde`). An injected engine
+(`<engine>-temp<s>`, `<engine>-stale`) in the runs is compared with its clean counterpart: observed
+difference per metric in margins, and the verdict the rule gives it.
+
+Writes the study as JSON (--out); docs/rl.md quotes it and tests/rl/test_power.py checks that the
+declared margins and the default seed count meet the target power on the committed study.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from harness.rl import stats
+from harness.rl.compare import curves_for_algo, load_runs
+from harness.rl.config import DEFAULT_MARGINS, PARITY_METRICS
+
+STUDY_SCHEMA_VERSION = 1
+
+
+def _is_clean(label: str) -> bool:
+    return "-" not in label
+
+
+def measure_spread(engines: dict, metric: str) -> dict:
+    """Pooled within-engine sd of a per-seed metric over the clean engines, and same-seed correlations."""
+    groups = {label: e["summary"].get(metric) or [] for label, e in engines.items()
+              if _is_clean(label) and e.get("summary")}
+    groups = {k: [x for x in v if x is not None] for k, v in groups.items()}
+    ss = sum(float(np.sum((np.asarray(v) - np.mean(v)) ** 2)) for v in groups.values() if len(v) >= 2)
+    df = sum(len(v) - 1 for v in groups.values() if len(v) >= 2)
+    out: dict = {"per_engine": {k: {"n": len(v), "mean": float(np.mean(v)) if v else None,
+                                    "sd": float(np.std(v, ddof=1)) if len(v) >= 2 else None}
+                                for k, v in groups.items()}}
+    if df == 0:
+        return {**out, "sd": None, "df": 0, "sd_upper80": None, "pair_correlation": {}}
+    from scipy import stats as sst
+
+    sd = math.sqrt(ss / df)
+    out.update(sd=sd, df=df, sd_upper80=math.sqrt(ss / float(sst.chi2.ppf(0.2, df))) if ss > 0 else 0.0)
+    corr = {}
+    for a, b in itertools.combinations(sorted(groups), 2):
+        sa, sb = engines[a]["seeds"], engines[b]["seeds"]
+        common = [s for s in sa if s in sb]
+        xa = [engines[a]["summary"][metric][list(sa).index(s)] for s in common]
+        xb = [engines[b]["summary"][metric][list(sb).index(s)] for s in common]
+        if len(common) >= 3 and np.std(xa) > 0 and np.std(xb) > 0:
+            corr[f"{a}-vs-{b}"] = float(np.corrcoef(xa, xb)[0, 1])
+    out["pair_correlation"] = corr
+    return out
+
+
+def mde(sd: float, n: int, *, alpha: float, tests: int, power: float = stats.POWER_TARGET) -> float:
+    """The smallest margin at which the rule, with n seeds per engine and seed sd `sd`, reports a true
+    difference of that margin as different with probability >= power (bisection on the margin / sd)."""
+    if sd == 0:
+        return 0.0
+    lo, hi = 0.1, 20.0
+    for _ in range(18):
+        mid = (lo + hi) / 2
+        p = stats.design_power(1.0, n, mid, alpha=alpha, tests=tests, sims=4000)["different_margin"]
+        lo, hi = (mid, hi) if p < power else (lo, mid)
+    return hi * sd
+
+
+def study(run_dirs: list[Path], *, window: int = 10, alpha: float = 0.05, margins: dict | None = None,
+          max_seeds: int = 10, design_seeds: int | None = None) -> dict:
+    margins = dict(margins or DEFAULT_MARGINS)
+    runs = [r for d in run_dirs for r in load_runs(Path(d))]
+    algos = sorted({r["config"]["algo"] for r in runs})
+    out: dict = {"schema_version": STUDY_SCHEMA_VERSION, "runs": [str(d) for d in run_dirs], "window": window,
+                 "alpha": alpha, "margins": margins, "power_target": stats.POWER_TARGET, "algos": {}}
+    for algo in algos:
+        curves = curves_for_algo(runs, algo, window)
+        engines = curves["engines"]
+        clean = [e for e in engines if _is_clean(e) and engines[e].get("seeds")]
+        pairs = max(1, len(clean) * (len(clean) - 1) // 2)
+        tests = pairs * len(margins)
+        per_metric = {}
+        for metric, margin in margins.items():
+            spread = measure_spread(engines, metric)
+            row: dict = {"margin": margin, **spread, "designs": {}}
+            if spread.get("sd") is not None:
+                for which in ("sd", "sd_upper80"):
+                    sd = spread[which]
+                    row["designs"][which] = {
+                        str(n): {**stats.design_power(sd, n, margin, alpha=alpha, tests=tests, sims=8000),
+                                 "mde": mde(sd, n, alpha=alpha, tests=tests)}
+                        for n in range(2, max_seeds + 1)}
+            per_metric[metric] = row
+        injected = {}
+        for label, e in engines.items():
+            if _is_clean(label) or not e.get("seeds"):
+                continue
+            base = label.split("-")[0]
+            if base not in engines or not engines[base].get("seeds"):
+                continue
+            res = {}
+            for metric, margin in margins.items():
+                t = stats.equivalence(e["summary"].get(metric) or [], engines[base]["summary"].get(metric) or [],
+                                      margin, alpha=alpha, alpha_diff=alpha / tests, plan=False)
+                res[metric] = {"diff": t["diff"], "diff_in_margins": t["diff"] / margin if margin else None,
+                               "ci_tost": t["ci_tost"], "outcome": t["outcome"], "p_diff": t["p_diff"]}
+            injected[f"{label}-vs-{base}"] = res
+        out["algos"][algo] = {"engines": {k: len(v.get("seeds") or {}) for k, v in engines.items()},
+                              "steps": curves["config"].get("steps"), "difference_tests": tests,
+                              "metrics": per_metric, "injected": injected}
+    if design_seeds:
+        out["design_seeds"] = design_seeds
+    return out
+
+
+def print_study(doc: dict, seeds: tuple[int, ...] = (3, 4, 5, 6, 8)) -> None:
+    for algo, a in doc["algos"].items():
+        print(f"[rl power] {algo}: engines {a['engines']}, {a['steps']} steps, {a['difference_tests']} difference "
+              f"tests share alpha {doc['alpha']:g}")
+        for metric, m in a["metrics"].items():
+            if m.get("sd") is None:
+                print(f"  {metric:12s} margin {m['margin']:g}: no spread measured")
+                continue
+            cells = []
+            for n in seeds:
+                d = (m["designs"].get("sd") or {}).get(str(n))
+                if d:
+                    cells.append(f"n={n}: power {d['different_margin']:.2f} eq|0 {d['equivalent_null']:.2f} "
+                                 f"mde {d['mde']:.3g}")
+            corr = ", ".join(f"{k} {v:+.2f}" for k, v in m["pair_correlation"].items())
+            print(f"  {metric:12s} margin {m['margin']:g}  sd {m['sd']:.3g} (df {m['df']}, 80% upper "
+                  f"{m['sd_upper80']:.3g})  same-seed corr [{corr}]")
+            print("      " + " | ".join(cells))
+        for name, res in a["injected"].items():
+            print(f"  injected {name}: " + "; ".join(
+                f"{k} {v['diff']:+.3g} ({v['diff_in_margins']:+.2f} margins, {v['outcome']})" for k, v in res.items()))
+
+
+def write_study(path: Path, doc: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc, indent=1, sort_keys=False) + "\n")
+
+
+__all__ = ["study", "print_study", "write_study", "measure_spread", "mde", "PARITY_METRICS"]
