@@ -23,6 +23,7 @@ from harness.compare import read_checks
 from harness.report import plots, write_reports
 from harness.report.data import load_run
 from harness.report.summary import validate
+from harness.report.plots import OUTCOME_COLORS
 from harness.rl.cli import main as rl_main
 from harness.rl.records import write_json, write_run_records
 
@@ -161,7 +162,16 @@ def test_html_has_band_charts_and_verdict_rows(stale_run):
         svgs = re.findall(r"<svg.*?</svg>", sec, flags=re.S)
         titles = [re.search(r"<title>(.*?)</title>", s).group(1) for s in svgs]
         assert any("reward" in t for t in titles) and any("mismatch" in t for t in titles)
-        assert all(s.count("<polygon") >= 3 for s in svgs)  # a band per engine
+        bands = [s for t, s in zip(titles, svgs) if "curve parity" not in t]
+        assert all(s.count("<polygon") >= 3 for s in bands)  # a band per engine
+        assert any("completion length" in t for t in titles)
+        # the equivalence chart: a row per engine pair and metric, the margins drawn at +-1
+        parity = [s for t, s in zip(titles, svgs) if "curve parity" in t]
+        assert len(parity) == 1
+        n_rows = sum(len(v["data"]["metrics"]) for v in verdicts if v["case"] == algo and v["check"] == "rl.curve_parity")
+        assert parity[0].count("<circle") == n_rows == 3 * 4
+        assert parity[0].count("<title>margin</title>") == 2
+        assert OUTCOME_COLORS["different"] in parity[0] and OUTCOME_COLORS["equivalent"] in parity[0]
         table = sec[sec.index(f'id="rl-verdicts-{algo}"'):]
         rows = re.findall(r'<tr class="(pass|fail|error|skipped)">', table)
         assert sorted(rows) == sorted(v["verdict"] for v in verdicts if v["case"] == algo)

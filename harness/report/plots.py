@@ -382,3 +382,55 @@ def band_chart(bands: list[Band], *, title: str, y_label: str, x_label: str = "s
     out += _legend(f, [(b.name, b.color) for b in bands])
     out.append("</svg>")
     return "".join(out)
+
+
+class Interval(NamedTuple):
+    """One row of an equivalence chart: a difference and its interval, in units of its margin."""
+
+    label: str
+    diff: float | None
+    lo: float | None
+    hi: float | None
+    outcome: str  # equivalent | different | inconclusive
+    tip: str = ""
+
+
+OUTCOME_COLORS = {"equivalent": "#2ca02c", "different": "#d62728", "inconclusive": "#e6a700"}
+
+
+def equivalence_chart(rows: list[Interval], *, title: str, x_label: str = "difference / margin",
+                      width: int = 720, row_height: int = 18) -> str:
+    """A forest plot: per row the difference (dot) and its interval (bar), both divided by the row's margin,
+    against dashed lines at -1 and +1 (the margin) and a solid line at 0; coloured by outcome. An interval
+    inside the dashed lines is what equivalence means. Rows reaching past the axis are clipped at its edge
+    (the tooltip keeps the value)."""
+    vals = [abs(v) for r in rows for v in (r.diff, r.lo, r.hi) if _finite(v)]
+    reach = min(max([1.5] + [v * 1.1 for v in vals]), 6.0)
+    left = max([120] + [7 * len(r.label) + 10 for r in rows])
+    height = 22 + 34 + row_height * max(len(rows), 1)
+    f = _Frame(width, height, -reach, reach, 0, max(len(rows), 1), left=min(left, width // 2))
+    out = _open(width, height, title)
+    xt = [(t, fmt(t)) for t in _nice_ticks(-reach, reach, 6)]
+    out += _axes(f, xt, [], x_label, "", title)
+
+    def cx(v: float) -> float:
+        return f.px(max(-reach, min(reach, v)))
+
+    for x, dash in ((-1.0, "6 3"), (1.0, "6 3"), (0.0, "")):
+        out.append(f'<line x1="{f.px(x):.1f}" x2="{f.px(x):.1f}" y1="{f.t}" y2="{f.b}" stroke="{"#c00" if dash else "#888"}" '
+                   f'stroke-width="1"{f" stroke-dasharray={chr(34)}{dash}{chr(34)}" if dash else ""}>'
+                   f'<title>{"margin" if dash else "no difference"}</title></line>')
+    for i, r in enumerate(rows):
+        y = f.py(len(rows) - i - 0.5)
+        color = OUTCOME_COLORS.get(r.outcome, "#555")
+        out.append(f'<text x="{f.l - 4}" y="{y + 3:.1f}" text-anchor="end" fill="#222">{escape(r.label)}</text>')
+        tip = escape(r.tip or f"{r.label}: {r.outcome}")
+        if _finite(r.lo) and _finite(r.hi):
+            out.append(f'<line x1="{cx(r.lo):.1f}" x2="{cx(r.hi):.1f}" y1="{y:.1f}" y2="{y:.1f}" stroke="{color}" '
+                       f'stroke-width="3"><title>{tip}</title></line>')
+        if _finite(r.diff):
+            out.append(f'<circle cx="{cx(r.diff):.1f}" cy="{y:.1f}" r="3.5" fill="{color}"><title>{tip}</title>'
+                       "</circle>")
+    out += _legend(f, [(k, c) for k, c in OUTCOME_COLORS.items()])
+    out.append("</svg>")
+    return "".join(out)

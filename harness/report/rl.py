@@ -168,6 +168,37 @@ def _mean(xs) -> float | None:
     return sum(xs) / len(xs) if xs else None
 
 
+METRIC_LABELS = {"auc": "reward AUC", "final": "final reward", "length": "length", "mismatch_k3": "k3 mismatch"}
+
+
+def _tost_level(verdicts: list) -> int:
+    alpha = next((v.data.get("alpha") for v in verdicts if v.check == "rl.curve_parity" and v.data.get("alpha")),
+                 0.05)
+    return round(100 * (1 - 2 * alpha))
+
+
+def equivalence_rows(verdicts: list) -> list:
+    """rl.curve_parity verdicts -> one forest-plot row per (engine pair, metric), in margins."""
+    rows = []
+    for v in verdicts:
+        if v.check != "rl.curve_parity":
+            continue
+        for metric, t in (v.data.get("metrics") or {}).items():
+            m = t.get("margin")
+            lo, hi = (t.get("ci_tost") or [None, None])[:2]
+
+            def scaled(x):
+                return x / m if isinstance(x, (int, float)) and m else None
+
+            label = f"{' vs '.join(v.backends)} · {METRIC_LABELS.get(metric, metric)}"
+            tip = (f"{label}: diff {plots.fmt(t.get('diff'))}, CI [{plots.fmt(lo)}, {plots.fmt(hi)}], margin "
+                   f"±{plots.fmt(m)}: {t.get('outcome')}"
+                   + (f"; {t['seeds_needed']} seeds per engine would decide it" if t.get("seeds_needed") else ""))
+            rows.append(plots.Interval(label, scaled(t.get("diff")), scaled(lo), scaled(hi),
+                                       str(t.get("outcome")), tip))
+    return rows
+
+
 def algo_views(data, verdicts: list, colors: dict[str, str]) -> list[dict]:
     """Per algorithm: the reward band chart, the mismatch band charts (log y), an engine table and the RL
     verdicts of that algorithm (`verdicts` in the order to list them)."""
@@ -184,6 +215,15 @@ def algo_views(data, verdicts: list, colors: dict[str, str]) -> list[dict]:
         charts = []
         if reward:
             charts.append(plots.band_chart(reward, title=f"{algo} · reward", y_label="batch mean reward"))
+        length = [b for label, e in engines.items()
+                  if (b := _band(label, cmap[label], e, "completion_len", lambda s: s.get("completion_len") or []))]
+        if length:
+            charts.append(plots.band_chart(length, title=f"{algo} · completion length",
+                                           y_label="mean completion tokens"))
+        parity = equivalence_rows(mine)
+        if parity:
+            charts.append(plots.equivalence_chart(
+                parity, title=f"{algo} · curve parity: difference / margin ({_tost_level(mine)}% CI)"))
         k3_threshold = next((v.threshold for v in mine if v.check == "rl.mismatch" and v.threshold), None)
         for key, y_label, what in MISMATCH_PLOTS:
             bands = [b for label, e in engines.items() if (b := _band(
