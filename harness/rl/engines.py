@@ -275,6 +275,9 @@ class TrackedRollout(_Base):
         texts = list(out.text)
         rec["completion_len_mean"] = float(np.mean([len(t) for t in tokens])) if tokens else 0.0
         rec["truncated_frac"] = float(np.mean([len(t) >= rc.max_tokens_to_generate for t in tokens]))
+        eos_ids = set(rc.eos_tokens or [self.inner.eos_id()])
+        rec["eos_frac"] = float(np.mean([bool(len(t)) and int(t[-1]) in eos_ids for t in tokens])) if tokens else 0.0
+        rec["lengths"] = [int(len(t)) for t in tokens]
         # GRPO repeats each prompt num_generations times in a row: identical samples within a group
         # give zero advantage (e.g. an engine that hands every request the same seed).
         groups: dict[str, list[tuple]] = {}

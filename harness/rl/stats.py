@@ -165,11 +165,33 @@ def equivalence(a: Sequence[float], b: Sequence[float], margin: float, *, alpha:
     va, vb = float(a.var(ddof=1)), float(b.var(ddof=1))
     se, df = _welch_se_df(va, len(a), vb, len(b))
     out = decide(diff, se, df, margin, alpha, alpha_diff)
+    out["test"] = "welch"
     out["n"] = [len(a), len(b)]
     out["sd"] = [math.sqrt(va), math.sqrt(vb)]
     out["seeds_needed"] = (seeds_needed(diff, math.sqrt(va), math.sqrt(vb), margin, alpha=alpha,
                                         alpha_diff=alpha_diff, power=power)
                            if plan and out["outcome"] == INCONCLUSIVE else None)
+    return out
+
+
+def paired_equivalence(a: Sequence[float], b: Sequence[float], margin: float, *, alpha: float = 0.05,
+                       alpha_diff: float | None = None) -> dict:
+    """`equivalence` on same-seed pairs (a[i] and b[i] share prompts, data order and per-step seeds): a
+    one-sample t on the per-seed differences, n - 1 degrees of freedom. Pays when the pairs correlate."""
+    pairs = [(x, y) for x, y in zip(a, b) if x is not None and y is not None and math.isfinite(x) and math.isfinite(y)]
+    alpha_diff = alpha if alpha_diff is None else alpha_diff
+    d = np.asarray([x - y for x, y in pairs], np.float64)
+    if len(d) < 2:
+        return {"diff": float(d.mean()) if len(d) else float("nan"), "se": float("nan"), "df": float("nan"),
+                "margin": margin, "p_tost": float("nan"), "p_diff": float("nan"), "alpha": alpha,
+                "alpha_diff": alpha_diff, "ci_tost": [None, None], "ci_diff": [None, None], "outcome": INCONCLUSIVE,
+                "n": [len(d), len(d)], "sd": [None, None], "seeds_needed": None, "test": "paired",
+                "why": "fewer than two same-seed pairs: no test"}
+    out = decide(float(d.mean()), float(d.std(ddof=1)) / math.sqrt(len(d)), float(len(d) - 1), margin, alpha,
+                 alpha_diff)
+    out.update(n=[len(d), len(d)], sd=[float(np.std([x for x, _ in pairs], ddof=1)),
+                                       float(np.std([y for _, y in pairs], ddof=1))],
+               sd_diff=float(d.std(ddof=1)), seeds_needed=None, test="paired")
     return out
 
 

