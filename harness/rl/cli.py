@@ -19,7 +19,7 @@ import json
 import sys
 from pathlib import Path
 
-from harness.rl.config import ALGOS, DEFAULT_ENGINES, DEFAULT_MARGINS, PARITY_METRICS, RunConfig
+from harness.rl.config import ALGOS, DEFAULT_ENGINES, DEFAULT_MARGINS, PARITY_METRICS, TIERS, RunConfig
 
 EXIT_PASS, EXIT_FAIL, EXIT_ERROR = 0, 1, 2
 
@@ -43,7 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="comma-separated: vanilla (tunix baseline), sglang_jax, vllm; injected defects (test "
                           "hooks): append '-stale' to disable an engine's update_params (vanilla-stale), "
                           "'-temp<s>' to make it sample at s x the temperature the trainer uses (vllm-temp1.1)")
-    run.add_argument("--seeds", type=int, default=3, help="seeds per engine (0..N-1)")
+    run.add_argument("--tier", choices=sorted(TIERS), default="default",
+                     help="the design: seeds per engine and equivalence margins ("
+                          + "; ".join(f"{k}: {v['seeds']} seeds" for k, v in TIERS.items()) + ")")
+    run.add_argument("--seeds", type=int, default=None, help="seeds per engine (0..N-1); default: the tier's")
     run.add_argument("--steps", type=int, default=d.steps, help="training steps per run")
     run.add_argument("--window", type=int, default=10, help="steps in the final-reward window")
     run.add_argument("--alpha", type=float, default=0.05,
@@ -70,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--window", type=int, default=10)
     cmp_.add_argument("--alpha", type=float, default=0.05)
     cmp_.add_argument("--k3-threshold", type=float, default=1e-3)
+    cmp_.add_argument("--tier", choices=sorted(TIERS), default=None,
+                      help="whose margins to test against (default: the tier the run was made with, from "
+                           "rl/plan.json, else default)")
     _margins(cmp_)
 
     pw = sub.add_parser("power", help="the power study of rl.curve_parity's design from finished runs",
@@ -103,7 +109,8 @@ def _margins(p: argparse.ArgumentParser) -> None:
 
 
 def margins_of(args) -> dict[str, float]:
-    return {**DEFAULT_MARGINS, **dict(args.margin)}
+    base = TIERS[getattr(args, "tier", None) or "default"]["margins"]
+    return {**base, **dict(args.margin)}
 
 
 def _hyper(p: argparse.ArgumentParser, d: RunConfig) -> None:
@@ -135,8 +142,16 @@ def main(argv: list[str] | None = None) -> int:
         from harness.rl.compare import compare_run, print_summary
         from harness.rl.report import publish
 
+        margins = margins_of(args)
+        if args.tier is None:  # the margins the run was made with
+            try:
+                planned = json.loads((Path(args.run) / "rl" / "plan.json").read_text()).get("margins") or {}
+            except (OSError, ValueError):
+                planned = {}
+            margins = {**margins, **{k: float(v) for k, v in planned.items() if k in PARITY_METRICS},
+                       **dict(args.margin)}
         out = compare_run(Path(args.run), window=args.window, alpha=args.alpha, k3_threshold=args.k3_threshold,
-                          margins=margins_of(args))
+                          margins=margins)
         print_summary(out)
         return publish(Path(args.run), out, lambda msg: print(msg, flush=True))
     if args.command == "power":
@@ -152,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "run":
         from harness.rl.driver import run_all
 
+        if args.seeds is None:
+            args.seeds = TIERS[args.tier]["seeds"]
         return run_all(args)
     return EXIT_ERROR
 

@@ -24,6 +24,12 @@ PARITY_METRICS = {
 #: The design (seeds, steps) detects a true difference of a margin with >= 80% power: see docs/rl.md,
 #: "Equivalence and power", and the study it cites (studies/rl-power/).
 DEFAULT_MARGINS = {"auc": 0.05, "final": 0.08, "length": 1.0, "mismatch_k3": 1e-3}
+#: `run --tier`: seeds per engine and margins of a design (explicit --seeds / --margin override them).
+#: default: what `nox -s rl` runs on a 2-core CPU machine in under 30 minutes; long: the nightly tier.
+TIERS = {
+    "default": {"seeds": 3, "margins": DEFAULT_MARGINS},
+    "long": {"seeds": 10, "margins": DEFAULT_MARGINS},
+}
 
 
 @dataclass

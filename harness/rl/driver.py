@@ -113,7 +113,10 @@ def run_all(args) -> int:
                 critic_lr=args.critic_lr, model=args.model, score_with_engine=not args.no_engine_score)
     plan = [RunConfig.from_label(label, algo=algo, seed=seed, **base)
             for algo in algos for label in labels for seed in range(args.seeds)]
+    from harness.rl.cli import margins_of
+
     write_json(run_dir / "rl" / "plan.json", {"runs": [json.loads(c.to_json()) for c in plan],
+                                              "tier": args.tier, "margins": margins_of(args),
                                               "argv": sys.argv, "started": _dt.datetime.now().isoformat()})
     log(f"[rl] {len(plan)} training runs ({', '.join(algos)} x {', '.join(labels)} x {args.seeds} seeds, "
         f"{args.steps} steps) -> {run_dir}")
@@ -130,8 +133,6 @@ def run_all(args) -> int:
             continue
         log(f"[rl] ({i}/{len(plan)}) {cfg.algo} {cfg.label} seed {cfg.seed} ...")
         run_one(cfg, run_dir, args.launcher, args.timeout, log)
-    from harness.rl.cli import margins_of
-
     comparison = compare_run(run_dir, window=args.window, alpha=args.alpha, k3_threshold=args.k3_threshold,
                              margins=margins_of(args))
     print_summary(comparison)
