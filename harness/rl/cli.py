@@ -80,7 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     pw = sub.add_parser("power", help="the power study of rl.curve_parity's design from finished runs",
                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    pw.add_argument("--run", action="append", required=True, help="run directory (repeatable: pooled)")
+    pw.add_argument("--run", action="append", default=[], help="run directory (repeatable: pooled)")
+    pw.add_argument("--inputs", default=None, help="recompute from a study's JSON (its per-seed inputs) instead")
     pw.add_argument("--out", default=None, help="write the study here (JSON)")
     pw.add_argument("--window", type=int, default=10)
     pw.add_argument("--alpha", type=float, default=0.05)
@@ -157,8 +158,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "power":
         from harness.rl.power import print_study, study, write_study
 
-        doc = study([Path(r) for r in args.run], window=args.window, alpha=args.alpha, margins=margins_of(args),
-                    max_seeds=args.max_seeds)
+        if not args.run and not args.inputs:
+            print("[rl power] error: give --run RUN (repeatable) or --inputs STUDY.json", file=sys.stderr)
+            return EXIT_ERROR
+        inputs = json.loads(Path(args.inputs).read_text())["inputs"] if args.inputs else None
+        doc = study([Path(r) for r in args.run], inputs=inputs, window=args.window, alpha=args.alpha,
+                    margins=margins_of(args), max_seeds=args.max_seeds)
         print_study(doc)
         if args.out:
             write_study(Path(args.out), doc)

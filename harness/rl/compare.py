@@ -186,9 +186,14 @@ def pair_verdicts(curves: dict, alpha: float, margins: dict[str, float], details
         reach = [max(abs(x) for x in t["ci_tost"]) / t["margin"] for t in per.values() if None not in t["ci_tost"]]
         parts = [_describe(m, t, curves["window"], engines[a]["summary"], engines[b]["summary"]) for m, t in per.items()]
         needed = [t["seeds_needed"] for t in per.values() if t["outcome"] == stats.INCONCLUSIVE]
-        head = {"pass": "equivalent on every metric", "fail": "different",
-                "error": "inconclusive (not a pass): "
-                         + (f"about {_most(needed)} seeds per engine would decide it" if needed else "no test")}[verdict]
+        differ = [m for m, t in per.items() if t["outcome"] == stats.DIFFERENT]
+        undecided = [m for m, t in per.items() if t["outcome"] == stats.INCONCLUSIVE]
+        head = {"pass": "equivalent on every metric",
+                "fail": f"different: {', '.join(differ)}"
+                        + (f" (inconclusive: {', '.join(undecided)})" if undecided else ""),
+                "error": f"inconclusive (not a pass): {', '.join(undecided)}; "
+                         + (f"about {_most(needed)} seeds per engine would decide it" if any(needed) else
+                            "fewer than two seeds on a side")}[verdict]
         out.append(Verdict(
             check="rl.curve_parity", backends=[a, b], case=algo,
             metric="largest |end of the TOST interval| / margin over the metrics (<= 1: equivalent)",

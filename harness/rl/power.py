@@ -42,10 +42,10 @@ def _is_clean(label: str) -> bool:
 
 
 def measure_spread(engines: dict, metric: str) -> dict:
-    """Pooled within-engine sd of a per-seed metric over the clean engines, and same-seed correlations."""
-    groups = {label: e["summary"].get(metric) or [] for label, e in engines.items()
-              if _is_clean(label) and e.get("summary")}
-    groups = {k: [x for x in v if x is not None] for k, v in groups.items()}
+    """Pooled within-engine sd of a per-seed metric over the clean engines, and same-seed correlations.
+    `engines`: label -> {"seeds": [seed ids], metric: [per-seed values]} (the study's inputs)."""
+    groups = {label: [x for x in e.get(metric) or [] if x is not None] for label, e in engines.items()
+              if _is_clean(label)}
     ss = sum(float(np.sum((np.asarray(v) - np.mean(v)) ** 2)) for v in groups.values() if len(v) >= 2)
     df = sum(len(v) - 1 for v in groups.values() if len(v) >= 2)
     out: dict = {"per_engine": {k: {"n": len(v), "mean": float(np.mean(v)) if v else None,
@@ -59,13 +59,25 @@ def measure_spread(engines: dict, metric: str) -> dict:
     out.update(sd=sd, df=df, sd_upper80=math.sqrt(ss / float(sst.chi2.ppf(0.2, df))) if ss > 0 else 0.0)
     corr = {}
     for a, b in itertools.combinations(sorted(groups), 2):
-        sa, sb = engines[a]["seeds"], engines[b]["seeds"]
-        common = [s for s in sa if s in sb]
-        xa = [engines[a]["summary"][metric][list(sa).index(s)] for s in common]
-        xb = [engines[b]["summary"][metric][list(sb).index(s)] for s in common]
+        va = dict(zip(engines[a]["seeds"], engines[a].get(metric) or []))
+        vb = dict(zip(engines[b]["seeds"], engines[b].get(metric) or []))
+        common = [k for k in va if k in vb and va[k] is not None and vb[k] is not None]
+        xa, xb = [va[k] for k in common], [vb[k] for k in common]
         if len(common) >= 3 and np.std(xa) > 0 and np.std(xb) > 0:
             corr[f"{a}-vs-{b}"] = float(np.corrcoef(xa, xb)[0, 1])
     out["pair_correlation"] = corr
+    return out
+
+
+def extract_inputs(run_dirs: list[Path], window: int) -> dict:
+    """The study's data: per algorithm, engine -> seed ids and every parity metric per seed (and steps)."""
+    runs = [r for d in run_dirs for r in load_runs(Path(d))]
+    out = {}
+    for algo in sorted({r["config"]["algo"] for r in runs}):
+        curves = curves_for_algo(runs, algo, window)
+        out[algo] = {"steps": curves["config"].get("steps"), "engines": {
+            label: {"seeds": [int(k) for k in e["seeds"]], **{m: e["summary"].get(m) for m in PARITY_METRICS}}
+            for label, e in curves["engines"].items() if e.get("seeds")}}
     return out
 
 
@@ -82,17 +94,16 @@ def mde(sd: float, n: int, *, alpha: float, tests: int, power: float = stats.POW
     return hi * sd
 
 
-def study(run_dirs: list[Path], *, window: int = 10, alpha: float = 0.05, margins: dict | None = None,
-          max_seeds: int = 10, design_seeds: int | None = None) -> dict:
+def study(run_dirs: list[Path] | None = None, *, inputs: dict | None = None, window: int = 10,
+          alpha: float = 0.05, margins: dict | None = None, max_seeds: int = 10) -> dict:
+    """The power study from run directories, or from a previous study's `inputs` (the committed data)."""
     margins = dict(margins or DEFAULT_MARGINS)
-    runs = [r for d in run_dirs for r in load_runs(Path(d))]
-    algos = sorted({r["config"]["algo"] for r in runs})
-    out: dict = {"schema_version": STUDY_SCHEMA_VERSION, "runs": [str(d) for d in run_dirs], "window": window,
-                 "alpha": alpha, "margins": margins, "power_target": stats.POWER_TARGET, "algos": {}}
-    for algo in algos:
-        curves = curves_for_algo(runs, algo, window)
-        engines = curves["engines"]
-        clean = [e for e in engines if _is_clean(e) and engines[e].get("seeds")]
+    inputs = inputs if inputs is not None else extract_inputs(list(run_dirs or []), window)
+    out: dict = {"schema_version": STUDY_SCHEMA_VERSION, "window": window, "alpha": alpha, "margins": margins,
+                 "power_target": stats.POWER_TARGET, "inputs": inputs, "algos": {}}
+    for algo, data in inputs.items():
+        engines = data["engines"]
+        clean = [e for e in engines if _is_clean(e)]
         pairs = max(1, len(clean) * (len(clean) - 1) // 2)
         tests = pairs * len(margins)
         per_metric = {}
@@ -106,26 +117,30 @@ def study(run_dirs: list[Path], *, window: int = 10, alpha: float = 0.05, margin
                         str(n): {**stats.design_power(sd, n, margin, alpha=alpha, tests=tests, sims=8000),
                                  "mde": mde(sd, n, alpha=alpha, tests=tests)}
                         for n in range(2, max_seeds + 1)}
+                rhos = list(spread["pair_correlation"].values())
+                if rhos:  # the paired design at the measured mean same-seed correlation
+                    rho = float(np.clip(np.mean(rhos), -0.9, 0.9))
+                    row["paired_rho"] = rho
+                    row["designs_paired"] = {str(n): {
+                        f"{k}_{name}": v for name, delta in (("null", 0.0), ("margin", margin))
+                        for k, v in stats.simulate_paired(delta, spread["sd"], rho, n, margin, alpha=alpha,
+                                                          alpha_diff=alpha / tests, sims=8000).items()}
+                        for n in range(2, max_seeds + 1)}
             per_metric[metric] = row
         injected = {}
         for label, e in engines.items():
-            if _is_clean(label) or not e.get("seeds"):
-                continue
             base = label.split("-")[0]
-            if base not in engines or not engines[base].get("seeds"):
+            if _is_clean(label) or base not in engines:
                 continue
             res = {}
             for metric, margin in margins.items():
-                t = stats.equivalence(e["summary"].get(metric) or [], engines[base]["summary"].get(metric) or [],
-                                      margin, alpha=alpha, alpha_diff=alpha / tests, plan=False)
+                t = stats.equivalence(e.get(metric) or [], engines[base].get(metric) or [], margin, alpha=alpha,
+                                      alpha_diff=alpha / tests, plan=False)
                 res[metric] = {"diff": t["diff"], "diff_in_margins": t["diff"] / margin if margin else None,
                                "ci_tost": t["ci_tost"], "outcome": t["outcome"], "p_diff": t["p_diff"]}
             injected[f"{label}-vs-{base}"] = res
-        out["algos"][algo] = {"engines": {k: len(v.get("seeds") or {}) for k, v in engines.items()},
-                              "steps": curves["config"].get("steps"), "difference_tests": tests,
-                              "metrics": per_metric, "injected": injected}
-    if design_seeds:
-        out["design_seeds"] = design_seeds
+        out["algos"][algo] = {"engines": {k: len(v["seeds"]) for k, v in engines.items()}, "steps": data.get("steps"),
+                              "difference_tests": tests, "metrics": per_metric, "injected": injected}
     return out
 
 
@@ -147,6 +162,11 @@ def print_study(doc: dict, seeds: tuple[int, ...] = (3, 4, 5, 6, 8)) -> None:
             print(f"  {metric:12s} margin {m['margin']:g}  sd {m['sd']:.3g} (df {m['df']}, 80% upper "
                   f"{m['sd_upper80']:.3g})  same-seed corr [{corr}]")
             print("      " + " | ".join(cells))
+            if m.get("designs_paired"):
+                print(f"      paired (rho {m['paired_rho']:+.2f}): " + " | ".join(
+                    f"n={n}: power {m['designs_paired'][str(n)]['different_margin']:.2f} eq|0 "
+                    f"{m['designs_paired'][str(n)]['equivalent_null']:.2f}" for n in seeds
+                    if str(n) in m["designs_paired"]))
         for name, res in a["injected"].items():
             print(f"  injected {name}: " + "; ".join(
                 f"{k} {v['diff']:+.3g} ({v['diff_in_margins']:+.2f} margins, {v['outcome']})" for k, v in res.items()))
@@ -157,4 +177,3 @@ def write_study(path: Path, doc: dict) -> None:
     path.write_text(json.dumps(doc, indent=1, sort_keys=False) + "\n")
 
 
-__all__ = ["study", "print_study", "write_study", "measure_spread", "mde", "PARITY_METRICS"]
