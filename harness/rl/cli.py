@@ -86,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     pw.add_argument("--window", type=int, default=10)
     pw.add_argument("--alpha", type=float, default=0.05)
     pw.add_argument("--max-seeds", type=int, default=10)
+    pw.add_argument("--design-engines", type=int, default=len(DEFAULT_ENGINES),
+                    help="engines of the design (their pairs x metrics share the difference tests' alpha)")
     _margins(pw)
     return ap
 
@@ -163,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_ERROR
         inputs = json.loads(Path(args.inputs).read_text())["inputs"] if args.inputs else None
         doc = study([Path(r) for r in args.run], inputs=inputs, window=args.window, alpha=args.alpha,
-                    margins=margins_of(args), max_seeds=args.max_seeds)
+                    margins=margins_of(args), max_seeds=args.max_seeds, design_engines=args.design_engines)
         print_study(doc)
         if args.out:
             write_study(Path(args.out), doc)

@@ -3,15 +3,17 @@
 From finished RL runs (their RUN/rl/runs/*.json, through compare.curves_for_algo) it measures, per
 algorithm and parity metric:
 
-  sd        the seed-to-seed standard deviation of the per-seed metric, pooled over the clean engines
-            (each engine's own mean removed: engines may differ, the spread is what the design faces),
+  sd        the seed-to-seed standard deviation of the per-seed metric, pooled over the engines that
+            train (each engine's own mean removed: engines may differ, the spread is what the design
+            faces; stale-weight engines left out: a flat curve has almost no spread),
             with its degrees of freedom and the one-sided 80% upper confidence bound (chi-square);
   pairing   the same-seed correlation between engines (same prompts and data order, per-step seeds):
             the variance of a per-seed paired difference is sd_a^2 + sd_b^2 - 2 cov, so a paired design
             only pays when the correlation is clearly positive; it costs half the degrees of freedom;
 
 and simulates the three-outcome rule (stats.design_power) for 2..--max-seeds seeds per engine with the
-difference tests of all engine pairs and metrics sharing the family alpha: P(equivalent) with no
+difference tests of all pairs of the design's engines (3: vanilla, sglang_jax, vllm) and metrics sharing
+the family alpha: P(equivalent) with no
 difference, P(different) with a true difference of the margin (the power), the false-alarm rate; and
 the smallest margin each design detects with the target power (`mde`). An injected engine
 (`<engine>-temp<s>`, `<engine>-stale`) in the runs is compared with its clean counterpart: observed
@@ -41,11 +43,17 @@ def _is_clean(label: str) -> bool:
     return "-" not in label
 
 
+def _pooled(label: str) -> bool:
+    """Engines whose seed-to-seed spread is the design's: clean ones and a wrong temperature (it trains,
+    around another mean); not stale weights (a flat curve has almost no spread)."""
+    return "-stale" not in label
+
+
 def measure_spread(engines: dict, metric: str) -> dict:
     """Pooled within-engine sd of a per-seed metric over the clean engines, and same-seed correlations.
     `engines`: label -> {"seeds": [seed ids], metric: [per-seed values]} (the study's inputs)."""
     groups = {label: [x for x in e.get(metric) or [] if x is not None] for label, e in engines.items()
-              if _is_clean(label)}
+              if _pooled(label)}
     ss = sum(float(np.sum((np.asarray(v) - np.mean(v)) ** 2)) for v in groups.values() if len(v) >= 2)
     df = sum(len(v) - 1 for v in groups.values() if len(v) >= 2)
     out: dict = {"per_engine": {k: {"n": len(v), "mean": float(np.mean(v)) if v else None,
@@ -58,7 +66,7 @@ def measure_spread(engines: dict, metric: str) -> dict:
     sd = math.sqrt(ss / df)
     out.update(sd=sd, df=df, sd_upper80=math.sqrt(ss / float(sst.chi2.ppf(0.2, df))) if ss > 0 else 0.0)
     corr = {}
-    for a, b in itertools.combinations(sorted(groups), 2):
+    for a, b in itertools.combinations(sorted(g for g in groups if _is_clean(g)), 2):
         va = dict(zip(engines[a]["seeds"], engines[a].get(metric) or []))
         vb = dict(zip(engines[b]["seeds"], engines[b].get(metric) or []))
         common = [k for k in va if k in vb and va[k] is not None and vb[k] is not None]
@@ -95,17 +103,17 @@ def mde(sd: float, n: int, *, alpha: float, tests: int, power: float = stats.POW
 
 
 def study(run_dirs: list[Path] | None = None, *, inputs: dict | None = None, window: int = 10,
-          alpha: float = 0.05, margins: dict | None = None, max_seeds: int = 10) -> dict:
+          alpha: float = 0.05, margins: dict | None = None, max_seeds: int = 10, design_engines: int = 3) -> dict:
     """The power study from run directories, or from a previous study's `inputs` (the committed data)."""
     margins = dict(margins or DEFAULT_MARGINS)
     inputs = inputs if inputs is not None else extract_inputs(list(run_dirs or []), window)
     out: dict = {"schema_version": STUDY_SCHEMA_VERSION, "window": window, "alpha": alpha, "margins": margins,
+                 "design_engines": design_engines,
                  "power_target": stats.POWER_TARGET, "inputs": inputs, "algos": {}}
     for algo, data in inputs.items():
         engines = data["engines"]
-        clean = [e for e in engines if _is_clean(e)]
-        pairs = max(1, len(clean) * (len(clean) - 1) // 2)
-        tests = pairs * len(margins)
+        # the design's family: every pair of its engines x every metric (not the engines of these runs)
+        tests = max(1, design_engines * (design_engines - 1) // 2) * len(margins)
         per_metric = {}
         for metric, margin in margins.items():
             spread = measure_spread(engines, metric)
