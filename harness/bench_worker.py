@@ -84,14 +84,14 @@ class _Adapter:
 
 def measure(backend: str, suite_path: str, new_tokens: int, repeats: int, model_arg: str | None = None) -> dict:
     from harness.backends.base import runner_class
-    from harness.model import resolve
+    from harness.model import is_built_in, resolve
     from harness.record import tokenize_suite
     from harness.suite import load_suite
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     suite = load_suite(suite_path)
     model_a = resolve(model_arg, "A")
-    model_b = resolve(None, "B") if model_arg in (None, "", "embedded") else None
+    model_b = resolve(model_arg, "B") if is_built_in(model_arg) else None
     prompt_ids = tokenize_suite(suite, model_a)
     batch = [p for case in suite.cases for p in prompt_ids[case.id]]
     cls = runner_class(backend)

@@ -31,10 +31,12 @@ class HarnessError(RuntimeError):
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None,
-                   help="local HuggingFace model directory (default: the embedded tiny model, built on first use)")
+                   help="local HuggingFace model directory, or zoo:NAME for a model of the built-in zoo "
+                        "(harness/model/zoo.py: zoo:qwen3-gqa-tied, zoo:llama-untied, zoo:qwen2-bias, "
+                        "zoo:qwen3-special; default: the embedded tiny model, built on first use)")
     p.add_argument("--model-b", default=None,
                    help="second weight set of the same shape, for update_params checks "
-                        "(default: the embedded model's set B; without it, cases with weights: B are skipped)")
+                        "(default: the embedded or zoo model's set B; without it, cases with weights: B are skipped)")
     p.add_argument("--dtype", default=None, choices=DTYPE_CHOICES,
                    help="dtype the engines compute in (default: the suite's `dtype`, else auto = the checkpoint's "
                         "torch_dtype; the embedded model is float32). The reference always computes in float64; "
@@ -134,6 +136,14 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--parity-run", default="reports/latest",
                        help="a recorded parity run whose wall time (run.json) is quoted (default reports/latest)")
 
+    tok = sub.add_parser("tokenize", help="the suite's prompts as token ids with this interpreter's tokenizer "
+                                          "(JSON: model -> case -> prompts), to compare tokenization across venvs")
+    tok.add_argument("--suite", default=DEFAULT_SUITE, help=f"suite file (default {DEFAULT_SUITE})")
+    tok.add_argument("--models", default="embedded",
+                     help="comma-separated model specs: embedded, zoo:NAME or a directory (default embedded)")
+    tok.add_argument("--out", required=True, help="JSON file to write")
+    tok.add_argument("--backend", default=None, help="recorded in the output (nox backend sessions pass it)")
+
     sub.add_parser("build-model", help="build (or find) the embedded tiny model and print its hashes")
     sch = sub.add_parser("schema", help="print the record JSON schema (or the markdown of docs/records.md)")
     sch.add_argument("--markdown", action="store_true")
@@ -141,14 +151,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _model_refs(args) -> dict:
-    from harness.model import resolve
+    from harness.model import is_built_in, resolve
 
     try:
         a = resolve(args.model, "A")
         if args.model_b:
             b = resolve(args.model_b, "B")
-        elif args.model in (None, "", "embedded"):
-            b = resolve(None, "B")
+        elif is_built_in(args.model):
+            b = resolve(args.model, "B")
         else:
             b = None
     except FileNotFoundError as e:
@@ -254,6 +264,23 @@ def cmd_bench(args) -> int:
     return run_bench(args)
 
 
+def cmd_tokenize(args) -> int:
+    from harness.model import resolve
+    from harness.record import tokenize_suite
+    from harness.suite import load_suite
+
+    suite = load_suite(args.suite)
+    out = {"backend": args.backend, "models": {}}
+    for spec in [m.strip() for m in args.models.split(",") if m.strip()]:
+        try:
+            model = resolve(spec, "A")
+        except FileNotFoundError as e:
+            raise HarnessError(str(e)) from None
+        out["models"][spec] = tokenize_suite(suite, model)
+    Path(args.out).write_text(json.dumps(out, sort_keys=True) + "\n")
+    return EXIT_PASS
+
+
 def cmd_build_model(args) -> int:
     from harness.model import embedded
 
@@ -308,7 +335,8 @@ def cmd_golden(args) -> int:
 
 
 COMMANDS = {"run": cmd_run, "record": cmd_record, "compare": cmd_compare, "report": cmd_report,
-            "selftest": cmd_selftest, "golden": cmd_golden, "build-model": cmd_build_model, "bench": cmd_bench, "schema": cmd_schema}
+            "selftest": cmd_selftest, "golden": cmd_golden, "build-model": cmd_build_model, "bench": cmd_bench,
+            "schema": cmd_schema, "tokenize": cmd_tokenize}
 
 
 def main(argv: list[str] | None = None) -> int:

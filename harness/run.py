@@ -59,14 +59,14 @@ def write_manifest(run_dir: Path, manifest: dict) -> None:
 
 def run_backend_phase(backend: str, phase: str, args, run_dir: Path, run_id: str) -> dict:
     """One backend phase as a subprocess, its output teed to logs/<backend>.<phase>.log."""
+    from harness.model import is_built_in
     from harness.records import ErrorRecord, RecordWriter, records_path
 
     record_args = ["--suite", str(Path(args.suite).resolve()), "--out", str(run_dir), "--phase", phase,
                    "--run-id", run_id]
-    if args.model:
-        record_args += ["--model", str(Path(args.model).resolve())]
-    if args.model_b:
-        record_args += ["--model-b", str(Path(args.model_b).resolve())]
+    for flag, spec in (("--model", args.model), ("--model-b", args.model_b)):
+        if spec:
+            record_args += [flag, spec if is_built_in(spec) else str(Path(spec).resolve())]
     if args.quiet:
         record_args.append("--quiet")
     record_args += ["--dtype", args.dtype]  # resolved by run_all: every backend runs the same one
@@ -175,7 +175,7 @@ def _served_backends(args) -> list[str]:
 
 def run_all(args) -> int:
     from harness.backends.base import BACKENDS, is_backend
-    from harness.model import resolve
+    from harness.model import is_built_in, resolve
     from harness.suite import load_suite
 
     t_start = time.monotonic()
@@ -187,7 +187,8 @@ def run_all(args) -> int:
         raise HarnessError(f"--backends {args.backends!r}: unknown {unknown}; choose from {sorted(BACKENDS)}")
     try:
         model = resolve(args.model, "A")
-        model_b = resolve(args.model_b, "B") if args.model_b else (resolve(None, "B") if not args.model else None)
+        model_b = resolve(args.model_b, "B") if args.model_b else (
+            resolve(args.model, "B") if is_built_in(args.model) else None)
     except FileNotFoundError as e:
         raise HarnessError(str(e)) from None
     from harness.cli import run_dtype

@@ -49,10 +49,35 @@ def embedded(weight_set: str = "A", cache: Path | None = None) -> ModelRef:
     return ModelRef(path=dest, content_hash=meta["content_hash"], name=meta["name"])
 
 
+def zoo_model(name: str, weight_set: str = "A", cache: Path | None = None) -> ModelRef:
+    """A zoo model's weight set (harness/model/zoo.py), built once into the cache like the embedded one."""
+    from harness.model import zoo as z
+
+    z.zoo_name(z.PREFIX + name)
+    dest = (cache or DEFAULT_CACHE) / "models" / f"zoo-{name}-{z.source_hash()}" / weight_set
+    card = dest / "parity_model_card.json"
+    if not card.exists():
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        z.write(name, weight_set, dest)
+    meta = json.loads(card.read_text())
+    return ModelRef(path=dest, content_hash=meta["content_hash"], name=meta["name"])
+
+
+def is_built_in(spec: str | None) -> bool:
+    """The embedded model or a zoo model: both come with their weight set B."""
+    return spec in (None, "", "embedded") or str(spec).startswith("zoo:")
+
+
 def resolve(spec: str | None, weight_set: str = "A") -> ModelRef:
-    """`None`/"embedded" -> the tiny model; otherwise a local HF directory (its B is itself)."""
+    """`None`/"embedded" -> the tiny model; "zoo:NAME" -> a zoo model (harness/model/zoo.py);
+    otherwise a local HF directory (its B is itself)."""
+    from harness.model.zoo import zoo_name
+
     if spec in (None, "", "embedded"):
         return embedded(weight_set)
+    name = zoo_name(spec)
+    if name is not None:
+        return zoo_model(name, weight_set)
     path = Path(spec).expanduser().resolve()
     if not (path / "config.json").is_file():
         raise FileNotFoundError(

@@ -26,6 +26,7 @@ import re
 import struct
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -49,6 +50,19 @@ class Shape:
     max_position_embeddings: int = 512
     rope_theta: float = 10000.0
     rms_norm_eps: float = 1e-6
+    # The architecture and the token layout (the model zoo, harness/model/zoo.py, varies them):
+    architecture: str = "qwen3"  # qwen3 (q_norm/k_norm) | qwen2 (q/k/v biases) | llama
+    tokenizer_size: int | None = None  # tokens the tokenizer knows; None = vocab_size (no padded rows)
+    tie_word_embeddings: bool = False
+    specials: tuple[str, ...] = (PAD, EOS, UNK)  # the first ids of the tokenizer
+    tail_specials: tuple[str, ...] = ()  # special tokens after the words and reserved ids (Qwen's layout)
+    eos_tokens: tuple[str, ...] = (EOS,)  # generation_config's EOS list; corpus lines end with them in turn
+    pad_token: str = PAD
+    tokenizer: str = "word"  # word (a word-level table) | byte_bpe (harness/model/bpe.py, Qwen2's pipeline)
+
+    @property
+    def n_tokens(self) -> int:
+        return self.tokenizer_size or self.vocab_size
 
 
 @dataclass(frozen=True)
@@ -63,6 +77,7 @@ class WeightRecipe:
     in_std: float = 0.02  # v, gate, up projections
     out_std: float = 0.003  # o and down projections: small, so the bigram dominates the residual
     qk_std: float = 0.02  # q and k (their scale is mostly undone by q_norm/k_norm)
+    embed_scale: float = 1.0  # tied models: the height of the embedding (= output head) rows
 
 
 RECIPES = {
@@ -104,19 +119,20 @@ def corpus_lines() -> list[str]:
     return [ln.strip() for ln in CORPUS.read_text(encoding="utf-8").splitlines() if ln.strip()]
 
 
-def build_vocab(lines: list[str], size: int) -> list[str]:
+def build_vocab(lines: list[str], size: int, specials: tuple[str, ...] = tuple(SPECIALS),
+                tail: tuple[str, ...] = ()) -> list[str]:
     counts: dict[str, int] = {}
     for ln in lines:
         for w in WORD_RE.findall(ln):
             counts[w] = counts.get(w, 0) + 1
     words = sorted(counts, key=lambda w: (-counts[w], w))
-    vocab = SPECIALS + words
-    if len(vocab) > size:
-        raise ValueError(f"corpus has {len(vocab)} token types, more than vocab_size {size}")
+    vocab = list(specials) + words
+    if len(vocab) + len(tail) > size:
+        raise ValueError(f"corpus has {len(vocab) + len(tail)} token types, more than vocab_size {size}")
     # Reserved ids fill the table so the highest id (vocab_size-1) exists: sglang-jax 0.0.2
     # misreports that id in prompt logprobs (sglang-jax defect no. 11, docs/sglang_jax.md), and prompts in the suite use it.
-    vocab += [f"<|reserved_{i}|>" for i in range(size - len(vocab))]
-    return vocab
+    vocab += [f"<|reserved_{i}|>" for i in range(size - len(vocab) - len(tail))]
+    return vocab + list(tail)
 
 
 def tokenizer_json(vocab: list[str]) -> dict:
@@ -146,14 +162,17 @@ def encode(text: str, vocab: list[str]) -> list[int]:
 
 
 # ---------------------------------------------------------------- weights
-def successor_scores(lines: list[str], vocab: list[str], recipe: WeightRecipe) -> np.ndarray:
+def successor_scores(lines: list[str], vocab: list[str], recipe: WeightRecipe,
+                     ends: tuple[str, ...] = (EOS,), encoder: Callable[[str], list[int]] | None = None
+                     ) -> np.ndarray:
     """[V, V] scores: row t = logits of the next token given current token t."""
     v = len(vocab)
-    eos = vocab.index(EOS)
     counts = np.zeros((v, v), dtype=np.int64)
-    for ln in lines:
-        # A document starts after EOS and ends with it, so the model learns to stop.
-        seq = [eos] + encode(ln, vocab) + [eos]
+    for i, ln in enumerate(lines):
+        # A document starts after EOS and ends with it, so the model learns to stop (with several
+        # EOS tokens, line i uses the i-th in turn: each one is generated somewhere).
+        eos = vocab.index(ends[i % len(ends)])
+        seq = [eos] + (encoder(ln) if encoder else encode(ln, vocab)) + [eos]
         for a, b in zip(seq, seq[recipe.successor_gap:]):
             counts[a, b] += 1
     peak = counts.max(axis=1, keepdims=True)
@@ -168,21 +187,32 @@ def successor_scores(lines: list[str], vocab: list[str], recipe: WeightRecipe) -
     return scores + jitter
 
 
-def build_weights(shape: Shape, recipe: WeightRecipe, vocab: list[str], lines: list[str]) -> dict[str, np.ndarray]:
+def padded_rows(vocab: list[str], shape: Shape) -> list[str]:
+    """The tokenizer's tokens plus placeholders for the model's rows past it (a vocab padded like
+    Qwen's 151936 over 151669 tokens): the corpus never produces them, so they score as never-seen."""
+    return vocab + [f"<|row_{i}|>" for i in range(len(vocab), shape.vocab_size)]
+
+
+#: how strongly the lookup MLP of a tied model is driven (silu(16) = 16 to 7 digits: a linear lookup)
+_LOOKUP_DRIVE = 16.0
+
+
+def build_weights(shape: Shape, recipe: WeightRecipe, vocab: list[str], lines: list[str],
+                  encoder: Callable[[str], list[int]] | None = None) -> dict[str, np.ndarray]:
     h, v, i_sz, hd = shape.hidden_size, shape.vocab_size, shape.intermediate_size, shape.head_dim
     if h < v:
         raise ValueError("the construction needs hidden_size >= vocab_size (one-hot embeddings)")
     q_out, kv_out = shape.num_attention_heads * hd, shape.num_key_value_heads * hd
     embed = np.zeros((v, h), dtype=np.float64)
     embed[np.arange(v), np.arange(v)] = 1.0
-    # The final RMSNorm turns a one-hot of size 1 into sqrt(h) * one-hot, so dividing by
-    # sqrt(h) makes lm_head @ norm(embed[t]) equal the score row of t.
-    lm_head = successor_scores(lines, vocab, recipe).T / np.sqrt(float(h))
-    w: dict[str, np.ndarray] = {
-        "model.embed_tokens.weight": embed,
-        "model.norm.weight": np.ones(h),
-        "lm_head.weight": lm_head,
-    }
+    scores = successor_scores(lines, padded_rows(vocab, shape), recipe, shape.eos_tokens, encoder)
+    w: dict[str, np.ndarray] = {"model.embed_tokens.weight": embed, "model.norm.weight": np.ones(h)}
+    if not shape.tie_word_embeddings:
+        # The final RMSNorm turns a one-hot of size 1 into sqrt(h) * one-hot, so dividing by
+        # sqrt(h) makes lm_head @ norm(embed[t]) equal the score row of t.
+        lm_head = np.zeros((v, h))
+        lm_head[:, :v] = scores.T / np.sqrt(float(h))
+        w["lm_head.weight"] = lm_head
     seed = recipe.seed
     for layer in range(shape.num_hidden_layers):
         p = f"model.layers.{layer}."
@@ -208,9 +238,52 @@ def build_weights(shape: Shape, recipe: WeightRecipe, vocab: list[str], lines: l
             w[p + name] = _gaussianish(seed, shp, std)
         for name in ("input_layernorm.weight", "post_attention_layernorm.weight"):
             w[p + name] = np.ones(h)
-        for name in ("self_attn.q_norm.weight", "self_attn.k_norm.weight"):
-            w[p + name] = np.ones(hd)
+        if shape.architecture == "qwen3":
+            for name in ("self_attn.q_norm.weight", "self_attn.k_norm.weight"):
+                w[p + name] = np.ones(hd)
+        if shape.architecture == "qwen2":  # Qwen2's q/k/v projections always carry a bias
+            for j, (name, n) in enumerate((("q_proj", q_out), ("k_proj", kv_out), ("v_proj", kv_out))):
+                w[f"{p}self_attn.{name}.bias"] = _gaussianish(recipe.seed ^ (0xB1A5 + 16 * layer + j), (n,),
+                                                              recipe.in_std)
+    if shape.tie_word_embeddings:
+        _tied_lookup(w, shape, scores, recipe.embed_scale)
     return {k: val.astype(np.float32) for k, val in w.items()}
+
+
+def _tied_lookup(w: dict[str, np.ndarray], shape: Shape, scores: np.ndarray, scale: float) -> None:
+    """With tied embeddings the output head is the embedding itself, so the bigram cannot sit in
+    lm_head: the last layer's MLP looks it up instead.
+
+    Every embedding row is one-hot plus 1 on a shared coordinate `on` past the vocabulary (a shared
+    coordinate shifts every logit alike: the softmax does not see it). Intermediate unit t reads
+    coordinate t minus half of `on` (and nothing else), so it fires only for current token t and stays
+    at silu(-16) ~ 0 for every other token whatever the context adds; its down column writes score row t minus the
+    one-hot into the residual, plus a last coordinate that gives every row the same norm R. The final
+    RMSNorm (weight R / (scale sqrt(h)) on the vocabulary's coordinates) then hands the head the score
+    row. `scale`, the rows' height, differs between weight sets, so that a stale output head (the
+    embedding of the other set) gives other logits: a scaled copy of the live ones."""
+    h, v = shape.hidden_size, shape.vocab_size
+    if h < v + 2 or shape.intermediate_size < v:
+        raise ValueError("a tied model needs hidden_size >= vocab_size + 2 and intermediate_size >= vocab_size")
+    on, last = h - 2, h - 1
+    w["model.embed_tokens.weight"][:, on] = 1.0
+    w["model.embed_tokens.weight"] *= scale
+    target = np.zeros((v, h))
+    target[:, :v] = scores - scale * np.eye(v)
+    norms = np.sqrt((scores * scores).sum(axis=1) + scale * scale)  # the score row and the shared coordinate
+    radius = float(norms.max()) * 1.01
+    target[:, last] = np.sqrt(radius * radius - norms * norms)
+    p = f"model.layers.{shape.num_hidden_layers - 1}.mlp."
+    height = np.sqrt(h / 2.0)  # a row of two ones after RMSNorm
+    drive = 2.0 * _LOOKUP_DRIVE / height
+    idx = np.arange(v)
+    for name in ("gate_proj.weight", "up_proj.weight"):  # lookup units read nothing else (no random part)
+        w[p + name][:v] = 0.0
+    w[p + "gate_proj.weight"][idx, idx] = drive
+    w[p + "gate_proj.weight"][idx, on] = -drive / 2.0
+    w[p + "up_proj.weight"][idx, idx] = 1.0 / height
+    w[p + "down_proj.weight"][:, :v] += target.T / _LOOKUP_DRIVE
+    w["model.norm.weight"][:v] = radius / (scale * np.sqrt(float(h)))
 
 
 # ---------------------------------------------------------------- files
@@ -229,10 +302,14 @@ def safetensors_bytes(tensors: dict[str, np.ndarray]) -> bytes:
     return struct.pack("<Q", len(head)) + head + b"".join(blobs)
 
 
+_ARCHITECTURES = {"qwen3": "Qwen3ForCausalLM", "qwen2": "Qwen2ForCausalLM", "llama": "LlamaForCausalLM"}
+
+
 def hf_config(shape: Shape, vocab: list[str]) -> dict:
-    return {
-        "architectures": ["Qwen3ForCausalLM"],
-        "model_type": "qwen3",
+    eos = [vocab.index(t) for t in shape.eos_tokens]
+    cfg = {
+        "architectures": [_ARCHITECTURES[shape.architecture]],
+        "model_type": shape.architecture,
         "vocab_size": shape.vocab_size,
         "hidden_size": shape.hidden_size,
         "intermediate_size": shape.intermediate_size,
@@ -250,22 +327,37 @@ def hf_config(shape: Shape, vocab: list[str]) -> dict:
         "use_sliding_window": False,
         "sliding_window": None,
         "max_window_layers": shape.num_hidden_layers,
-        "tie_word_embeddings": False,
+        "tie_word_embeddings": shape.tie_word_embeddings,
         "torch_dtype": "float32",
         "bos_token_id": vocab.index(EOS),
-        "eos_token_id": vocab.index(EOS),
-        "pad_token_id": vocab.index(PAD),
+        "eos_token_id": eos[0],
+        "pad_token_id": vocab.index(shape.pad_token),
         "initializer_range": 0.02,
         "use_cache": True,
     }
+    if shape.architecture == "llama":
+        for k in ("use_sliding_window", "sliding_window", "max_window_layers"):
+            del cfg[k]
+        cfg.update(mlp_bias=False, pretraining_tp=1)
+    return cfg
 
 
-def model_files(recipe_name: str, shape: Shape = Shape()) -> dict[str, bytes]:
+def model_files(recipe_name: str, shape: Shape = Shape(), recipe: WeightRecipe | None = None) -> dict[str, bytes]:
     """Every file of one weight set's HF directory, as bytes (pure function of code + corpus)."""
     lines = corpus_lines()
-    vocab = build_vocab(lines, shape.vocab_size)
-    weights = build_weights(shape, RECIPES[recipe_name], vocab, lines)
-    eos, pad = vocab.index(EOS), vocab.index(PAD)
+    if shape.tokenizer == "byte_bpe":
+        from harness.model import bpe
+
+        vocab, merges = bpe.build_vocab(lines, shape.n_tokens, shape.specials, shape.tail_specials)
+        tok_json = bpe.tokenizer_json(vocab, merges)
+        encoder: Callable[[str], list[int]] | None = lambda text: bpe.encode(text, vocab, merges)  # noqa: E731
+    else:
+        vocab = build_vocab(lines, shape.n_tokens, shape.specials, shape.tail_specials)
+        tok_json, encoder = tokenizer_json(vocab), None
+    weights = build_weights(shape, recipe or RECIPES[recipe_name], vocab, lines, encoder)
+    eos = [vocab.index(t) for t in shape.eos_tokens]
+    bos, pad = vocab.index(EOS), vocab.index(shape.pad_token)
+    eos_token = shape.eos_tokens[0]
 
     def js(obj: dict) -> bytes:
         return (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()
@@ -274,16 +366,17 @@ def model_files(recipe_name: str, shape: Shape = Shape()) -> dict[str, bytes]:
         "config.json": js(hf_config(shape, vocab)),
         # Only ids, no sampling defaults: both engines apply generation_config fields to
         # unset sampling parameters, and the default suite should not depend on that.
-        "generation_config.json": js({"bos_token_id": eos, "eos_token_id": eos, "pad_token_id": pad}),
+        "generation_config.json": js({"bos_token_id": bos, "eos_token_id": eos[0] if len(eos) == 1 else eos,
+                                      "pad_token_id": pad}),
         "model.safetensors": safetensors_bytes(weights),
-        "tokenizer.json": js(tokenizer_json(vocab)),
+        "tokenizer.json": js(tok_json),
         "tokenizer_config.json": js({
             "tokenizer_class": "PreTrainedTokenizerFast",
-            "eos_token": EOS, "pad_token": PAD, "unk_token": UNK, "bos_token": None,
+            "eos_token": eos_token, "pad_token": shape.pad_token, "unk_token": UNK, "bos_token": None,
             "add_bos_token": False, "add_eos_token": False, "clean_up_tokenization_spaces": False,
             "model_max_length": shape.max_position_embeddings,
         }),
-        "special_tokens_map.json": js({"eos_token": EOS, "pad_token": PAD, "unk_token": UNK}),
+        "special_tokens_map.json": js({"eos_token": eos_token, "pad_token": shape.pad_token, "unk_token": UNK}),
     }
 
 
@@ -302,16 +395,18 @@ def source_hash() -> str:
     return digest.hexdigest()[:16]
 
 
-def write_model(dest: Path, recipe_name: str) -> str:
+def write_model(dest: Path, recipe_name: str, shape: Shape = Shape(), recipe: WeightRecipe | None = None,
+                name: str = "tiny-qwen3") -> str:
     """Write one weight set into `dest` atomically; return its content hash."""
-    files = model_files(recipe_name)
+    recipe = recipe or RECIPES[recipe_name]
+    files = model_files(recipe_name, shape, recipe)
     digest = content_hash(files)
     tmp = dest.with_name(dest.name + ".tmp")
     tmp.mkdir(parents=True, exist_ok=True)
-    for name, data in files.items():
-        (tmp / name).write_bytes(data)
-    card = {"name": f"tiny-qwen3-{recipe_name}", "content_hash": digest, "builder": source_hash(),
-            "shape": asdict(Shape()), "recipe": asdict(RECIPES[recipe_name])}
+    for fname, data in files.items():
+        (tmp / fname).write_bytes(data)
+    card = {"name": f"{name}-{recipe_name}", "content_hash": digest, "builder": source_hash(),
+            "shape": asdict(shape), "recipe": asdict(recipe)}
     (tmp / "parity_model_card.json").write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
     if dest.exists():
         import shutil

@@ -94,3 +94,50 @@ def test_record_cli_writes_every_case(tmp_path):
     assert {g.key.case_id for g in gens} == set(suite)
     scores = read_records(records_path(tmp_path, "reference", "score"))
     assert sum(r.kind == "score" for r in scores) == sum(g.key.variant == "main" for g in gens)
+
+
+# ----------------------------------------------------------------------------- the model zoo
+ZOO_MODELS = sorted(__import__("harness.model.zoo", fromlist=["ZOO"]).ZOO)
+
+
+@pytest.mark.parametrize("name", ZOO_MODELS)
+def test_zoo_model_is_peaked_and_context_moves_it(name, record_property):
+    """Each zoo model loads in transformers as its architecture, its tokenizer turns text into ids,
+    greedy is not decided by ties (mean top-1 probability over corpus positions in [0.3, 0.9]) and
+    context moves the next-token logprobs (full prefix vs the last token alone)."""
+    from harness.model import resolve
+
+    m = resolve(f"zoo:{name}", "A")
+    tok = transformers.AutoTokenizer.from_pretrained(m.path)
+    lm = transformers.AutoModelForCausalLM.from_pretrained(m.path, dtype=torch.float64).eval()
+    assert type(lm).__name__ == json.loads((m.path / "config.json").read_text())["architectures"][0]
+    tops, moved = [], []
+    for line in build.corpus_lines()[:20]:
+        ids = tok(line, add_special_tokens=False)["input_ids"]
+        assert ids, line
+        with torch.no_grad():
+            lp = torch.log_softmax(lm(torch.tensor([ids])).logits[0], -1)
+            alone = torch.log_softmax(lm(torch.tensor([[ids[-1]]])).logits[0, -1], -1)
+        tops += lp.exp().max(-1).values.tolist()
+        moved.append(float((lp[-1] - alone).abs().max()))
+    top1, ctx = float(np.mean(tops)), float(np.median(moved))
+    record_property("mean_top1", top1)
+    print(f"\n{name}: mean top-1 {top1:.3f}, median max |dlogp| full context vs last token {ctx:.3f}")
+    assert 0.3 < top1 < 0.9 and ctx > 0.05
+
+
+def test_byte_level_bpe_restatement_equals_the_tokenizer():
+    """The builder's corpus statistics use harness.model.bpe.encode; the model must see the same ids from
+    the tokenizer transformers loads for it (Qwen2Tokenizer in transformers 5), on the corpus and suites."""
+    from harness.model import bpe, resolve, zoo
+    from harness.suite import load_suite
+
+    m = resolve("zoo:qwen2-bias", "A")
+    tok = transformers.AutoTokenizer.from_pretrained(m.path)
+    shape = zoo.ZOO["qwen2-bias"].shape
+    vocab, merges = bpe.build_vocab(build.corpus_lines(), shape.n_tokens, shape.specials, shape.tail_specials)
+    texts = build.corpus_lines() + [p.text for s in ("default", "sampling")
+                                    for c in load_suite(ROOT / "cases" / f"{s}.yaml").cases for p in c.prompts if p.text]
+    for t in texts:
+        assert tok(t, add_special_tokens=False)["input_ids"] == bpe.encode(t, vocab, merges), t
+        assert tok.decode(bpe.encode(t, vocab, merges)) == t
