@@ -31,10 +31,11 @@ class DtypeMismatch(RuntimeError):
 
 def canonical(text: object) -> str | None:
     """'torch.bfloat16', 'bf16', 'cpu (float32)', numpy/jax dtypes -> 'bfloat16' / 'float32' / ...; None if none."""
-    t = str(getattr(text, "name", text) or "").lower()
-    for needle, name in _SPELLINGS:
-        if needle in t:
-            return name
+    for candidate in (getattr(text, "name", None), text):
+        t = str(candidate or "").lower()
+        for needle, name in _SPELLINGS:
+            if needle in t:
+                return name
     return None
 
 

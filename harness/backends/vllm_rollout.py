@@ -265,7 +265,7 @@ class VllmRollout(BaseRollout):
         *,
         model_dir: str | os.PathLike | None = None,
         logprobs_mode: LogprobsMode | None = None,
-        dtype: str = "float32",
+        dtype: str | None = None,
         in_process: bool = True,
         kv_cache_memory_bytes: int | None = 32 << 20,
         enforce_eager: bool = True,
@@ -300,6 +300,10 @@ class VllmRollout(BaseRollout):
         # vLLM reads this when the LLM is built; in-process = no spawned EngineCore, ~3 s start
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0" if in_process else "1"
 
+        if dtype is None:  # tunix's RolloutConfig.data_type (a jnp dtype or a name), else float32
+            from harness.dtypes import canonical
+
+            dtype = canonical(getattr(self._config, "data_type", None) or "") or "float32"
         kwargs: dict[str, Any] = dict(
             model=str(self.model_dir),
             tokenizer=str(self.model_dir),
@@ -701,9 +705,16 @@ class VllmRollout(BaseRollout):
             raise ValueError("update_params: no weights given")
         return pairs
 
+    def _tied(self) -> bool:
+        return bool(getattr(self.vllm_config.model_config.hf_text_config, "tie_word_embeddings", False))
+
+    def _with_tied_head(self, pairs: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
+        return with_tied_head(pairs, self._tied(), self.vllm_config.model_config.dtype)
+
     def _weights_dir(self, params: Any, filter_types: tuple | None) -> str:
-        """A directory of safetensors for a worker in another process: the given one, or a temporary one."""
-        if isinstance(params, (str, os.PathLike)) and Path(params).is_dir():
+        """A directory of safetensors for a worker in another process: the given one, or a temporary one
+        (always for a tied model, whose update also carries lm_head.weight: _with_tied_head)."""
+        if isinstance(params, (str, os.PathLike)) and Path(params).is_dir() and not self._tied():
             return str(Path(params))
         import tempfile
 
@@ -712,7 +723,8 @@ class VllmRollout(BaseRollout):
         if self._tmp_weights is None:
             self._tmp_weights = tempfile.TemporaryDirectory(prefix="vllm-rollout-weights-")
         path = Path(self._tmp_weights.name) / "model.safetensors"
-        save_file({n: t.contiguous() for n, t in self._weights_from(params, filter_types)}, str(path))
+        pairs = self._with_tied_head(self._weights_from(params, filter_types))
+        save_file({n: t.contiguous() for n, t in pairs}, str(path))
         return self._tmp_weights.name
 
     def update_params(self, params: Any, filter_types: tuple[Any, ...] | None = None) -> None:
@@ -721,12 +733,13 @@ class VllmRollout(BaseRollout):
         `params`: a model directory (its *.safetensors are loaded), a dict HF name -> array
         (numpy, torch, jax; nested dicts are joined with '.'), or a tunix nnx state with
         `param_mapping(name, array) -> [(hf_name, array)]` given at construction. Every tensor
-        of a layer should be given (vLLM reloads layer by layer). The next generate reflects them.
+        of a layer should be given (vLLM reloads layer by layer). The next generate reflects them,
+        the output head included when it is tied to the embedding (_with_tied_head).
         """
         t0 = time.perf_counter()
         if self.in_process:
             # the driver worker lives in this process: hand it the tensors directly
-            weights = self._weights_from(params, filter_types)
+            weights = self._with_tied_head(self._weights_from(params, filter_types))
             self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights})
         else:
             # a worker process cannot receive a list of tensors through collective_rpc (msgpack turns
@@ -742,6 +755,24 @@ class VllmRollout(BaseRollout):
                 nnx.update(self._model_view, params)
             except Exception:  # noqa: BLE001 - the view is best effort; the engine holds the truth
                 pass
+
+
+def with_tied_head(pairs: list[tuple[str, Any]], tied: bool, dtype: Any = None) -> list[tuple[str, Any]]:
+    """An update in the engine's dtype and, for a tied model, with `lm_head.weight` = the new embedding.
+
+    A tied checkpoint (or a tunix state of a tied model) has no `lm_head.weight`. vLLM's layer-wise
+    `reload_weights` then loads nothing into the ParallelLMHead ("ParallelLMHead: Failed to load
+    weights") and puts its old tensors back without processing it again; on CPU the head computes
+    logits from a packed copy of its weight made when it was last processed (oneDNN / sgl-kernel), so
+    the engine would run the new layers with the old output head (docs/vllm.md). Reloading resets the
+    two layers to separate placeholders, so the head accepts the embedding under its own name and is
+    processed (repacked) like any other layer. The cast spares vLLM's warning per tensor."""
+    if dtype is not None:
+        pairs = [(n, t.to(dtype) if t.is_floating_point() and t.dtype != dtype else t) for n, t in pairs]
+    if not tied or any(n == "lm_head.weight" for n, _ in pairs):
+        return pairs
+    embed = [t for n, t in pairs if n.endswith("embed_tokens.weight")]
+    return pairs + [("lm_head.weight", embed[0])] if len(embed) == 1 else pairs
 
 
 def _sp_fields(sp: Any) -> dict:

@@ -104,8 +104,9 @@ def hf_to_tunix(hf: Mapping[str, np.ndarray], config: Mapping[str, Any]) -> dict
     tunix's own loader, this is its numpy inverse."""
     heads, kv, hd, d = (config["num_attention_heads"], config["num_key_value_heads"], config["head_dim"],
                         config["hidden_size"])
-    out = {"embedder.input_embedding": hf["model.embed_tokens.weight"], "final_norm.w": hf["model.norm.weight"],
-           "lm_head.w": hf["lm_head.weight"].T}
+    out = {"embedder.input_embedding": hf["model.embed_tokens.weight"], "final_norm.w": hf["model.norm.weight"]}
+    if "lm_head.weight" in hf:  # a tied model (tunix: use_tied_embedding) has no head of its own
+        out["lm_head.w"] = hf["lm_head.weight"].T
     shapes = {"q_proj": (d, heads, hd), "k_proj": (d, kv, hd), "v_proj": (d, kv, hd)}
     for i in range(config["num_hidden_layers"]):
         p = f"model.layers.{i}."

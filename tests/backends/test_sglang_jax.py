@@ -46,6 +46,8 @@ from harness.record import tokenize_suite
 from harness.records import read_run
 from harness.suite import load_suite
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/backends/tied.py
+
 ROOT = Path(__file__).resolve().parents[2]
 SUITE = ROOT / "cases" / "default.yaml"
 REF_PY = Path(os.environ.get("PARITY_REFERENCE_PYTHON", DEFAULT_CACHE / "nox" / "reference" / "bin" / "python"))
@@ -433,6 +435,17 @@ def test_weight_update_to_b_and_back(run):
     b = run.sg("update-b")[(0, 0)].completion_ids
     a = run.sg("update-back-a")[(0, 0)].completion_ids  # same prompt "The robot"
     assert a != b and a == run.sg("greedy-basic")[(0, 0)].completion_ids
+
+
+def test_update_params_reaches_a_tied_output_head(tmp_path):
+    """zoo:qwen3-gqa-tied (tied word embeddings, no lm_head.weight in the checkpoint): update to B and
+    back, logprobs within float32 tolerance of the reference under the live set, far from the other's."""
+    from tied import assert_update_reaches_the_head, record
+
+    record(sys.executable, "sglang_jax", tmp_path, _env())
+    record(REF_PY, "reference", tmp_path)
+    live = assert_update_reaches_the_head(tmp_path, "sglang_jax")
+    print(f"\ntied update, max |dlogp| vs the live set: {live}")
 
 
 # ============================================================================ the rollout itself

@@ -31,6 +31,8 @@ pytest.importorskip("vllm", reason="tests/backends/test_vllm.py runs in the vLLM
 from harness.model import DEFAULT_CACHE, embedded  # noqa: E402
 from harness.records import read_run  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/backends/tied.py
+
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_SUITE = ROOT / "cases" / "default.yaml"
 RAW_SUITE = ROOT / "tests" / "backends" / "data" / "vllm_raw.yaml"
@@ -435,3 +437,40 @@ def test_update_params_resets_prefix_cache(rollout):
     rollout.update_params(nested)
     assert gen()[0] == toks_a
     print(f"\nupdate_params (numpy arrays, {len(weights_b)} tensors) + reset_prefix_cache: {dt * 1000:.0f} ms")
+
+
+# ----------------------------------------------------------------------------- tied embeddings
+def test_update_params_reaches_a_tied_output_head(tmp_path):
+    """zoo:qwen3-gqa-tied has no lm_head.weight: vLLM's layer-wise reload_weights alone leaves the CPU
+    head computing from its packed copy of A's embedding (docs/vllm.md). Update to B and back: logprobs
+    of the live set within float32 tolerance of the reference, far from the other set's."""
+    from tied import assert_update_reaches_the_head, record
+
+    record(sys.executable, "vllm", tmp_path, {"PARITY_VLLM_LOGPROBS_MODE": "raw"})
+    record(REFERENCE_PYTHON, "reference", tmp_path)
+    live = assert_update_reaches_the_head(tmp_path, "vllm")
+    print(f"\ntied update, max |dlogp| vs the live set: {live}")
+
+
+
+def test_tied_head_is_added_to_any_update_without_one():
+    """The update of a tied model gets lm_head.weight = its new embedding whatever form the params came in
+    (here a tunix state of zoo:qwen3-gqa-tied's set B, which has no head of its own), once, never twice;
+    an untied model's update is left as it is."""
+    import torch
+    from safetensors.numpy import load_file
+
+    from harness.backends.vllm_rollout import with_tied_head
+    from harness.model import resolve
+    from harness.rl.weights import hf_to_tunix, tunix_to_hf
+
+    b = resolve("zoo:qwen3-gqa-tied", "B")
+    hf = load_file(str(b.path / "model.safetensors"))
+    tunix = hf_to_tunix(hf, json.loads((b.path / "config.json").read_text()))
+    assert "lm_head.w" not in tunix
+    pairs = [(n, torch.from_numpy(v)) for n, v in tunix_to_hf(tunix).items()]
+    done = with_tied_head(pairs, tied=True, dtype=torch.bfloat16)
+    head = dict(done)["lm_head.weight"]
+    assert head is dict(done)["model.embed_tokens.weight"] and head.dtype == torch.bfloat16
+    assert [n for n, _ in with_tied_head(done, tied=True)].count("lm_head.weight") == 1
+    assert "lm_head.weight" not in dict(with_tied_head(pairs, tied=False))
