@@ -20,6 +20,21 @@ def other_set(weights: str) -> str:
     return "B" if weights == "A" else "A"
 
 
+def _missing_set(ctx: RunData, weight_set: str) -> str | None:
+    """Why the run has no weight set `weight_set` (a model directory given without --model-b), or None.
+    Without it nothing can say what stale weights would look like."""
+    key = "model" if weight_set == "A" else "model_b"
+    if ctx.manifest and key in ctx.manifest:
+        given = ctx.manifest[key] is not None
+    else:  # a bare `parity record` directory: the sessions list the sets each backend had
+        sessions = [s for ss in ctx.sessions.values() for s in ss]
+        given = not sessions or any(weight_set in s.models for s in sessions)
+    if given:
+        return None
+    return (f"the run has no weight set {weight_set} (--model without --model-b): there is nothing to tell "
+            f"stale weights from live ones by")
+
+
 def weight_update(ctx: RunData, case: Case) -> list[Verdict]:
     check = "weight_update"
     gate = Gate.of(case, check)
@@ -28,6 +43,9 @@ def weight_update(ctx: RunData, case: Case) -> list[Verdict]:
     live, stale = case.weights, other_set(case.weights)
 
     def unit(x: str) -> Verdict:
+        missing = _missing_set(ctx, stale)
+        if missing:
+            raise Unavailable("skipped", missing)
         gens = ctx.gens_of(x, case)
         scores = ctx.scores_of(REFERENCE, case, x)
         vs_live, vs_stale, sep = Worst(), Worst(), Worst()
