@@ -335,6 +335,8 @@ def hf_config(shape: Shape, vocab: list[str]) -> dict:
         "initializer_range": 0.02,
         "use_cache": True,
     }
+    if shape.architecture == "qwen2":  # its q/k/v biases are always there; sglang-jax loads them only if it says so
+        cfg["attention_bias"] = True
     if shape.architecture == "llama":
         for k in ("use_sliding_window", "sliding_window", "max_window_layers"):
             del cfg[k]
