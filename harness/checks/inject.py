@@ -129,11 +129,11 @@ def add_clones(run_dir: Path, clones: dict[str, str], noise: float = 0.0, suite:
             c["prompt_logprobs"] = _jitter(g["prompt_logprobs"], tag + "/prompt", noise)
             c["native_params"] = {"clone_of": REFERENCE, "mode": mode}
             gens.append(c)
-        files[f"{name}.generate.jsonl"] = [sessions["generate"] | {"backend": name, "logprob_mode": mode,
-                                                                    "device": "synthetic clone",
-                                                                    "versions": {"clone": "1"}}] + gens
-        files[f"{name}.score.jsonl"] = [sessions["score"] | {"backend": name, "logprob_mode": mode,
-                                                              "device": "synthetic clone", "versions": {"clone": "1"}}]
+        # not the reference's float64: a clone reports no dtype of its own (its config still says what it copies)
+        clone = {"backend": name, "logprob_mode": mode, "device": "synthetic clone", "versions": {"clone": "1"},
+                 "dtype": None}
+        files[f"{name}.generate.jsonl"] = [sessions["generate"] | clone] + gens
+        files[f"{name}.score.jsonl"] = [sessions["score"] | clone]
     backends = [REFERENCE] + [b for b in _manifest(run_dir).get("backends", []) if b != REFERENCE]
     backends += [n for n in clones if n not in backends]
     # the reference scores every clone's tokens (identical to its own), every clone scores every backend's
