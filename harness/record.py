@@ -68,7 +68,7 @@ def _variants(case: Case) -> list[tuple[str, list[int] | None]]:
 def _done_keys(path: Path) -> set[tuple]:
     if not path.exists():
         return set()
-    return {(r.key.case_hash, getattr(r, "source_backend", None) or "") for r in read_records(path)
+    return {(r.key.case_hash, getattr(r, "source_backend", None) or "") for r in read_records(path, tolerate_torn_tail=True)
             if getattr(r, "key", None) is not None}
 
 

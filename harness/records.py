@@ -12,7 +12,7 @@ line carries `schema_version` and `kind`:
 See docs/records.md for the field-by-field schema (generated from these
 classes by `parity schema`). Lines are appended with a single write each and
 fsync'd, so an interrupted run loses at most the line being written, which
-the reader reports with file and line number.
+the reader reports with file and line number (a resumed writer drops it).
 """
 
 from __future__ import annotations
@@ -174,18 +174,39 @@ class RecordWriter:
         self.close()
 
 
+def _field_errors(e: ValidationError) -> str:
+    """pydantic's errors as "field 'key.case_hash': Field required; ..." (the union tag, e.g. 'generation',
+    leads the location: it names the kind, not a field)."""
+    parts = []
+    for err in e.errors()[:3]:
+        loc = list(err["loc"])
+        if loc and loc[0] in ("session", "generation", "score", "error"):
+            loc = loc[1:]
+        field = ".".join(str(x) for x in loc) or "(record)"
+        parts.append(f"field '{field}': {err['msg']}")
+    more = f" (and {len(e.errors()) - 3} more)" if len(e.errors()) > 3 else ""
+    return "; ".join(parts) + more
+
+
 def _validate_line(path: Path, i: int, line: str, lines: list[str], tolerate_torn_tail: bool):
     """The reference path for one line: json.loads, then validation; raises RecordFileError (or returns
-    None for a torn last line) exactly as the reader always has. Only lines that the fast path
-    (pydantic's own JSON parser) rejects come here, so the error messages are the same as ever."""
+    None for a torn last line when tolerated). Only lines that the fast path (pydantic's own JSON parser)
+    rejects come here."""
     try:
-        return _ADAPTER.validate_python(json.loads(line))
-    except (json.JSONDecodeError, ValidationError) as e:
+        doc = json.loads(line)
+    except json.JSONDecodeError as e:
         is_last = all(not rest.strip() for rest in lines[i:])
-        if tolerate_torn_tail and is_last and isinstance(e, json.JSONDecodeError):
+        if tolerate_torn_tail and is_last:
             return None
-        what = "not JSON" if isinstance(e, json.JSONDecodeError) else "not a valid record"
-        raise RecordFileError(f"{path}:{i}: {what}: {str(e).splitlines()[0]}") from None
+        what = "last line cut off (a writer killed mid-line?)" if is_last else "not JSON"
+        raise RecordFileError(f"{path}:{i}: {what}: {e}") from None
+    try:
+        return _ADAPTER.validate_python(doc)
+    except ValidationError as e:
+        kind = doc.get("kind") if isinstance(doc, dict) else None
+        what = f"not a valid {kind} record" if kind in ("session", "generation", "score", "error") else \
+            "not a valid record"
+        raise RecordFileError(f"{path}:{i}: {what}: {_field_errors(e)}") from None
 
 
 @contextlib.contextmanager
@@ -203,9 +224,10 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def read_records(path: Path, *, tolerate_torn_tail: bool = True, cache: bool = False) -> list:
-    """Parse and validate every line. A torn last line (a killed writer) is dropped when
-    `tolerate_torn_tail`; any other bad line raises RecordFileError naming file and line.
+def read_records(path: Path, *, tolerate_torn_tail: bool = False, cache: bool = False) -> list:
+    """Parse and validate every line; a bad line raises RecordFileError naming file, line and field. A torn
+    last line (a killed writer) is an error too, unless `tolerate_torn_tail` (resume: the next RecordWriter
+    on the file drops it), so that a cut file never reads as a backend that returned less.
 
     Each line is parsed and validated in one step by pydantic's JSON parser (several times faster than
     json.loads + validate_python on 100k-record runs); a line it rejects goes through json.loads +
@@ -215,7 +237,10 @@ def read_records(path: Path, *, tolerate_torn_tail: bool = True, cache: bool = F
     CRC-32 of the content) in this process: `parity run` compares and then reports the same records, and
     a large run need not be parsed twice. Callers that pass it must not modify the records."""
     path = Path(path)
-    raw = path.read_bytes()
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise RecordFileError(f"{path}: cannot read: {e}") from None
     key = sig = None
     if cache:
         st = path.stat()
@@ -224,7 +249,11 @@ def read_records(path: Path, *, tolerate_torn_tail: bool = True, cache: bool = F
         hit = _CACHE.get(key)
         if hit is not None and hit[0] == sig:
             return list(hit[1])
-    text = raw.decode("utf-8")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        raise RecordFileError(f"{path}:{line}: not UTF-8 text: {e.reason}") from None
     if "\r" in text:  # what reading in text mode did: universal newlines
         text = text.replace("\r\n", "\n").replace("\r", "\n")
     out = []

@@ -44,32 +44,33 @@ import hashlib
 import json
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, field_validator, model_validator
 
 LogprobMode = Literal["raw", "temperature", "processed"]
 LOGPROB_MODES: tuple[str, ...] = ("raw", "temperature", "processed")
 
 
 class SamplingSpec(BaseModel):
-    """What to sample, in the harness's canonical names (see module docstring for meanings)."""
+    """What to sample, in the harness's canonical names (see module docstring for meanings). Types are strict:
+    `seed: "42"`, `temperature: true` or `max_tokens: 4.0` are errors, not silently converted."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    max_tokens: int = Field(16, ge=1, description="new tokens at most, stop/EOS token included")
-    min_tokens: int = Field(0, ge=0, description="EOS and stop tokens are suppressed before this many")
-    temperature: float = Field(0.0, ge=0.0, le=2.0, description="0 = greedy, else in [0.01, 2]")
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
-    top_k: int | None = Field(None, ge=1, description="None = off")
-    min_p: float = Field(0.0, ge=0.0, lt=1.0)
-    n: int = Field(1, ge=1, description="samples per prompt")
-    seed: int | None = Field(None, ge=0, description="per-request seed; None = engine's own randomness")
-    stop_token_ids: tuple[int, ...] = ()
-    ignore_eos: bool = False
-    repetition_penalty: float = Field(1.0, gt=0.0, le=2.0)
-    presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
-    frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
-    logit_bias: dict[int, float] = Field(default_factory=dict, description="token id -> bias in [-100, 100]")
-    top_logprobs: int = Field(5, ge=0, le=20, description="top-k logprobs per completion position")
+    max_tokens: StrictInt = Field(16, ge=1, description="new tokens at most, stop/EOS token included")
+    min_tokens: StrictInt = Field(0, ge=0, description="EOS and stop tokens are suppressed before this many")
+    temperature: StrictFloat = Field(0.0, ge=0.0, le=2.0, description="0 = greedy, else in [0.01, 2]")
+    top_p: StrictFloat = Field(1.0, gt=0.0, le=1.0)
+    top_k: StrictInt | None = Field(None, ge=1, description="None = off")
+    min_p: StrictFloat = Field(0.0, ge=0.0, lt=1.0)
+    n: StrictInt = Field(1, ge=1, description="samples per prompt")
+    seed: StrictInt | None = Field(None, ge=0, description="per-request seed; None = engine's own randomness")
+    stop_token_ids: tuple[StrictInt, ...] = ()
+    ignore_eos: StrictBool = False
+    repetition_penalty: StrictFloat = Field(1.0, gt=0.0, le=2.0)
+    presence_penalty: StrictFloat = Field(0.0, ge=-2.0, le=2.0)
+    frequency_penalty: StrictFloat = Field(0.0, ge=-2.0, le=2.0)
+    logit_bias: dict[StrictInt, StrictFloat] = Field(default_factory=dict, description="token id -> bias in [-100, 100]")
+    top_logprobs: StrictInt = Field(5, ge=0, le=20, description="top-k logprobs per completion position")
 
     @field_validator("top_k", mode="before")
     @classmethod

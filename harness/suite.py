@@ -36,7 +36,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, StrictBool, StrictFloat, StrictInt, ValidationError,
+                      field_validator, model_validator)
 
 from harness.checks.catalog import CATALOG, default_tolerances, known_tolerances
 from harness.dtypes import CHOICES as DTYPE_CHOICES
@@ -50,7 +51,7 @@ class SuiteError(ValueError):
 class Prompt(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     text: str | None = None
-    ids: tuple[int, ...] | None = None
+    ids: tuple[StrictInt, ...] | None = None
 
     @model_validator(mode="after")
     def _one_of(self) -> "Prompt":
@@ -74,10 +75,10 @@ class Case(BaseModel):
     prompts: tuple[Prompt, ...] = Field(min_length=1)
     sampling: SamplingSpec = SamplingSpec()
     checks: tuple[str, ...] = ()
-    tolerances: dict[str, float] = Field(default_factory=dict)
+    tolerances: dict[str, StrictFloat] = Field(default_factory=dict)
     weights: Literal["A", "B"] = "A"
-    repeats: int = Field(1, ge=1, le=10)
-    alone: bool = False
+    repeats: StrictInt = Field(1, ge=1, le=10)
+    alone: StrictBool = False
     # the tolerance profile (a dtype name) the run's compare selected: Suite.with_profile
     _profile: str = PrivateAttr("float32")
 
@@ -107,6 +108,14 @@ class Case(BaseModel):
         check_tolerance_keys(v)
         return v
 
+    @model_validator(mode="after")
+    def _check_prerequisites(self) -> "Case":
+        """Refused here, before anything runs, rather than found at compare time after every backend ran."""
+        problems = [why for check, (ok, why) in _PREREQUISITES.items() if check in self.checks and not ok(self)]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
     def content_hash(self) -> str:
         payload = {
             "prompts": [p.model_dump(mode="json") for p in self.prompts],
@@ -134,6 +143,18 @@ class Case(BaseModel):
     @property
     def profile(self) -> str:
         return self._profile
+
+
+# check -> (does this case record what it needs, the error otherwise)
+_PREREQUISITES = {
+    "seed_determinism": (lambda c: c.repeats >= 2, "check seed_determinism needs repeats >= 2 (it compares repeats)"),
+    "batch_invariance": (lambda c: c.alone, "check batch_invariance needs alone: true (it compares each prompt "
+                                            "alone with the batch)"),
+    "sampling_distribution": (lambda c: not c.sampling.greedy, "check sampling_distribution needs temperature > 0 "
+                                                               "(a greedy case has no distribution)"),
+    "sampling_effects": (lambda c: c.sampling.greedy, "check sampling_effects needs temperature 0 (its expected "
+                                                      "tokens are the reference's argmax)"),
+}
 
 
 class Suite(BaseModel):
@@ -206,6 +227,23 @@ def _field_path(loc: tuple) -> str:
     return ".".join(str(p) for p in loc if p not in ("function-after[_consistent(), SamplingSpec]",))
 
 
+def _describe_error(err: dict) -> str:
+    field = _field_path(err["loc"]) or "checks"  # the only case-level validator: check prerequisites
+    msg = err["msg"].removeprefix("Value error, ")
+    hint = ""
+    if err["type"] == "extra_forbidden":
+        allowed = sorted(SamplingSpec.model_fields) if err["loc"][0] == "sampling" else sorted(Case.model_fields)
+        hint = f"; allowed: {allowed}"
+    elif err["type"] in ("int_type", "float_type", "bool_type"):
+        v = err["input"]
+        hint = f" (got {v!r}, a {type(v).__name__}: types are not converted)"
+        if isinstance(v, str) and re.fullmatch(r"[-+]?\d+(\.\d*)?[eE][-+]?\d+", v.strip()):
+            hint = f" (got the string {v!r}: YAML reads 1e-4 as a string, write 1.0e-4)"
+        elif isinstance(v, str):
+            hint = f" (got the string {v!r}: remove the quotes)"
+    return f"field '{field}': {msg}{hint}"
+
+
 def load_suite(path: str | Path) -> Suite:
     """Parse and validate a suite file; raise SuiteError naming file, case and field."""
     path = Path(path)
@@ -263,29 +301,30 @@ def _load_suite_text(where: str, text: str) -> "Suite":
     cases_raw = raw.get("cases")
     if not isinstance(cases_raw, list) or not cases_raw:
         raise SuiteError(f"{where}: field 'cases' must be a non-empty list of cases")
-    cases, seen = [], set()
+    cases, seen, problems = [], set(), []
     for i, c in enumerate(cases_raw):
         label = f"case #{i + 1}"
         if isinstance(c, dict) and isinstance(c.get("id"), str):
             label = f"case '{c['id']}'"
         if not isinstance(c, dict):
-            raise SuiteError(f"{where}: {label}: a case is a mapping, got {type(c).__name__}")
+            problems.append(f"{where}: {label}: a case is a mapping, got {type(c).__name__}")
+            continue
         try:
             case = Case.model_validate(_merge(defaults, c))
         except ValidationError as e:
-            err = e.errors()[0]
-            field = _field_path(err["loc"]) or "(case)"
-            msg = err["msg"].removeprefix("Value error, ")
-            hint = ""
-            if err["type"] == "extra_forbidden":
-                allowed = sorted(SamplingSpec.model_fields) if err["loc"][0] == "sampling" else sorted(Case.model_fields)
-                hint = f"; allowed: {allowed}"
-            more = f" (and {len(e.errors()) - 1} more error(s))" if len(e.errors()) > 1 else ""
-            raise SuiteError(f"{where}: {label}: field '{field}': {msg}{hint}{more}") from None
+            errs = e.errors()
+            # a list whose items failed is then also "too short": that one says nothing new
+            errs = [x for x in errs if not (x["type"] == "too_short" and any(
+                len(y["loc"]) > len(x["loc"]) and y["loc"][:len(x["loc"])] == x["loc"] for y in errs))]
+            problems += [f"{where}: {label}: {_describe_error(err)}" for err in errs]
+            continue
         if case.id in seen:
-            raise SuiteError(f"{where}: {label}: field 'id': duplicate case id")
+            problems.append(f"{where}: {label}: field 'id': duplicate case id")
         seen.add(case.id)
         cases.append(case)
+    if problems:  # every error at once: one round of fixing, not one per error
+        head = f"{len(problems)} errors:\n  " if len(problems) > 1 else ""
+        raise SuiteError(head + "\n  ".join(problems))
     return Suite(suite=raw["suite"], description=raw.get("description", ""), path=where, dtype=dtype,
                  cases=tuple(cases))
 

@@ -1,5 +1,7 @@
 """The record format: append-only, nothing lost, a bad line named by file and line."""
 
+import json
+
 import pytest
 
 from harness.records import (
@@ -32,7 +34,9 @@ def test_torn_tail_is_dropped_and_resume_appends_cleanly(tmp_path):
         w.write(gen(0))
     with p.open("ab") as fh:  # a writer killed mid-line
         fh.write(gen(1).model_dump_json().encode()[:40])
-    assert len(read_records(p)) == 1
+    with pytest.raises(RecordFileError, match=r"x\.jsonl:2: last line cut off"):
+        read_records(p)  # never read as a backend that returned less
+    assert len(read_records(p, tolerate_torn_tail=True)) == 1
     with RecordWriter(p) as w:
         w.write(gen(2))
     assert [r.key.prompt_index for r in read_records(p)] == [0, 2]
@@ -52,7 +56,16 @@ def test_corrupt_line_names_file_and_line(tmp_path):
 def test_invalid_record_names_file_and_line(tmp_path):
     p = tmp_path / "x.jsonl"
     p.write_text(gen(0).model_dump_json().replace('"processed"', '"cooked"') + "\n")
-    with pytest.raises(RecordFileError, match=r"x\.jsonl:1: not a valid record"):
+    with pytest.raises(RecordFileError, match=r"x\.jsonl:1: not a valid generation record: field 'logprob_mode'"):
+        read_records(p)
+
+
+def test_missing_field_is_named(tmp_path):
+    p = tmp_path / "x.jsonl"
+    doc = json.loads(gen(0).model_dump_json())
+    del doc["key"]["case_hash"]
+    p.write_text(gen(1).model_dump_json() + "\n" + json.dumps(doc) + "\n")
+    with pytest.raises(RecordFileError, match=r"x\.jsonl:2: not a valid generation record: field 'key.case_hash'"):
         read_records(p)
 
 

@@ -1,5 +1,6 @@
 """Suite files: every error names file, case and field, and says what is allowed."""
 
+import re
 import subprocess
 import sys
 import textwrap
@@ -73,6 +74,45 @@ def test_errors_name_file_case_field(tmp_path, body, expect):
 def test_missing_file_says_where_suites_live(tmp_path):
     with pytest.raises(SuiteError, match="not found.*cases/"):
         load_suite(tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize("field, value, said", [
+    ("seed", '"42"', "got the string '42'"),
+    ("temperature", "true", "got True, a bool"),
+    ("max_tokens", "4.0", "got 4.0, a float"),
+    ("top_p", "1e-1", "write 1.0e-4"),  # YAML 1.1 reads 1e-1 as a string
+])
+def test_types_are_strict(tmp_path, field, value, said):
+    with pytest.raises(SuiteError, match=rf"case 'one': field 'sampling\.{field}':.*{re.escape(said)}"):
+        load_suite(write(tmp_path, GOOD.replace("max_tokens: 4", f"max_tokens: 4, {field}: {value}")
+                         if field != "max_tokens" else GOOD.replace("max_tokens: 4", f"max_tokens: {value}")))
+
+
+def test_every_error_reported_at_once(tmp_path):
+    text = GOOD + """
+  - id: two
+    prompts: [{ids: [1, "2"]}]
+    repeats: 0
+    sampling: {bogus: 1}
+"""
+    with pytest.raises(SuiteError) as e:
+        load_suite(write(tmp_path, text))
+    msg = str(e.value)
+    assert msg.startswith("3 errors:"), msg
+    for field in ("prompts.0.ids.1", "repeats", "sampling.bogus"):
+        assert f"case 'two': field '{field}'" in msg, msg
+
+
+@pytest.mark.parametrize("checks, extra, said", [
+    ("[seed_determinism]", "", "needs repeats >= 2"),
+    ("[batch_invariance]", "", "needs alone: true"),
+    ("[sampling_distribution]", "", "needs temperature > 0"),
+    ("[sampling_effects]", "\n    sampling: {temperature: 0.5, seed: 1}", "needs temperature 0"),
+])
+def test_check_prerequisites_refused_at_load(tmp_path, checks, extra, said):
+    text = f"suite: s\ncases:\n  - id: one\n    prompts: [x]\n    checks: {checks}{extra}\n"
+    with pytest.raises(SuiteError, match=f"case 'one': field 'checks': check .*{said}"):
+        load_suite(write(tmp_path, text))
 
 
 def test_cli_malformed_suite_exits_2_and_writes_nothing(tmp_path):
