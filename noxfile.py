@@ -47,12 +47,19 @@ _HARNESS_CODES: list[int] = []
 
 
 def run_harness(session: nox.Session, *args: str, **kwargs) -> None:
-    """`python -m harness ARGS` in the session's venv; its exit code becomes nox's (see _exit_with_harness_code)."""
+    """`python -m harness ARGS` in the session's venv; its exit code becomes nox's (see _exit_with_harness_code).
+    On Ctrl-C the harness stops the processes it owns and records the interruption: nox gives it time to
+    (its default is SIGKILL after half a second)."""
+    kwargs.setdefault("interrupt_timeout", 60.0)
+    kwargs.setdefault("terminate_timeout", 10.0)
     try:
         session.run("python", "-m", "harness", *args, **kwargs)
     except nox.command.CommandFailed as e:
         # 1 is a parity verdict; anything else (2, a signal, a crash) is a harness error
         _HARNESS_CODES.append(1 if e.return_code == 1 else 2)
+        raise
+    except KeyboardInterrupt:  # the harness stopped its processes and exited 2 (nox alone would say 130)
+        _HARNESS_CODES.append(2)
         raise
 
 

@@ -79,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "error (default 900)")
     rec.add_argument("--no-isolate", action="store_true",
                      help="run the engine in this process (no crash/hang supervision; for debugging)")
+    rec.add_argument("--check-only", action="store_true",
+                     help="check the suite, models and prompts (tokenized) and exit; nothing is written")
     rec.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     rec.add_argument("--state", default=None, help=argparse.SUPPRESS)
     _add_model_args(rec)
@@ -176,6 +178,15 @@ def run_dtype(args, suite, model) -> str:
         raise HarnessError(str(e)) from None
 
 
+def _lock(run_dir: Path, backend: str) -> int:
+    from harness.supervise import take_lock
+
+    try:
+        return take_lock(run_dir, backend)
+    except RuntimeError as e:
+        raise HarnessError(str(e)) from None
+
+
 def cmd_record(args) -> int:
     import os
 
@@ -191,9 +202,23 @@ def cmd_record(args) -> int:
     dtype = run_dtype(args, suite, models["A"])
     run_dir = Path(args.out)
     run_id = args.run_id or run_dir.name
+    phases = ["generate", "score"] if args.phase == "all" else [args.phase]
+    if not args.worker:
+        from harness.inputs import InputError, check_models
+
+        try:
+            check_models(models)
+        except InputError as e:
+            raise HarnessError(str(e)) from None
+    prompt_ids = tokenize_suite(suite, models["A"])
+    cfg = json.loads((models["A"].path / "config.json").read_text())
+    validate_prompts(suite, prompt_ids, cfg["vocab_size"], cfg.get("max_position_embeddings", 1 << 30))
+    if args.check_only:
+        return EXIT_PASS
     if not args.worker and not args.no_isolate:
         from harness.backends.base import BACKENDS, is_backend
-        from harness.supervise import supervise
+        from harness.record import pending
+        from harness.supervise import repair, supervise
 
         if not is_backend(args.backend):
             raise HarnessError(f"unknown backend {args.backend!r}; known: {sorted(BACKENDS)}")
@@ -202,16 +227,31 @@ def cmd_record(args) -> int:
         argv += ["--model", args.model] if args.model else []
         argv += ["--model-b", args.model_b] if args.model_b else []
         argv += ["--quiet"] if args.quiet else []
-        return supervise(argv, run_dir=run_dir, backend=args.backend, run_id=run_id, suite_name=suite.suite,
-                         case_timeout=args.case_timeout)
-    prompt_ids = tokenize_suite(suite, models["A"])
-    cfg = json.loads((models["A"].path / "config.json").read_text())
-    validate_prompts(suite, prompt_ids, cfg["vocab_size"], cfg.get("max_position_embeddings", 1 << 30))
+        lock = _lock(run_dir, args.backend)
+        repair(run_dir, args.backend, phases)
+        if not pending(run_dir, args.backend, suite, phases):
+            print(f"[{args.backend}] {'+'.join(phases)}: every case already recorded", file=sys.stderr, flush=True)
+            return EXIT_PASS
+        return supervise(argv, lock=lock, run_dir=run_dir, backend=args.backend, run_id=run_id,
+                         suite_name=suite.suite, case_timeout=args.case_timeout)
+    if args.worker:
+        from harness import proctree
+
+        def supervisor_gone() -> None:  # never a second writer: the worker goes with its supervisor
+            proctree.kill_descendants()
+            proctree.kill_group(os.getpgid(0))
+            os._exit(2)
+
+        proctree.watch_owner(proctree.identity(os.getppid()), supervisor_gone)
+    else:
+        from harness.supervise import repair
+
+        _lock(run_dir, args.backend)
+        repair(run_dir, args.backend, phases)
     try:
         cls = runner_class(args.backend)
     except (KeyError, BackendUnavailable) as e:
         raise HarnessError(str(e)) from None
-    phases = ["generate", "score"] if args.phase == "all" else [args.phase]
     errors = 0
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("PARITY_SERVER_LOG_DIR", str(run_dir / "logs"))  # served backends' server logs

@@ -414,14 +414,13 @@ def compare_golden(run_dir: Path, golden_dir: Path | None = None, atol: float | 
                                             f"{len(diffs)} of {n} records differ from the golden{note}{vnote}",
                     data={"diffs": [d.as_dict() for d in diffs[:20]], "versions_changed": vdiff}))
                 continue
-            vnote = note + vnote
             if diffs:
                 detail = (f"{b} case {case}: {len(diffs)} of {n} records differ from the golden: "
                           + "; ".join(f"{d.where}: {', '.join(d.problems)}" for d in diffs[:3])
-                          + (f" (+{len(diffs) - 3} more)" if len(diffs) > 3 else "") + vnote)
+                          + (f" (+{len(diffs) - 3} more)" if len(diffs) > 3 else "") + note + vnote)
             else:
                 detail = (f"{b} case {case}: {n} records equal to the golden (tokens and finish reasons identical, "
-                          f"max |dlogp| {worst:.3g} <= atol {atol_c:g}){vnote}")
+                          f"max |dlogp| {worst:.3g} <= atol {atol_c:g}){note}{vnote}")
             verdicts.append(Verdict(check="golden", backends=[b], case=case, metric="regressions",
                                     value=float(len(diffs)), threshold=0.0, verdict="fail" if diffs else "pass",
                                     detail=detail,

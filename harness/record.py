@@ -8,7 +8,8 @@ forced-token replay. Cases that name only checks reading the reference's scores
 (sampling_distribution, sampling_effects) are scored by the reference alone, which
 also adds their exact distributions / greedy expectations (harness/sampling/expect.py).
 A case's records are written together, so `--resume` skips whole cases and never
-duplicates one.
+duplicates one; a case that failed is recorded as an error, which a new
+`parity record` on the run drops and runs again (harness/supervise.py).
 """
 
 from __future__ import annotations
@@ -52,8 +53,11 @@ class Progress:
             return
         el = time.monotonic() - self.start
         eta = el / self.done * (self.total - self.done)
-        print(f"[{self.label}] {self.done}/{self.total} {what}: {status}  "
-              f"elapsed {el:5.1f}s  eta {eta:5.1f}s", file=sys.stderr, flush=True)
+        try:
+            print(f"[{self.label}] {self.done}/{self.total} {what}: {status}  "
+                  f"elapsed {el:5.1f}s  eta {eta:5.1f}s", file=sys.stderr, flush=True)
+        except (OSError, ValueError):  # a closed or broken stderr must never turn a recorded case into an error
+            pass
 
 
 def _variants(case: Case) -> list[tuple[str, list[int] | None]]:
@@ -70,6 +74,37 @@ def _done_keys(path: Path) -> set[tuple]:
         return set()
     return {(r.key.case_hash, getattr(r, "source_backend", None) or "") for r in read_records(path, tolerate_torn_tail=True)
             if getattr(r, "key", None) is not None}
+
+
+def generate_todo(run_dir: Path, backend: str, suite: Suite) -> list[Case]:
+    done = _done_keys(records_path(run_dir, backend, "generate"))
+    return [c for c in suite.cases if (c.content_hash(), "") not in done]
+
+
+def score_todo(run_dir: Path, backend: str, suite: Suite) -> tuple[list[tuple[str, str]], dict]:
+    """(case id, source backend) pairs this backend has yet to score, and every backend's main generations
+    by (case id, source)."""
+    done = _done_keys(records_path(run_dir, backend, "score"))
+    gens = [r for r in read_run(run_dir) if r.kind == "generation" and r.key.variant == "main"]
+    groups: dict[tuple[str, str], list[GenerationRecord]] = defaultdict(list)
+    for g in gens:
+        groups[(g.key.case_id, g.backend)].append(g)
+    cases = {c.id: c for c in suite.cases}
+    todo = [(cid, src) for (cid, src) in sorted(groups)
+            if cid in cases and (cases[cid].content_hash(), src) not in done
+            # recorded from another version of the case: never compared, so never scored
+            and all(g.key.case_hash == cases[cid].content_hash() for g in groups[(cid, src)])
+            and (backend == "reference" or not cases[cid].checks
+                 or not set(cases[cid].checks) <= REFERENCE_SCORE_ONLY)]
+    return todo, groups
+
+
+def pending(run_dir: Path, backend: str, suite: Suite, phases: list[str]) -> bool:
+    """Whether a `parity record` of these phases has anything to do (a resumed phase that is complete
+    need not start its engine)."""
+    if "generate" in phases and generate_todo(run_dir, backend, suite):
+        return True
+    return "score" in phases and bool(score_todo(run_dir, backend, suite)[0])
 
 
 class Recorder:
@@ -155,11 +190,10 @@ class Recorder:
 
     def run_generate(self) -> int:
         path = records_path(self.run_dir, self.runner.name, "generate")
-        done = _done_keys(path)
         errors = 0
+        todo = generate_todo(self.run_dir, self.runner.name, self.suite)
         with RecordWriter(path) as w:
             w.write(self.session("generate"))
-            todo = [c for c in self.suite.cases if (c.content_hash(), "") not in done]
             progress = Progress(f"{self.runner.name} generate", len(todo), self.quiet)
             for case in todo:
                 if self.models.get(case.weights) is None:
@@ -170,30 +204,25 @@ class Recorder:
                 try:
                     self._mark("generate", case)
                     self._ensure_weights(case)
-                    w.write_many(self.generate_case(case))
-                    progress.step(case.id)
+                    records = self.generate_case(case)
                 except Unsupported as e:
                     w.write(self._skipped("generate", case, e))
                     progress.step(case.id, f"skipped: {e}")
+                    continue
                 except Exception as e:  # one case's failure must not lose the others
                     errors += 1
                     w.write(self._error("generate", case, e))
                     progress.step(case.id, f"ERROR {type(e).__name__}: {e}")
+                    continue
+                w.write_many(records)  # outside the try: a failed write is the process's failure, not the case's
+                progress.step(case.id)
         return errors
 
     # ------------------------------------------------------------ score
     def run_score(self) -> int:
         path = records_path(self.run_dir, self.runner.name, "score")
-        done = _done_keys(path)
-        gens = [r for r in read_run(self.run_dir) if r.kind == "generation" and r.key.variant == "main"]
-        groups: dict[tuple[str, str], list[GenerationRecord]] = defaultdict(list)
-        for g in gens:
-            groups[(g.key.case_id, g.backend)].append(g)
+        todo, groups = score_todo(self.run_dir, self.runner.name, self.suite)
         cases = {c.id: c for c in self.suite.cases}
-        todo = [(cid, src) for (cid, src) in sorted(groups)
-                if cid in cases and (cases[cid].content_hash(), src) not in done
-                and (self.runner.name == "reference" or not cases[cid].checks
-                     or not set(cases[cid].checks) <= REFERENCE_SCORE_ONLY)]
         errors = 0
         with RecordWriter(path) as w:
             w.write(self.session("score"))
@@ -201,8 +230,6 @@ class Recorder:
             for cid, src in todo:
                 case = cases[cid]
                 batch = groups[(cid, src)]
-                if any(g.key.case_hash != case.content_hash() for g in batch):
-                    continue  # recorded from another version of the case: never compared
                 try:
                     self._mark("score", case, src)
                     self._ensure_weights(case)
@@ -225,19 +252,19 @@ class Recorder:
                             s.by_mode.update({f"{m}@{other}": v for m, v in o.by_mode.items()})
                     if self.runner.name == "reference":  # exact distributions / greedy expectations for
                         score_extras(self.runner, case, batch, scored)  # sampling_* checks (harness/sampling/expect.py)
-                    w.write_many([
+                    records = [
                         ScoreRecord(**self._base("score"), key=g.key, model_hash=self.models[case.weights].content_hash,
                                     source_backend=src, prompt_ids=g.prompt_ids, completion_ids=g.completion_ids,
                                     logprobs=s.logprobs, logprob_mode="raw", by_mode=s.by_mode, top=s.top,
                                     timings={"batch_score_s": dt})
                         for g, s in zip(batch, scored)
-                    ])
-                    progress.step(f"{cid} <- {src}")
+                    ]
                 except Unsupported as e:
                     err = self._skipped("score", case, e)
                     err.source_backend = src
                     w.write(err)
                     progress.step(f"{cid} <- {src}", f"skipped: {e}")
+                    continue
                 except Exception as e:
                     errors += 1
                     err = self._error("score", case, e)
@@ -245,6 +272,9 @@ class Recorder:
                     err.detail = f"scoring {src}'s completions\n" + err.detail
                     w.write(err)
                     progress.step(f"{cid} <- {src}", f"ERROR {type(e).__name__}: {e}")
+                    continue
+                w.write_many(records)
+                progress.step(f"{cid} <- {src}")
         return errors
 
 
@@ -263,12 +293,17 @@ def tokenize_suite(suite: Suite, model: ModelRef) -> dict[str, list[list[int]]]:
     return out
 
 
-def validate_prompts(suite: Suite, prompt_ids: dict[str, list[list[int]]], vocab_size: int, context: int) -> None:
+def validate_prompts(suite: Suite, prompt_ids: dict[str, list[list[int] | None]], vocab_size: int,
+                     context: int) -> None:
+    """Token ids below the vocabulary and prompt + max_tokens within the context; a None entry (a text prompt
+    not tokenized by the caller) is not checked."""
     from harness.suite import SuiteError
 
     for c in suite.cases:
         for i, ids in enumerate(prompt_ids[c.id]):
             where = f"{suite.path}: case '{c.id}': field 'prompts.{i}'"
+            if ids is None:
+                continue
             if not ids:
                 raise SuiteError(f"{where}: the prompt tokenizes to nothing")
             if max(ids) >= vocab_size:

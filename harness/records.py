@@ -174,6 +174,36 @@ class RecordWriter:
         self.close()
 
 
+def prune_records(path: Path, drop) -> int:
+    """Rewrite a record file without the lines for which `drop(parsed JSON)` is true (and without a torn last
+    line); returns how many records went. Only for a file no one else is writing (the owner, before it
+    starts a writer). Lines that are not JSON stay, for the reader to report."""
+    path = Path(path)
+    if not path.exists():
+        return 0
+    lines = path.read_bytes().split(b"\n")
+    tail = lines.pop()  # b"" after a final newline, else a torn last line
+    keep, dropped = [], 0
+    for line in lines:
+        try:
+            doc = json.loads(line)
+        except ValueError:
+            keep.append(line)
+            continue
+        if isinstance(doc, dict) and drop(doc):
+            dropped += 1
+        else:
+            keep.append(line)
+    if dropped or tail:
+        tmp = path.with_suffix(".jsonl.tmp")
+        with tmp.open("wb") as fh:
+            fh.write(b"".join(line + b"\n" for line in keep))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    return dropped
+
+
 def _field_errors(e: ValidationError) -> str:
     """pydantic's errors as "field 'key.case_hash': Field required; ..." (the union tag, e.g. 'generation',
     leads the location: it names the kind, not a field)."""

@@ -6,11 +6,20 @@ phase is a subprocess, by default through its nox session (which installs its
 venv on first use). Results cross as record files. A backend that fails is
 recorded as an error and reported loudly; the others go on.
 
+The driver owns every process of the run (harness/proctree.py): SIGINT, SIGTERM
+or SIGHUP stop the backend phase in flight (its supervisor kills the worker and
+the engine's processes), anything left below the driver is killed and reaped,
+run.json records the interruption, and the exit code is 2. Nothing half-written
+is kept: a case's records are complete or absent, and `--resume` records what
+is missing, re-runs what failed, and appends to each phase's log.
+
 run.json (the run's manifest, read by compare and report):
     run_id, suite (path), suite_name, backends (requested, in order), model, model_b,
     dtype (the engines' dtype), dtype_requested (auto, or --dtype / the suite's), checkpoint_dtype
     (model A's config.json torch_dtype, or null), git_revision, started_at, finished_at, argv,
-    backend_status: {name: {phases: {generate|score: {exit_code, wall_s, log}}}}
+    backend_status: {name: {phases: {generate|score: {exit_code, wall_s, log, timed_out}}}},
+    interrupted: null, or {signal, at, backend, phase} when this attempt was stopped by a signal,
+    interruptions: every earlier interruption of this run (kept across --resume)
 """
 
 from __future__ import annotations
@@ -26,10 +35,38 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from harness import proctree
 from harness.cli import EXIT_ERROR, EXIT_FAIL, EXIT_PASS, HarnessError
 
 ROOT = Path(__file__).resolve().parent.parent
 PHASES = ("generate", "score")
+STOP_GRACE_S = 15.0  # a signalled supervisor kills its worker tree and exits; then whatever is left is killed
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class Interrupted(BaseException):
+    """A stop signal reached the driver (raised from the signal handler, so every wait ends)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signal = signal.Signals(signum).name
+
+
+def _raise_interrupted(signum, frame) -> None:
+    raise Interrupted(signum)
+
+
+def _stop(proc: subprocess.Popen, grace: float, spare: set[int]) -> None:
+    """The backend phase's process group (nox, supervisor) gets SIGTERM and `grace` seconds to take its
+    worker tree down; then everything still below the driver is killed."""
+    proctree.kill_group(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    # not proc.wait(): nox dies at once, the supervisor (re-parented here when it does) takes a moment
+    while time.monotonic() < deadline and any(p not in spare for p in proctree.descendants()):
+        time.sleep(0.1)
+    proctree.kill_group(proc.pid, signal.SIGKILL)
+    proc.wait()  # before kill_descendants, whose reaping would take its exit status
+    proctree.kill_descendants(spare=spare)
 
 
 def git_revision() -> str:
@@ -60,7 +97,7 @@ def write_manifest(run_dir: Path, manifest: dict) -> None:
 def run_backend_phase(backend: str, phase: str, args, run_dir: Path, run_id: str) -> dict:
     """One backend phase as a subprocess, its output teed to logs/<backend>.<phase>.log."""
     from harness.model import is_built_in
-    from harness.records import ErrorRecord, RecordWriter, records_path
+    from harness.records import ErrorRecord, RecordWriter, prune_records, records_path
 
     record_args = ["--suite", str(Path(args.suite).resolve()), "--out", str(run_dir), "--phase", phase,
                    "--run-id", run_id]
@@ -75,11 +112,18 @@ def run_backend_phase(backend: str, phase: str, args, run_dir: Path, run_id: str
     cmd = backend_command(backend, args.launcher, record_args)
     print(f"[parity] {backend} {phase}: {' '.join(cmd[2:6])} ... (log {log.relative_to(run_dir.parent)})",
           file=sys.stderr, flush=True)
+    # an earlier attempt's "process failed" is stale once this one starts (it writes its own if it fails too)
+    prune_records(records_path(run_dir, backend, phase),
+                  lambda d: d.get("kind") == "error" and d.get("error_type") == "BackendProcessFailed")
     t0 = time.monotonic()
     timed_out = False
-    with log.open("w") as fh:
+    before = set(proctree.descendants())  # not this phase's: an in-process caller's own children
+    with log.open("a") as fh:  # appended: the log of a crashed attempt is what explains it
+        fh.write(f"===== {backend} {phase}: attempt started {datetime.now(timezone.utc).isoformat()} =====\n")
+        fh.flush()
+        env = {**os.environ, proctree.OWNER_ENV: proctree.identity()}
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                start_new_session=True)
+                                start_new_session=True, env=env)
 
         def pump() -> None:  # a thread, so a silent hang cannot block the timeout below
             assert proc.stdout is not None
@@ -87,7 +131,10 @@ def run_backend_phase(backend: str, phase: str, args, run_dir: Path, run_id: str
                 fh.write(line)
                 fh.flush()
                 if not args.quiet and (line.startswith("[") or "error" in line.lower()):
-                    sys.stderr.write(f"    {line}")
+                    try:
+                        sys.stderr.write(f"    {line}")
+                    except (OSError, ValueError):
+                        pass
 
         reader = threading.Thread(target=pump, daemon=True)
         reader.start()
@@ -95,8 +142,16 @@ def run_backend_phase(backend: str, phase: str, args, run_dir: Path, run_id: str
             code = proc.wait(timeout=args.timeout)
         except subprocess.TimeoutExpired:
             timed_out = True
-            os.killpg(proc.pid, signal.SIGKILL)
+            _stop(proc, grace=0, spare=before)
             code = proc.wait()
+        except Interrupted as e:
+            for sig in STOP_SIGNALS:  # the cleanup below is bounded; a second Ctrl-C must not cut it short
+                signal.signal(sig, signal.SIG_IGN)
+            _stop(proc, grace=STOP_GRACE_S, spare=before)
+            reader.join(timeout=5)
+            fh.write(f"===== {backend} {phase}: stopped by {e.signal} =====\n")
+            raise
+        proctree.kill_descendants(spare=before)  # whatever of this phase outlived it (re-parented to the driver)
         reader.join(timeout=10)
     wall = time.monotonic() - t0
     status = {"exit_code": code, "wall_s": round(wall, 2), "log": str(log.relative_to(run_dir)),
@@ -146,6 +201,28 @@ def _bench_into(run_dir: Path, out: Path) -> None:
     (run_dir / "bench.json").write_text(json.dumps(doc, indent=1) + "\n")
 
 
+def _check_inputs(args, suite, models: dict, backend: str) -> None:
+    """Models and prompts, before a run directory exists (harness/inputs.py). Text prompts that may not fit
+    the context are tokenized by one backend's `parity record --check-only` (the tokenizer lives there)."""
+    from harness.inputs import InputError, check_models, check_prompts
+
+    try:
+        config = check_models(models)
+        if not check_prompts(suite, config):
+            return
+    except InputError as e:
+        raise HarnessError(str(e)) from None
+    record_args = ["--suite", str(Path(args.suite).resolve()), "--out", os.devnull, "--check-only",
+                   "--dtype", args.dtype]
+    record_args += ["--model", str(Path(args.model).resolve())] if args.model else []
+    proc = subprocess.run(backend_command(backend, args.launcher, record_args), cwd=ROOT, capture_output=True,
+                          text=True)
+    if proc.returncode != 0:
+        lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if "error" in ln.lower()]
+        raise HarnessError(lines[0].split("error: ", 1)[-1] if lines else
+                           f"checking the prompts in {backend}'s venv failed:\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
+
+
 def _served_backends(args) -> list[str]:
     """Backend names from --backends; NAME=URL entries (running servers) are exported to the recording
     processes (harness.backends.http.external), --fanout to the served backends."""
@@ -185,6 +262,10 @@ def run_all(args) -> int:
     unknown = [b for b in backends if not is_backend(b)]
     if unknown or not backends:
         raise HarnessError(f"--backends {args.backends!r}: unknown {unknown}; choose from {sorted(BACKENDS)}")
+    twice = sorted({b for b in backends if backends.count(b) > 1})
+    if twice:
+        raise HarnessError(f"--backends {args.backends!r}: {', '.join(twice)} given more than once (one record "
+                           "file per backend and phase)")
     try:
         model = resolve(args.model, "A")
         model_b = resolve(args.model_b, "B") if args.model_b else (
@@ -196,6 +277,7 @@ def run_all(args) -> int:
 
     requested = args.dtype or suite.dtype or "auto"
     args.dtype = run_dtype(args, suite, model)
+    _check_inputs(args, suite, {"A": model, "B": model_b}, backends[0])
 
     run_id = args.run_id or datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     out = Path(args.out)
@@ -205,12 +287,16 @@ def run_all(args) -> int:
     if args.resume and not run_dir.exists():
         raise HarnessError(f"--resume: {run_dir} does not exist")
     run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        lock = proctree.exclusive(run_dir / "state" / "run.lock")
+    except proctree.Busy as e:
+        raise HarnessError(f"{run_dir}: another `parity run` is writing this run ({e})") from None
     manifest = {
         "run_id": run_id, "suite": str(Path(args.suite).resolve()), "suite_name": suite.suite,
         "backends": backends, "model": model.as_dict(), "model_b": model_b.as_dict() if model_b else None,
         "dtype": args.dtype, "dtype_requested": requested, "checkpoint_dtype": checkpoint_dtype(model.path),
         "git_revision": git_revision(), "started_at": time.time(), "finished_at": None, "argv": sys.argv[1:],
-        "backend_status": {b: {"phases": {}} for b in backends},
+        "backend_status": {b: {"phases": {}} for b in backends}, "interrupted": None, "interruptions": [],
     }
     if args.resume and (run_dir / "run.json").exists():
         old = json.loads((run_dir / "run.json").read_text())
@@ -218,18 +304,47 @@ def run_all(args) -> int:
             raise HarnessError(f"--resume: {run_dir} was recorded in {old['dtype']}, not {args.dtype}; records of "
                                f"two dtypes cannot be compared as one run (pass --dtype {old['dtype']})")
         manifest["started_at"] = old.get("started_at", manifest["started_at"])
+        manifest["interruptions"] = list(old.get("interruptions") or [])
     write_manifest(run_dir, manifest)
     print(f"[parity] run {run_id}: suite {suite.suite} ({len(suite.cases)} cases), backends {backends}, "
           f"model {model.name} {model.content_hash[:12]}, dtype {args.dtype}", file=sys.stderr, flush=True)
 
-    for phase in PHASES:
-        for b in backends:
-            manifest["backend_status"][b]["phases"][phase] = run_backend_phase(b, phase, args, run_dir, run_id)
-            write_manifest(run_dir, manifest)
+    proctree.become_subreaper()  # orphans of backend processes come back to this process, which kills them
+    handlers = {sig: signal.signal(sig, _raise_interrupted) for sig in STOP_SIGNALS}
+    before = set(proctree.descendants())
+    where = {"backend": None, "phase": None}
+    try:
+        for phase in PHASES:
+            for b in backends:
+                where.update(backend=b, phase=phase)
+                manifest["backend_status"][b]["phases"][phase] = run_backend_phase(b, phase, args, run_dir, run_id)
+                write_manifest(run_dir, manifest)
+        where.update(backend=None, phase="compare")
+        return _compare_and_report(args, run_dir, out, manifest, summary_start=t_start)
+    except Interrupted as e:
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)
+        proctree.kill_descendants(spare=before)
+        stop = {"signal": e.signal, "at": time.time(), **where}
+        manifest["interrupted"] = stop
+        manifest["interruptions"].append(stop)
+        write_manifest(run_dir, manifest)
+        print(f"[parity] run {run_id} INTERRUPTED by {e.signal} during {where['backend'] or ''} {where['phase']}: "
+              f"every process of the run stopped; records so far kept in {run_dir} "
+              f"(continue with --run-id {run_id} --resume)", file=sys.stderr, flush=True)
+        return EXIT_ERROR
+    finally:
+        for sig, h in handlers.items():
+            signal.signal(sig, h)
+        os.close(lock)
 
+
+def _compare_and_report(args, run_dir: Path, out: Path, manifest: dict, summary_start: float) -> int:
     from harness.compare import compare_run
     from harness.report import write_reports
 
+    manifest["finished_at"] = time.time()  # the backends' work is done; the report shows this time
+    write_manifest(run_dir, manifest)
     try:
         compare_run(run_dir, args.suite)
         if not args.no_selftest:
@@ -238,15 +353,13 @@ def run_all(args) -> int:
         summary = write_reports(run_dir)
     except Exception as e:  # the records stay; say where they are
         raise HarnessError(f"compare/report failed on {run_dir}: {type(e).__name__}: {e}") from e
-    manifest["finished_at"] = time.time()
-    write_manifest(run_dir, manifest)
     latest = out / "latest"
     if latest.is_symlink() or latest.is_file():
         latest.unlink()
     elif latest.exists():
         shutil.rmtree(latest)
-    shutil.copytree(run_dir, latest)
-    wall = time.monotonic() - t_start
+    shutil.copytree(run_dir, latest, ignore=shutil.ignore_patterns("state"))
+    wall = time.monotonic() - summary_start
     print(f"[parity] verdict {summary['verdict'].upper()}: {summary['counts']}  wall {wall:.0f}s\n"
           f"[parity] report: {latest / 'index.html'}  summary: {latest / 'summary.json'}", file=sys.stderr)
     return {"pass": EXIT_PASS, "fail": EXIT_FAIL}.get(summary["verdict"], EXIT_ERROR)

@@ -7,6 +7,14 @@ killer) or a case runs past its timeout, the supervisor records that case as
 an error with the reason, and starts a new worker, which skips every case
 already recorded (records are written a case at a time). Nothing recorded is
 lost, and the other cases still run.
+
+A new `parity record` on the same run directory repairs before it starts:
+error records of earlier attempts are dropped (so those cases run again) and
+so are the records of a case that was in flight when a process was killed
+(its state file is left behind), so every case ends complete or absent. The
+supervisor owns its worker's process tree (harness/proctree.py): a signal, or
+the death of the driver that started it, kills the worker and the engine's
+processes before the supervisor exits, and a lock refuses a second writer.
 """
 
 from __future__ import annotations
@@ -19,7 +27,8 @@ import sys
 import time
 from pathlib import Path
 
-from harness.records import CaseKey, ErrorRecord, RecordWriter, records_path
+from harness import proctree
+from harness.records import CaseKey, ErrorRecord, RecordWriter, prune_records, records_path
 
 MAX_RESTARTS = 5
 
@@ -33,33 +42,100 @@ def _describe(code: int) -> str:
 
 
 def _kill(proc: subprocess.Popen) -> None:
+    """The worker, its process group and anything of it re-parented to this (subreaper) process."""
+    proctree.kill_group(proc.pid)
+    proc.wait()  # before kill_descendants, whose reaping would take its exit status
+    proctree.kill_descendants()
+
+
+class _Stopped(BaseException):
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise_stopped(signum, frame) -> None:
+    raise _Stopped(signum)
+
+
+def repair(run_dir: Path, backend: str, phases: list[str]) -> None:
+    """Before a new attempt: drop error records (their cases run again) and the records of a case left in
+    flight by a killed process (possibly cut short), so that every case ends complete or absent."""
+    state = _read(Path(run_dir) / "state" / f"{backend}.json")
+    for phase in phases:
+        def stale(doc: dict) -> bool:
+            if doc.get("kind") == "error":
+                return True
+            key = doc.get("key") or {}
+            return bool(state) and state["phase"] == phase and key.get("case_hash") == state["case_hash"] \
+                and (doc.get("source_backend") or "") == (state.get("source_backend") or "")
+
+        dropped = prune_records(records_path(run_dir, backend, phase), stale)
+        if dropped:
+            print(f"[supervisor] {backend} {phase}: {dropped} record(s) of failed or interrupted cases dropped; "
+                  "those cases run again", file=sys.stderr, flush=True)
+    if state and state["phase"] in phases:
+        (Path(run_dir) / "state" / f"{backend}.json").unlink(missing_ok=True)
+
+
+def take_lock(run_dir: Path, backend: str) -> int:
+    """The backend's writer lock on this run (held by supervisor and worker): one writer per record file."""
     try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.wait()
+        return proctree.exclusive(Path(run_dir) / "state" / f"{backend}.lock")
+    except proctree.Busy as e:
+        raise RuntimeError(f"another process is recording {backend} into {run_dir} ({e}); refusing to be a "
+                           "second writer") from None
 
 
-def supervise(worker_argv: list[str], *, run_dir: Path, backend: str, run_id: str, suite_name: str,
+def supervise(worker_argv: list[str], *, lock: int, run_dir: Path, backend: str, run_id: str, suite_name: str,
               case_timeout: float, poll: float = 0.25) -> int:
+    """Run the worker until every case is recorded (or given up on); `lock` is take_lock's, taken before the
+    caller's repair()."""
     state = Path(run_dir) / "state" / f"{backend}.json"
     state.parent.mkdir(parents=True, exist_ok=True)
+    proctree.become_subreaper()
+    current: list[subprocess.Popen] = []
+
+    def owner_gone() -> None:  # the driver died (even by SIGKILL): take the worker tree along
+        for p in current:
+            _kill(p)
+        os._exit(2)
+
+    proctree.watch_owner(proctree.owner_from_env(), owner_gone)
+    old = {s: signal.signal(s, _raise_stopped) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+    try:
+        return _supervise(worker_argv, state, lock, current, run_dir=run_dir, backend=backend, run_id=run_id,
+                          suite_name=suite_name, case_timeout=case_timeout, poll=poll)
+    except _Stopped as e:
+        for sig in old:  # a second signal (nox follows Ctrl-C with SIGTERM) must not cut the cleanup short
+            signal.signal(sig, signal.SIG_IGN)
+        for p in current:
+            _kill(p)
+        print(f"[supervisor] {backend}: stopped by {e}; the case in flight is not recorded (a resumed run "
+              "records it)", file=sys.stderr, flush=True)
+        return 2
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def _supervise(worker_argv: list[str], state: Path, lock: int, current: list, *, run_dir: Path, backend: str,
+               run_id: str, suite_name: str, case_timeout: float, poll: float) -> int:
     restarts = 0
     while True:
         state.unlink(missing_ok=True)
         proc = subprocess.Popen([sys.executable, "-m", "harness", *worker_argv, "--worker", "--state", str(state)],
-                                start_new_session=True)
+                                start_new_session=True, pass_fds=(lock,))
+        current[:] = [proc]
         reason = None
-        try:
-            while proc.poll() is None:
-                time.sleep(poll)
-                info = _read(state)
-                if info and time.time() - info["started_at"] > case_timeout:
-                    _kill(proc)
-                    reason = f"case timed out after {case_timeout:.0f}s (worker killed)"
-        except KeyboardInterrupt:
-            _kill(proc)
-            raise
+        while proc.poll() is None:
+            time.sleep(poll)
+            info = _read(state)
+            if info and time.time() - info["started_at"] > case_timeout:
+                _kill(proc)
+                reason = f"case timed out after {case_timeout:.0f}s (worker killed)"
+        _kill(proc)  # engine processes the worker left behind
+        current.clear()
         code = proc.returncode
         info = _read(state)
         if info is None:  # finished its phases (it clears the state file), or died before any case
@@ -94,6 +170,10 @@ def _write_error(run_dir: Path, backend: str, run_id: str, info: dict | None, su
     if info:
         key = CaseKey(suite=suite_name, case_id=info["case_id"], case_hash=info["case_hash"],
                       weights=info["weights"], prompt_index=-1)
-    with RecordWriter(records_path(run_dir, backend, phase)) as w:
+    path = records_path(run_dir, backend, phase)
+    if info:  # whatever of the crashed case reached the file (a write cut short) goes: complete or absent
+        prune_records(path, lambda d: (d.get("key") or {}).get("case_hash") == info["case_hash"]
+                      and (d.get("source_backend") or "") == (info.get("source_backend") or ""))
+    with RecordWriter(path) as w:
         w.write(ErrorRecord(run_id=run_id, backend=backend, phase=phase, key=key, reason=reason,
                             error_type=error_type, source_backend=(info or {}).get("source_backend") or None))

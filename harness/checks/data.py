@@ -118,7 +118,14 @@ class RunData:
             # still decide which records are compared)
             local = Path(__file__).resolve().parents[2] / "cases" / Path(path).name
             path = str(local) if local.exists() else path
-        return cls(run_dir, load_suite(path), manifest, read_run(run_dir, cache=True))
+        suite, records = load_suite(path), read_run(run_dir, cache=True)
+        names = {r.key.suite for r in records if getattr(r, "key", None) is not None}
+        if names and suite.suite not in names:  # e.g. no run.json, and the default suite is not the run's
+            from harness.suite import SuiteError
+
+            raise SuiteError(f"{run_dir}: its records are of suite {', '.join(sorted(names))}, not "
+                             f"{suite.suite!r} ({path}): pass --suite with the suite they were recorded from")
+        return cls(run_dir, suite, manifest, records)
 
     # ------------------------------------------------------------ who is here
     @property
