@@ -30,3 +30,21 @@ def test_every_run_step_is_a_documented_command():
         prefix = re.match(r"(\./dev [a-z]+(?: -s [a-z_X]+)?(?: -- [a-z]+)?)", head).group(1)
         candidates = {prefix.replace("-s X", f"-s {b}") for b in ("reference", "vllm", "sglang_jax")} if "-s X" in prefix else {prefix}
         assert candidates <= documented, (cmd, candidates - documented)
+
+
+def test_dev_help_exits_0_and_unknown_command_2():
+    import subprocess
+
+    ok = subprocess.run(["./dev", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0 and "Exit codes pass through" in ok.stdout
+    bad = subprocess.run(["./dev", "bogus"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "unknown command: bogus" in bad.stderr
+
+
+def test_report_step_gates_on_the_compare_session():
+    """The gate is `./dev nox -s compare`, whose exit code (0/1/2) nox passes through (noxfile.run_harness)."""
+    wf = yaml.safe_load(WORKFLOW.read_text())
+    steps = [s.get("run", "") for s in wf["jobs"]["report"]["steps"]]
+    assert any(s.startswith("./dev nox -s compare -- --run") for s in steps)
+    noxfile = (ROOT / "noxfile.py").read_text()
+    assert 'run_harness(session, "compare", "--report"' in noxfile
