@@ -190,10 +190,7 @@ def _lock(run_dir: Path, backend: str) -> int:
 def cmd_record(args) -> int:
     import os
 
-    from harness.backends.base import BackendUnavailable, runner_class
-    from harness.dtypes import DtypeMismatch
-    from harness.dtypes import require as require_dtype
-    from harness.record import Recorder, tokenize_suite, validate_prompts
+    from harness.record import tokenize_suite, validate_prompts
     from harness.suite import load_suite
 
     # Configuration errors surface here, before any engine starts or anything is written.
@@ -234,6 +231,7 @@ def cmd_record(args) -> int:
             return EXIT_PASS
         return supervise(argv, lock=lock, run_dir=run_dir, backend=args.backend, run_id=run_id,
                          suite_name=suite.suite, case_timeout=args.case_timeout)
+    lock = None
     if args.worker:
         from harness import proctree
 
@@ -246,8 +244,24 @@ def cmd_record(args) -> int:
     else:
         from harness.supervise import repair
 
-        _lock(run_dir, args.backend)
+        lock = _lock(run_dir, args.backend)
         repair(run_dir, args.backend, phases)
+    try:
+        return _record(args, suite, models, dtype, run_dir, run_id, prompt_ids, phases)
+    finally:
+        if lock is not None:
+            os.close(lock)
+
+
+def _record(args, suite, models, dtype, run_dir, run_id, prompt_ids, phases) -> int:
+    """The engine in this process: every phase's cases through it, records appended."""
+    import os
+
+    from harness.backends.base import BackendUnavailable, runner_class
+    from harness.dtypes import DtypeMismatch
+    from harness.dtypes import require as require_dtype
+    from harness.record import Recorder
+
     try:
         cls = runner_class(args.backend)
     except (KeyError, BackendUnavailable) as e:
