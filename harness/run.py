@@ -286,6 +286,10 @@ def run_all(args) -> int:
         raise HarnessError(f"{run_dir} exists; pass --resume to continue it or choose another --run-id")
     if args.resume and not run_dir.exists():
         raise HarnessError(f"--resume: {run_dir} does not exist")
+    old = json.loads((run_dir / "run.json").read_text()) if args.resume and (run_dir / "run.json").exists() else {}
+    if old.get("dtype", args.dtype) != args.dtype:
+        raise HarnessError(f"--resume: {run_dir} was recorded in {old['dtype']}, not {args.dtype}; records of "
+                           f"two dtypes cannot be compared as one run (pass --dtype {old['dtype']})")
     run_dir.mkdir(parents=True, exist_ok=True)
     try:
         lock = proctree.exclusive(run_dir / "state" / "run.lock")
@@ -298,11 +302,7 @@ def run_all(args) -> int:
         "git_revision": git_revision(), "started_at": time.time(), "finished_at": None, "argv": sys.argv[1:],
         "backend_status": {b: {"phases": {}} for b in backends}, "interrupted": None, "interruptions": [],
     }
-    if args.resume and (run_dir / "run.json").exists():
-        old = json.loads((run_dir / "run.json").read_text())
-        if old.get("dtype", args.dtype) != args.dtype:
-            raise HarnessError(f"--resume: {run_dir} was recorded in {old['dtype']}, not {args.dtype}; records of "
-                               f"two dtypes cannot be compared as one run (pass --dtype {old['dtype']})")
+    if old:
         manifest["started_at"] = old.get("started_at", manifest["started_at"])
         manifest["interruptions"] = list(old.get("interruptions") or [])
     write_manifest(run_dir, manifest)
