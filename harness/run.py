@@ -218,9 +218,10 @@ def _check_inputs(args, suite, models: dict, backend: str) -> None:
     proc = subprocess.run(backend_command(backend, args.launcher, record_args), cwd=ROOT, capture_output=True,
                           text=True)
     if proc.returncode != 0:
-        lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if "error" in ln.lower()]
+        lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.startswith("parity record: error: ")]
+        tail = f"{proc.stdout[-2000:]}{proc.stderr[-2000:]}"
         raise HarnessError(lines[0].split("error: ", 1)[-1] if lines else
-                           f"checking the prompts in {backend}'s venv failed:\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
+                           f"checking the prompts in {backend}'s venv failed:\n{tail}")
 
 
 def _served_backends(args) -> list[str]:

@@ -66,9 +66,17 @@ def bad_prompt(tmp_path: Path) -> list[str]:
     return ["--suite", str(p)]
 
 
+def long_text_prompt(tmp_path: Path) -> list[str]:
+    """Text: only the model's tokenizer (in a backend's venv) can tell; it is asked before anything is written."""
+    p = tmp_path / "bad.yaml"
+    p.write_text((DATA / "tiny.yaml").read_text().replace("{ids: [100, 7]}", '"' + "the robot walked on " * 300 + '"'))
+    return ["--suite", str(p)]
+
+
 @pytest.mark.parametrize("make, said", [(bad_suite, "field 'sampling.seed'"),
                                         (bad_model, "model.safetensors: truncated"),
-                                        (bad_prompt, "field 'prompts.1': token id 99999 >= vocab_size")])
+                                        (bad_prompt, "field 'prompts.1': token id 99999 >= vocab_size"),
+                                        (long_text_prompt, "new tokens exceed the model's context of 512")])
 def test_parity_configuration_errors_exit_2_and_write_nothing(out, tmp_path, make, said):
     before = tree(out)
     p = dev("parity", *make(tmp_path), "--backends", "reference", "--out", str(out), "--run-id", "bad",

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.proctree import alive, descendants, identity
 from harness.records import read_run
 
 ROOT = Path(__file__).parent.parent.parent
@@ -62,15 +63,22 @@ def processes_of(out: Path) -> list[str]:
     return found
 
 
-def assert_nothing_left(out: Path, within: float = 10.0) -> None:
+def tree(pid: int) -> list[str]:
+    """Every process below `pid` now (engine processes included, whatever their command line)."""
+    return [identity(p) for p in descendants(pid)]
+
+
+def assert_nothing_left(out: Path, within: float = 10.0, snapshot: list[str] = ()) -> None:
+    """No process names the output directory, and none of the run's tree as it was before the signal lives."""
     deadline = time.monotonic() + within
-    while (left := processes_of(out)) and time.monotonic() < deadline:
+    while ((left := processes_of(out) + [p for p in snapshot if alive(p)])) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not left, left
 
 
-def wait_in_flight(run_dir: Path, phase: str, case_id: str, proc: subprocess.Popen) -> dict:
-    state = run_dir / "state" / "reference.json"
+def wait_in_flight(run_dir: Path, phase: str, case_id: str, proc: subprocess.Popen,
+                   backend: str = "reference") -> dict:
+    state = run_dir / "state" / f"{backend}.json"
     deadline = time.monotonic() + TIMEOUT
     while time.monotonic() < deadline:
         try:
@@ -106,13 +114,14 @@ def test_kill_then_resume_gives_the_uninterrupted_records(uninterrupted, tmp_pat
     try:
         info = wait_in_flight(run_dir, phase, "two", proc)
         pid = {"worker": info["pid"], "supervisor": parent_of(info["pid"]), "driver": proc.pid}[victim]
+        below = tree(pid)
         os.kill(pid, signal.SIGKILL)
         _, err = proc.communicate(timeout=TIMEOUT)
     finally:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode != 0, err[-3000:]  # an error or a kill, never a pass
-    assert_nothing_left(out)
+    assert_nothing_left(out, snapshot=below)  # nothing the killed process owned outlives it
     if victim != "driver":  # the driver went on, and said what failed
         assert any("two" in (e.key.case_id if e.key else "") or e.error_type == "BackendProcessFailed"
                    for e in errors(run_dir)), err[-3000:]
@@ -137,13 +146,14 @@ def test_ctrl_c_stops_every_process_and_resume_completes(uninterrupted, tmp_path
                             start_new_session=True)
     try:
         wait_in_flight(run_dir, "score", "two", proc)
+        below = tree(proc.pid)
         os.killpg(proc.pid, signal.SIGINT)
         _, err = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 2, err[-3000:]
-    assert_nothing_left(out, within=3.0)
+    assert_nothing_left(out, within=3.0, snapshot=below)
     manifest = json.loads((run_dir / "run.json").read_text())
     assert manifest["interrupted"]["signal"] == "SIGINT" and manifest["interrupted"]["phase"] == "score"
     assert not (out / "latest").exists()  # an interrupted run is not the latest report
@@ -157,3 +167,25 @@ def test_ctrl_c_stops_every_process_and_resume_completes(uninterrupted, tmp_path
     assert comparable(run_dir) == uninterrupted
     manifest = json.loads((run_dir / "run.json").read_text())
     assert manifest["interrupted"] is None and manifest["interruptions"][0]["signal"] == "SIGINT"
+
+
+def test_ctrl_c_stops_the_engines_processes_too(tmp_path):
+    """vLLM runs its engine core in processes of its own (their command lines name no run): after Ctrl-C
+    during its generate phase, nothing of the tree that existed at the signal is alive."""
+    out, run_dir = tmp_path / "reports", tmp_path / "reports" / "v"
+    argv = ["./dev", "parity", *parity_argv(out, "v")[4:]]
+    argv[argv.index("reference")] = "vllm"
+    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        info = wait_in_flight(run_dir, "generate", "two", proc, backend="vllm")
+        below = tree(proc.pid)
+        assert len(tree(info["pid"])) >= 1, "vLLM's engine core process was expected below its worker"
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 2, err[-3000:]
+    assert_nothing_left(out, within=3.0, snapshot=below)
+    assert json.loads((run_dir / "run.json").read_text())["interrupted"]["backend"] == "vllm"
