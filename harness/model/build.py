@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import struct
 from dataclasses import asdict, dataclass
@@ -270,7 +271,8 @@ def _tied_lookup(w: dict[str, np.ndarray], shape: Shape, scores: np.ndarray, sca
     w["model.embed_tokens.weight"] *= scale
     target = np.zeros((v, h))
     target[:, :v] = scores - scale * np.eye(v)
-    norms = np.sqrt((scores * scores).sum(axis=1) + scale * scale)  # the score row and the shared coordinate
+    # exactly rounded sums (math.fsum), so that no summation order of a vector library decides the bytes
+    norms = np.sqrt(np.array([math.fsum(row) + scale * scale for row in (scores * scores).tolist()]))
     radius = float(norms.max()) * 1.01
     target[:, last] = np.sqrt(radius * radius - norms * norms)
     p = f"model.layers.{shape.num_hidden_layers - 1}.mlp."
