@@ -19,7 +19,7 @@ import json
 import sys
 from pathlib import Path
 
-from harness.rl.config import ALGOS, DEFAULT_ENGINES, DEFAULT_MARGINS, PARITY_METRICS, TIERS, RunConfig
+from harness.rl.config import ALGOS, DEFAULT_ENGINES, DEFAULT_MARGINS, PARITY_METRICS, TIERS, RunConfig, margins_for
 
 EXIT_PASS, EXIT_FAIL, EXIT_ERROR = 0, 1, 2
 
@@ -92,28 +92,39 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def _margin(text: str) -> tuple[str, float]:
-    name, sep, value = text.partition("=")
-    if not sep or name not in PARITY_METRICS:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected METRIC=VALUE with METRIC one of {sorted(PARITY_METRICS)}")
+def _margin(text: str) -> tuple[str | None, str, float]:
+    """METRIC=VALUE (every algorithm) or ALGO.METRIC=VALUE."""
+    key, sep, value = text.partition("=")
+    algo, dot, metric = key.rpartition(".")
+    if not sep or metric not in PARITY_METRICS or (dot and algo not in ALGOS):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected [ALGO.]METRIC=VALUE with ALGO one of {list(ALGOS)} and "
+                                         f"METRIC one of {sorted(PARITY_METRICS)}")
     try:
         v = float(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r}: {value!r} is not a number") from None
     if not v > 0:
         raise argparse.ArgumentTypeError(f"{text!r}: a margin must be > 0")
-    return name, v
+    return (algo or None), metric, v
 
 
 def _margins(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--margin", type=_margin, action="append", default=[], metavar="METRIC=VALUE",
-                   help="equivalence margin of a curve-parity metric (repeatable), over the defaults "
-                        + ", ".join(f"{k}={v:g}" for k, v in DEFAULT_MARGINS.items()))
+    p.add_argument("--margin", type=_margin, action="append", default=[], metavar="[ALGO.]METRIC=VALUE",
+                   help="equivalence margin of a curve-parity metric (repeatable), over the tier's (default tier: "
+                        + "; ".join(f"{a}: " + ", ".join(f"{k}={v:g}" for k, v in m.items())
+                                    for a, m in DEFAULT_MARGINS.items()) + ")")
 
 
-def margins_of(args) -> dict[str, float]:
-    base = TIERS[getattr(args, "tier", None) or "default"]["margins"]
-    return {**base, **dict(args.margin)}
+def with_overrides(base: dict, overrides) -> dict[str, dict[str, float]]:
+    out = {algo: margins_for(base, algo) for algo in ALGOS}
+    for algo, metric, v in overrides:
+        for a in ([algo] if algo else ALGOS):
+            out[a][metric] = v
+    return out
+
+
+def margins_of(args) -> dict[str, dict[str, float]]:
+    return with_overrides(TIERS[getattr(args, "tier", None) or "default"]["margins"], args.margin)
 
 
 def _hyper(p: argparse.ArgumentParser, d: RunConfig) -> None:
@@ -151,8 +162,8 @@ def main(argv: list[str] | None = None) -> int:
                 planned = json.loads((Path(args.run) / "rl" / "plan.json").read_text()).get("margins") or {}
             except (OSError, ValueError):
                 planned = {}
-            margins = {**margins, **{k: float(v) for k, v in planned.items() if k in PARITY_METRICS},
-                       **dict(args.margin)}
+            if planned:
+                margins = with_overrides(planned, args.margin)
         out = compare_run(Path(args.run), window=args.window, alpha=args.alpha, k3_threshold=args.k3_threshold,
                           margins=margins)
         print_summary(out)

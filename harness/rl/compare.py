@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from harness.rl import stats
-from harness.rl.config import DEFAULT_MARGINS, PARITY_METRICS
+from harness.rl.config import DEFAULT_MARGINS, PARITY_METRICS, margins_for
 from harness.rl.records import write_json
 from harness.verdict import Verdict
 
@@ -234,7 +234,7 @@ def _num(x, sign: bool = False) -> str:
 
 
 def verdicts_for_algo(curves: dict, alpha: float, k3_threshold: float,
-                      margins: dict[str, float] | None = None) -> tuple[list[Verdict], list[dict]]:
+                      margins: dict | None = None) -> tuple[list[Verdict], list[dict]]:
     algo = curves["algo"]
     out: list[Verdict] = []
     details: list[dict] = []
@@ -306,12 +306,14 @@ def verdicts_for_algo(curves: dict, alpha: float, k3_threshold: float,
                     else f"no update_params before {len(missing)} step(s), e.g. seed/step {missing[:3]}")
                    + (f"; {skipped} call(s) swallowed by the stale-weights flag" if skipped else ""),
             data={"missing": missing[:20], "skipped": skipped}))
-    out += pair_verdicts(curves, alpha, margins or DEFAULT_MARGINS, details)
+    out += pair_verdicts(curves, alpha, margins_for(margins or DEFAULT_MARGINS, algo), details)
     return out, details
 
 
 def compare_run(run_dir: Path, *, window: int = 10, alpha: float = 0.05, k3_threshold: float = 1e-3,
-                margins: dict[str, float] | None = None) -> dict:
+                margins: dict | None = None) -> dict:
+    """Curves, verdicts and RUN/rl/comparison.json. `margins`: {algo: {metric: margin}} or one {metric: margin}
+    for every algorithm (default: DEFAULT_MARGINS)."""
     run_dir = Path(run_dir)
     runs = load_runs(run_dir)
     algos = sorted({r["config"]["algo"] for r in runs})

@@ -34,7 +34,7 @@ import numpy as np
 
 from harness.rl import stats
 from harness.rl.compare import curves_for_algo, load_runs
-from harness.rl.config import DEFAULT_MARGINS, PARITY_METRICS
+from harness.rl.config import DEFAULT_MARGINS, PARITY_METRICS, margins_for
 
 STUDY_SCHEMA_VERSION = 1
 
@@ -52,8 +52,9 @@ def _pooled(label: str) -> bool:
 def measure_spread(engines: dict, metric: str) -> dict:
     """Pooled within-engine sd of a per-seed metric over the clean engines, and same-seed correlations.
     `engines`: label -> {"seeds": [seed ids], metric: [per-seed values]} (the study's inputs)."""
-    groups = {label: [x for x in e.get(metric) or [] if x is not None] for label, e in engines.items()
-              if _pooled(label)}
+    # an injected temperature error moves the mismatch itself: its spread there is the defect's, not the design's
+    keep = _is_clean if metric == "mismatch_k3" else _pooled
+    groups = {label: [x for x in e.get(metric) or [] if x is not None] for label, e in engines.items() if keep(label)}
     ss = sum(float(np.sum((np.asarray(v) - np.mean(v)) ** 2)) for v in groups.values() if len(v) >= 2)
     df = sum(len(v) - 1 for v in groups.values() if len(v) >= 2)
     out: dict = {"per_engine": {k: {"n": len(v), "mean": float(np.mean(v)) if v else None,
@@ -105,17 +106,17 @@ def mde(sd: float, n: int, *, alpha: float, tests: int, power: float = stats.POW
 def study(run_dirs: list[Path] | None = None, *, inputs: dict | None = None, window: int = 10,
           alpha: float = 0.05, margins: dict | None = None, max_seeds: int = 10, design_engines: int = 3) -> dict:
     """The power study from run directories, or from a previous study's `inputs` (the committed data)."""
-    margins = dict(margins or DEFAULT_MARGINS)
     inputs = inputs if inputs is not None else extract_inputs(list(run_dirs or []), window)
+    margins = {algo: margins_for(margins or DEFAULT_MARGINS, algo) for algo in inputs}
     out: dict = {"schema_version": STUDY_SCHEMA_VERSION, "window": window, "alpha": alpha, "margins": margins,
                  "design_engines": design_engines,
                  "power_target": stats.POWER_TARGET, "inputs": inputs, "algos": {}}
     for algo, data in inputs.items():
         engines = data["engines"]
         # the design's family: every pair of its engines x every metric (not the engines of these runs)
-        tests = max(1, design_engines * (design_engines - 1) // 2) * len(margins)
+        tests = max(1, design_engines * (design_engines - 1) // 2) * len(margins[algo])
         per_metric = {}
-        for metric, margin in margins.items():
+        for metric, margin in margins[algo].items():
             spread = measure_spread(engines, metric)
             row: dict = {"margin": margin, **spread, "designs": {}}
             if spread.get("sd") is not None:
@@ -141,7 +142,7 @@ def study(run_dirs: list[Path] | None = None, *, inputs: dict | None = None, win
             if _is_clean(label) or base not in engines:
                 continue
             res = {}
-            for metric, margin in margins.items():
+            for metric, margin in margins[algo].items():
                 t = stats.equivalence(e.get(metric) or [], engines[base].get(metric) or [], margin, alpha=alpha,
                                       alpha_diff=alpha / tests, plan=False)
                 res[metric] = {"diff": t["diff"], "diff_in_margins": t["diff"] / margin if margin else None,

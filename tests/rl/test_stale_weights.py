@@ -84,6 +84,6 @@ def test_curve_parity_fails_a_rollout_with_the_wrong_temperature(comparison):
     metrics = v["data"]["metrics"]
     # the trainer scores the samples at the configured temperature: k3 is far outside its margin
     assert metrics["mismatch_k3"]["outcome"] == "different", metrics["mismatch_k3"]
-    assert metrics["mismatch_k3"]["ci_tost"][0] > 10 * metrics["mismatch_k3"]["margin"]
+    assert metrics["mismatch_k3"]["ci_tost"][0] > metrics["mismatch_k3"]["margin"]
     assert verdict(comparison, "rl.mismatch", [TEMP])["verdict"] == "fail"
     assert verdict(comparison, "rl.weight_sync", [TEMP])["verdict"] == "pass"  # nothing else is wrong with it

@@ -1,0 +1,63 @@
+"""The committed power study backs rl.curve_parity's margins and seed counts (docs/rl.md, "Equivalence and power")."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from harness.rl import stats
+from harness.rl.config import DEFAULT_MARGINS, PARITY_METRICS, TIERS, margins_for
+
+STUDY = Path(__file__).resolve().parents[2] / "studies" / "rl-power" / "power.json"
+
+
+@pytest.fixture(scope="module")
+def study():
+    return json.loads(STUDY.read_text())
+
+
+def test_the_study_measured_every_metric_of_both_algorithms(study):
+    assert set(study["algos"]) == {"grpo", "ppo"}
+    for algo, a in study["algos"].items():
+        assert set(a["metrics"]) == set(PARITY_METRICS)
+        for metric, m in a["metrics"].items():
+            assert m["sd"] is not None and m["df"] >= 2, (algo, metric)
+
+
+@pytest.mark.parametrize("tier", sorted(TIERS))
+def test_each_tier_detects_a_difference_of_its_margin_with_80_percent_power(study, tier):
+    n = TIERS[tier]["seeds"]
+    for algo, a in study["algos"].items():
+        margins = margins_for(TIERS[tier]["margins"], algo)
+        tests = study["design_engines"] * (study["design_engines"] - 1) // 2 * len(margins)
+        for metric, margin in margins.items():
+            sd = a["metrics"][metric]["sd"]
+            p = stats.design_power(sd, n, margin, alpha=study["alpha"], tests=tests, sims=8000)
+            assert p["different_margin"] >= stats.POWER_TARGET, (tier, algo, metric, sd, margin, p)
+            # and clean engines are equivalent with the same design, most of the time
+            assert p["equivalent_null"] >= stats.POWER_TARGET, (tier, algo, metric, sd, margin, p)
+
+
+def test_the_study_used_the_default_margins(study):
+    assert TIERS["default"]["margins"] == DEFAULT_MARGINS == study["margins"]
+
+
+def test_the_committed_figures_recompute(study):
+    """The study's design table comes from its own inputs (same simulation seed: the same numbers)."""
+    from harness.rl.power import measure_spread
+
+    a = study["algos"]["grpo"]
+    spread = measure_spread(study["inputs"]["grpo"]["engines"], "auc")
+    assert spread["sd"] == pytest.approx(a["metrics"]["auc"]["sd"])
+    n = "4"
+    got = stats.design_power(spread["sd"], 4, study["margins"]["grpo"]["auc"], alpha=study["alpha"],
+                             tests=a["difference_tests"], sims=8000)
+    want = a["metrics"]["auc"]["designs"]["sd"][n]
+    assert got["different_margin"] == pytest.approx(want["different_margin"])
+
+
+def test_the_injected_temperature_error_is_caught(study):
+    """A rollout sampling at 1.1 x the trainer's temperature: the mismatch metric is far outside its margin."""
+    inj = study["algos"]["grpo"]["injected"]["vanilla-temp1.1-vs-vanilla"]
+    assert inj["mismatch_k3"]["outcome"] == "different"
+    assert inj["mismatch_k3"]["diff_in_margins"] > 5
