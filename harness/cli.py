@@ -4,6 +4,8 @@
     parity run --backends reference,vllm         deselect a backend (it is then not reported at all)
     parity run --model /path/to/hf-model         any local HuggingFace model directory
     parity run --dtype bfloat16                  the engines in bfloat16 (the reference stays float64)
+    parity run --model zoo:qwen3-gqa-tied        a built-in model in a real checkpoint's shape (harness/model/zoo.py)
+    parity tokenize --models embedded,zoo:qwen2-bias --out ids.json   how this venv tokenizes a suite
     parity record --backend vllm --suite cases/default.yaml --out reports/x   (inside that backend's venv)
     parity compare --run reports/x               checks -> reports/x/checks.json
     parity report --run reports/x                summary.json, junit.xml, index.html
