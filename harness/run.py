@@ -205,6 +205,7 @@ def _check_inputs(args, suite, models: dict, backend: str) -> None:
     """Models and prompts, before a run directory exists (harness/inputs.py). Text prompts that may not fit
     the context are tokenized by one backend's `parity record --check-only` (the tokenizer lives there)."""
     from harness.inputs import InputError, check_models, check_prompts
+    from harness.model import is_built_in
 
     try:
         config = check_models(models)
@@ -214,7 +215,8 @@ def _check_inputs(args, suite, models: dict, backend: str) -> None:
         raise HarnessError(str(e)) from None
     record_args = ["--suite", str(Path(args.suite).resolve()), "--out", os.devnull, "--check-only",
                    "--dtype", args.dtype]
-    record_args += ["--model", str(Path(args.model).resolve())] if args.model else []
+    if args.model:  # a zoo:NAME or embedded spec is not a path
+        record_args += ["--model", args.model if is_built_in(args.model) else str(Path(args.model).resolve())]
     proc = subprocess.run(backend_command(backend, args.launcher, record_args), cwd=ROOT, capture_output=True,
                           text=True)
     if proc.returncode != 0:

@@ -188,6 +188,16 @@ def _probe_eos(r: SglangJaxRollout) -> dict:
     return out
 
 
+def _probe_eos_at_limit(r: SglangJaxRollout) -> dict:
+    """The greedy EOS completion again, with max_new_tokens exactly its length: EOS is the last allowed token."""
+    full = r.generate_batch(input_ids=PROMPTS["greedy-eos"][:1], sampling_params={**GREEDY, "max_new_tokens": 16},
+                            return_logprob=False)[0].samples[0].token_ids
+    res = r.generate_batch(input_ids=PROMPTS["greedy-eos"][:1],
+                           sampling_params={**GREEDY, "max_new_tokens": len(full)}, return_logprob=False)
+    s = res[0].samples[0]
+    return {"full": full, "ids": s.token_ids, "finish": s.finish_reason}
+
+
 def _probe_last_vocab_id(r: SglangJaxRollout) -> dict:
     res = r.generate_batch(input_ids=PROMPTS["greedy-ids"][:1], sampling_params=GREEDY, return_logprob=True,
                            logprob_start_len=0)
@@ -223,6 +233,7 @@ PROBES = {
     "keep_stop_token": _probe_eos,
     "prompt_id_echo_unclipped": _probe_last_vocab_id,
     "n_as_seeded_requests": _probe_n4,
+    "stop_before_length": _probe_eos_at_limit,
 }
 #: unseeded sampling only exists with the engine's deterministic sampling off (tunix's default)
 PROBE_ENGINE = {"unseeded_key_advances": {"enable_deterministic_sampling": False}}
@@ -694,3 +705,12 @@ def test_compat_off_n_as_seeded_requests(control):
     assert not _err(off), off
     assert len(off["samples"]) == 4 and len({tuple(s) for s in off["samples"]}) == 1
     assert len(on["samples"]) == 4 and len({tuple(s) for s in on["samples"]}) == 4
+
+
+def test_compat_off_stop_before_length(control):
+    off, on = _off("stop_before_length"), _control_probe(control, "stop_before_length")
+    assert not _err(off), off
+    assert on["full"] == off["full"] and on["full"][-1] == EOS  # the completion stops on EOS by itself
+    assert on["ids"] == off["ids"] == on["full"]
+    assert off["finish"] == "length", off  # the engine's own answer
+    assert on["finish"] == "stop", on

@@ -187,6 +187,15 @@ REGISTRY: dict[str, Workaround] = {w.name: w for w in [
         "n = 4 gives 4 identical completions",
         "test_compat_off[n_as_seeded_requests]; n_samples",
         "params", _sgl_at_most_002),
+    Workaround(
+        "stop_before_length", "19 (new)",
+        "the scheduler tests max_new_tokens before the stop set: an EOS/stop token drawn as the last allowed "
+        "token is reported as finish 'length' (vLLM, HF and tunix's trainers: 'stop'); the rollout reports "
+        "'stop' when the last token is a stop id, or an EOS id without ignore_eos",
+        "a completion ending in EOS exactly at max_tokens reads 'length' (a truncation-aware trainer treats it "
+        "as cut off)",
+        "test_compat_off_stop_before_length; eos_policy (sample-n4 on peaked models)",
+        "host", _sgl_at_most_002),
 ]}
 
 #: defects in the notes with no workaround here, and why

@@ -434,6 +434,10 @@ class SglangJaxRollout(BaseRollout):
         stop_reason = matched if isinstance(matched, str) else (
             int(matched) if isinstance(matched, int) and matched in stop_ids else None)
         finish = {"stop": "stop", "length": "length", "abort": "abort"}.get(ftype, None)
+        if finish == "length" and out_ids and self.compat.on("stop_before_length"):
+            last = out_ids[-1]
+            if last in stop_ids or (last in self._eos_ids and not params.get("ignore_eos")):
+                finish, stop_reason = "stop", (last if last in stop_ids else None)
         logprobs = top = tokid = None
         prompt_lp = prompt_top = None
         if want_lp:
