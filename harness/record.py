@@ -107,6 +107,17 @@ def pending(run_dir: Path, backend: str, suite: Suite, phases: list[str]) -> boo
     return "score" in phases and bool(score_todo(run_dir, backend, suite)[0])
 
 
+def _pause_point(phase: str, case_id: str) -> None:
+    """Fault-injection hook for the kill tests: PARITY_PAUSE_IN_CASE=PHASE:CASE:SECONDS holds the worker that long
+    with that case marked in flight, so a signal lands inside the case however fast the engine is. Never set in
+    normal use; a restarted worker pauses again, then goes on."""
+    spec = os.environ.get("PARITY_PAUSE_IN_CASE", "")
+    if spec:
+        want_phase, want_case, seconds = spec.rsplit(":", 2)
+        if (want_phase, want_case) == (phase, case_id):
+            time.sleep(float(seconds))
+
+
 class Recorder:
     def __init__(self, runner: Runner, suite: Suite, run_dir: Path, run_id: str,
                  models: dict[str, ModelRef | None], prompt_ids: dict[str, list[list[int]]], quiet: bool = False):
@@ -126,6 +137,7 @@ class Recorder:
                                        "case_hash": case.content_hash(), "weights": case.weights,
                                        "source_backend": source, "started_at": time.time()}))
             tmp.replace(self.state_path)
+            _pause_point(phase, case.id)
 
     def _base(self, phase: str) -> dict:
         return {"run_id": self.run_id, "backend": self.runner.name, "phase": phase}

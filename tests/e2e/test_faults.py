@@ -109,8 +109,11 @@ def uninterrupted(tmp_path_factory) -> dict:
 @pytest.mark.parametrize("victim, phase", [("worker", "generate"), ("supervisor", "score"), ("driver", "generate")])
 def test_kill_then_resume_gives_the_uninterrupted_records(uninterrupted, tmp_path, victim, phase):
     out, run_dir = tmp_path / "reports", tmp_path / "reports" / "r"
+    # The reference scores a case in milliseconds: the worker holds case two (harness/record.py _pause_point) so
+    # that the kill lands inside it, not before or after.
+    env = {**os.environ, "PARITY_PAUSE_IN_CASE": f"{phase}:two:8"}
     proc = subprocess.Popen(parity_argv(out, "r"), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, env=env)
     try:
         info = wait_in_flight(run_dir, phase, "two", proc)
         pid = {"worker": info["pid"], "supervisor": parent_of(info["pid"]), "driver": proc.pid}[victim]
@@ -143,7 +146,7 @@ def test_ctrl_c_stops_every_process_and_resume_completes(uninterrupted, tmp_path
     out, run_dir = tmp_path / "reports", tmp_path / "reports" / "c"
     argv = ["./dev", "parity", *parity_argv(out, "c")[4:]]
     proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+                            start_new_session=True, env={**os.environ, "PARITY_PAUSE_IN_CASE": "score:two:8"})
     try:
         wait_in_flight(run_dir, "score", "two", proc)
         below = tree(proc.pid)
