@@ -30,6 +30,14 @@ from harness.backends.http.server import Client, Server, install_cleanup, requir
 class Pool:
     """`start(index) -> Server` builds server `index`; or `urls` names running servers (not owned)."""
 
+    @classmethod
+    def from_options(cls, opts: Any, start: Callable[[int], Server]) -> "Pool":
+        """The user's running servers (`opts.urls`, not owned) or `opts.fanout` servers of our own from `start`."""
+        if opts.urls:
+            return cls(len(opts.urls), urls=opts.urls, request_timeout=opts.request_timeout,
+                       max_inflight=opts.max_inflight)
+        return cls(opts.fanout, start=start, request_timeout=opts.request_timeout, max_inflight=opts.max_inflight)
+
     def __init__(self, n: int, start: Callable[[int], Server] | None = None, urls: list[str] | None = None,
                  request_timeout: float = 600.0, max_inflight: int = 8):
         if (start is None) == (urls is None):

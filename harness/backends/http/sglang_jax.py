@@ -52,12 +52,7 @@ class HttpEngine:
         self.engine_kwargs = {**CPU_ENGINE_DEFAULTS, **engine_kwargs}
         self.compat_off = list(compat_off)
         t0 = time.perf_counter()
-        if opts.urls:
-            self.pool = Pool(len(opts.urls), urls=opts.urls, request_timeout=opts.request_timeout,
-                             max_inflight=opts.max_inflight)
-        else:
-            self.pool = Pool(opts.fanout, start=self._start_server, request_timeout=opts.request_timeout,
-                             max_inflight=opts.max_inflight)
+        self.pool = Pool.from_options(opts, self._start_server)
         self.start_s = time.perf_counter() - t0
         try:
             self.info_at_start = self.info()

@@ -120,12 +120,7 @@ class HttpVllmRollout:
         self.server_args = list(server_args)
         self.last_update_s: float | None = None
         t0 = time.perf_counter()
-        if opts.urls:
-            self.pool = Pool(len(opts.urls), urls=opts.urls, request_timeout=opts.request_timeout,
-                             max_inflight=opts.max_inflight)
-        else:
-            self.pool = Pool(opts.fanout, start=self._start_server, request_timeout=opts.request_timeout,
-                             max_inflight=opts.max_inflight)
+        self.pool = Pool.from_options(opts, self._start_server)
         self.start_s = time.perf_counter() - t0
         try:
             for c in self.pool.clients:
