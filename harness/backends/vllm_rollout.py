@@ -46,86 +46,28 @@ stop_reason, text, and the exact SamplingParams fields sent.
 
 from __future__ import annotations
 
-import abc
 import dataclasses
 import os
 import time
-import zlib
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
-# --------------------------------------------------------------------------- tunix contract
-try:  # tunix is optional: subclass its BaseRollout when it is importable
-    from tunix.rl.rollout import base_rollout as _tunix_base  # type: ignore
-
-    BaseRollout = _tunix_base.BaseRollout
-    RolloutOutput = _tunix_base.RolloutOutput
-    RolloutConfig = _tunix_base.RolloutConfig
-    TUNIX_AVAILABLE = True
-except Exception:  # noqa: BLE001 - any import failure means "no tunix here"
-    TUNIX_AVAILABLE = False
-
-    class BaseRollout(abc.ABC):  # type: ignore[no-redef]
-        """Local stand-in with tunix.rl.rollout.base_rollout.BaseRollout's methods."""
-
-        @abc.abstractmethod
-        def generate(self, prompts: list[str], rollout_config: Any, **kwargs: Any) -> Any:
-            """Generates samples from the model."""
-
-        @abc.abstractmethod
-        def get_per_token_logps(self, prompt_tokens: Any, completion_tokens: Any, completion_mask: Any = None) -> Any:
-            """Returns per-token log probabilities from the model."""
-
-        @abc.abstractmethod
-        def update_params(self, params: Any, filter_types: tuple[Any, ...] | None = None) -> None:
-            """Updates the rollout model parameters."""
-
-        @abc.abstractmethod
-        def pad_id(self) -> int:
-            """Returns the pad id."""
-
-        @abc.abstractmethod
-        def eos_id(self) -> int:
-            """Returns the eos id."""
-
-        @abc.abstractmethod
-        def model(self) -> Any:
-            """Returns the rollout model."""
-
-    @dataclasses.dataclass
-    class RolloutOutput:  # type: ignore[no-redef]
-        """Same fields as tunix's RolloutOutput."""
-
-        text: list[str]
-        logits: Any
-        tokens: np.ndarray
-        left_padded_prompt_tokens: np.ndarray
-        logprobs: list[list[float]] | None
-
-    @dataclasses.dataclass
-    class RolloutConfig:  # type: ignore[no-redef]
-        """The subset of tunix's RolloutConfig that a vLLM rollout reads (same names and defaults)."""
-
-        max_tokens_to_generate: int = 64
-        temperature: float = 0.9
-        top_p: float | None = 1.0
-        top_k: int | None = None
-        seed: Any = None
-        max_prompt_length: int = 64
-        kv_cache_size: int = 1024
-        data_type: Any = None
-        eos_tokens: list[int] | None = None
-        return_logprobs: bool = False
-        rollout_vllm_model_version: str = ""
-        rollout_vllm_max_num_seqs: int | None = None
-        rollout_vllm_max_num_batched_tokens: int | None = None
-        rollout_vllm_logprobs_mode: str | None = None
-        rollout_vllm_kwargs: dict = dataclasses.field(default_factory=dict)
-        rollout_vllm_sampling_kwargs: dict = dataclasses.field(default_factory=dict)
-
+# tunix's contract (or its stand-ins), the row-seed, unpadding and padding rules: shared with SglangJaxRollout
+from harness.backends.tunix_contract import (  # noqa: E402
+    TUNIX as TUNIX_AVAILABLE,
+    BaseRollout,
+    RolloutConfig,
+    RolloutOutput,
+    Row,
+    rollout_output,
+    row_seed,
+    scores_to_array,
+    seed_int,
+    unpad_for_logps,
+)
 
 LogprobsMode = Literal["processed_logprobs", "raw_logprobs"]
 PromptLogprobsHow = Literal["inline", "separate", "none"]
@@ -171,30 +113,6 @@ def _top_k_off(top_k: Any) -> int:
     return 0 if k <= 0 else k
 
 
-def _seed_int(seed: Any) -> int | None:
-    """tunix lets seed be an int or a jax/numpy array (a PRNG key); vLLM wants an int."""
-    if seed is None:
-        return None
-    if isinstance(seed, (int, np.integer)):
-        return int(seed)
-    arr = np.asarray(seed)
-    if arr.size == 1 and arr.dtype.kind in "iu":
-        return int(arr.reshape(()))
-    return zlib.crc32(np.ascontiguousarray(arr).tobytes()) & 0x7FFFFFFF
-
-
-def _row_seed(seed: int, row: int) -> int:
-    """Prompt row `row`'s seed in a batch that shares `seed`: distinct per row, the same on every call."""
-    import hashlib
-
-    digest = hashlib.blake2b(f"vllm-rollout:{int(seed)}:{row}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") & 0x7FFFFFFF
-
-
-def _next_pow2(n: int) -> int:
-    return 1 << max(0, int(n - 1).bit_length())
-
-
 def _to_torch(value: Any):
     """numpy / jax / torch array -> torch tensor on CPU (bfloat16 kept as bfloat16)."""
     import torch
@@ -207,18 +125,6 @@ def _to_torch(value: Any):
     if arr.dtype.name == "bfloat16":  # ml_dtypes.bfloat16 (jax): reinterpret the bits
         return torch.from_numpy(np.ascontiguousarray(arr).view(np.uint16)).view(torch.bfloat16)
     return torch.from_numpy(np.ascontiguousarray(arr))
-
-
-def _flatten(tree: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
-    """Nested mappings (dicts, nnx.State pure dicts) -> ('a.b.c', leaf)."""
-    if isinstance(tree, Mapping):
-        for k, v in tree.items():
-            yield from _flatten(v, f"{prefix}.{k}" if prefix else str(k))
-    elif isinstance(tree, (list, tuple)) and tree and not isinstance(tree[0], (int, float)):
-        for i, v in enumerate(tree):
-            yield from _flatten(v, f"{prefix}.{i}" if prefix else str(i))
-    else:
-        yield prefix, tree
 
 
 def _logprob_value(entry: Any) -> float:
@@ -566,7 +472,7 @@ class VllmRollout(BaseRollout):
             temperature=float(cfg.temperature),
             top_p=1.0 if top_p is None else float(top_p),
             top_k=_top_k_off(getattr(cfg, "top_k", None)),
-            seed=_seed_int(getattr(cfg, "seed", None)),
+            seed=seed_int(getattr(cfg, "seed", None)),
             stop_token_ids=[int(e) for e in eos],
             logprobs=1,
             prompt_logprobs=1,
@@ -593,29 +499,12 @@ class VllmRollout(BaseRollout):
         # One RolloutConfig.seed for the batch, but RLCluster repeats each GRPO prompt num_generations
         # times: one seed per row would make the group's samples identical (every advantage 0).
         sampling: Any = fields
-        if fields.get("seed") is not None and len(prompt_ids) > 1:
-            sampling = [{**fields, "seed": _row_seed(fields["seed"], i)} for i in range(len(prompt_ids))]
+        if fields.get("seed") is not None:  # tunix_contract.row_seed: row i's own seed
+            sampling = [{**fields, "seed": row_seed(fields["seed"], i, len(prompt_ids))} for i in range(len(prompt_ids))]
         results = self.generate_ids(prompt_ids, sampling, prompt_logprobs="inline")
-        pad = self.pad_id()
-        width = int(cfg.max_tokens_to_generate)
-        longest = max(len(p) for p in prompt_ids)
-        plen = int(getattr(cfg, "max_prompt_length", longest) or longest)
-        if plen < longest:
-            plen = _next_pow2(longest)
-        rows_tok, rows_prompt, texts, lps = [], [], [], []
-        for r in results:
-            for s in r.samples:
-                rows_tok.append(s.token_ids[:width] + [pad] * (width - len(s.token_ids[:width])))
-                rows_prompt.append([pad] * (plen - len(r.prompt_ids)) + r.prompt_ids)
-                texts.append(s.text)
-                lps.append(list(s.logprobs or []))
-        self.output = RolloutOutput(
-            text=texts,
-            logits=None,
-            tokens=np.asarray(rows_tok, dtype=np.int32),
-            left_padded_prompt_tokens=np.asarray(rows_prompt, dtype=np.int32),
-            logprobs=lps,
-        )
+        rows = [Row(prompt_ids=r.prompt_ids, token_ids=s.token_ids, text=s.text, logprobs=s.logprobs)
+                for r in results for s in r.samples]
+        self.output = rollout_output(rows, cfg, self.pad_id())
         return self.output
 
     def get_per_token_logps(self, prompt_tokens: Any, completion_tokens: Any, completion_mask: Any = None,
@@ -628,41 +517,14 @@ class VllmRollout(BaseRollout):
         EOS/stop token, else up to the trailing pad run. Padded positions are 0.0.
         Position i is log p(completion[i] | prompt + completion[:i]) (the alignment of golden/worked_example.json).
         """
-        P = np.atleast_2d(np.asarray(prompt_tokens))
-        C = np.atleast_2d(np.asarray(completion_tokens))
-        if P.shape[0] != C.shape[0]:
-            raise ValueError(f"{P.shape[0]} prompt rows for {C.shape[0]} completion rows")
-        pad = self.pad_id()
-        stops = set(self._eos) | set(getattr(self._config, "eos_tokens", None) or [])
-        pm = None if prompt_mask is None else np.atleast_2d(np.asarray(prompt_mask)).astype(bool)
-        cm = None if completion_mask is None else np.atleast_2d(np.asarray(completion_mask)).astype(bool)
-        prompts, comps, lengths = [], [], []
-        for b in range(P.shape[0]):
-            row = [int(t) for t in P[b]]
-            if pm is not None:
-                prompt = [t for t, m in zip(row, pm[b]) if m]
-            else:
-                start = 0
-                while start < len(row) - 1 and row[start] == pad:
-                    start += 1
-                prompt = row[start:]
-            crow = [int(t) for t in C[b]]
-            if cm is not None:
-                length = int(cm[b].sum())
-            else:
-                length = next((i + 1 for i, t in enumerate(crow) if t in stops), None)
-                if length is None:
-                    length = len(crow)
-                    while length > 0 and crow[length - 1] == pad:
-                        length -= 1
-            prompts.append(prompt)
-            comps.append(crow[:length])
-            lengths.append(length)
-        scored = self.score_ids(prompts, comps)
-        out = np.zeros(C.shape, dtype=np.float32)
-        for b, (lps, _) in enumerate(scored):
-            out[b, : len(lps)] = lps
-        return out
+        prompts, comps, width = unpad_for_logps(prompt_tokens, completion_tokens, completion_mask,
+                                                pad=self.pad_id(), stops=self._stop_ids(), prompt_mask=prompt_mask)
+        return scores_to_array([lps for lps, _ in self.score_ids(prompts, comps)], len(prompts), width)
+
+    def _stop_ids(self) -> list[int]:
+        """What can end a completion (the unpadding rule's stops): the model's EOS ids and
+        RolloutConfig.eos_tokens (which generate sends as stop tokens)."""
+        return sorted(set(self._eos) | set(getattr(self._config, "eos_tokens", None) or []))
 
     # ------------------------------------------------------------------ weights
     def _weights_from(self, params: Any, filter_types: tuple | None) -> list[tuple[str, Any]]:
@@ -678,29 +540,9 @@ class VllmRollout(BaseRollout):
             for f in files:
                 pairs += list(load_file(str(f)).items())
             return pairs
-        if filter_types and hasattr(params, "filter"):
-            params = params.filter(*filter_types)
-        if hasattr(params, "to_pure_dict"):  # flax nnx.State
-            params = params.to_pure_dict()
-        if isinstance(params, Mapping):
-            items: Iterable[tuple[str, Any]] = _flatten(params)
-        else:
-            items = params  # already an iterable of (name, array)
-        if self.param_mapping is None:
-            from harness.rl.weights import looks_like_tunix, tunix_to_hf
+        from harness.rl.weights import to_hf_named
 
-            items = list(items)
-            if looks_like_tunix(n for n, _ in items):  # RLCluster's nnx.state(actor, nnx.Param) of a tunix Qwen3
-                items = list(tunix_to_hf(dict(items)).items())
-        pairs = []
-        for name, value in items:
-            if self.param_mapping is not None:
-                mapped = self.param_mapping(name, value)
-                if mapped is None:
-                    continue
-                pairs += [(n, _to_torch(v)) for n, v in mapped]
-            else:
-                pairs.append((name, _to_torch(value)))
+        pairs = [(name, _to_torch(v)) for name, v in to_hf_named(params, filter_types, self.param_mapping).items()]
         if not pairs:
             raise ValueError("update_params: no weights given")
         return pairs

@@ -121,3 +121,42 @@ def hf_to_tunix(hf: Mapping[str, np.ndarray], config: Mapping[str, Any]) -> dict
             out[f"layers.{i}.{norm}.w"] = hf[p + f"{norm}.weight"]
     return {k: np.ascontiguousarray(v) for k, v in out.items()}
 
+
+def to_hf_named(params: Any, filter_types: tuple | None = None, param_mapping: Any = None) -> dict[str, Any]:
+    """The one way a rollout of this package turns `update_params`' params into HuggingFace-named arrays.
+
+    `params`: a flat or nested mapping / flax nnx.State / nnx.Module (filtered by `filter_types` with
+    nnx's state filtering when given), or an iterable of (name, array) pairs. Names are the flattened
+    dotted paths. `param_mapping` renames them: a dict path -> HF name, or a callable (path, array) ->
+    an HF name, an iterable of (HF name, array) pairs (one tunix tensor may become several), or None;
+    a path mapped to None is skipped. Without a mapping, tunix Qwen3 paths (what RLCluster.sync_weights
+    hands a rollout) go through `tunix_to_hf`, and anything else is taken as HF-named already.
+    The arrays are returned as given (numpy, jax or torch): each engine converts them its own way.
+    """
+    nnx = None
+    try:
+        from flax import nnx
+    except ImportError:  # no flax here: params cannot be an nnx module or state
+        pass
+    if nnx is not None and isinstance(params, nnx.Module):
+        params = nnx.state(params, *(filter_types or (nnx.Param,)))
+    elif filter_types and hasattr(params, "filter"):
+        params = params.filter(*filter_types)
+    if isinstance(params, Mapping) or hasattr(params, "to_pure_dict"):
+        flat = flatten_state(params)
+    else:
+        flat = dict(params)
+    if param_mapping is None:
+        return tunix_to_hf(flat) if looks_like_tunix(flat) else flat
+    out: dict[str, Any] = {}
+    for name, value in flat.items():
+        target = param_mapping.get(name) if isinstance(param_mapping, Mapping) else param_mapping(name, value)
+        if target is None:
+            continue
+        if isinstance(target, str):
+            out[target] = value
+        else:
+            out.update({str(n): v for n, v in target})
+    if not out:
+        raise ValueError("update_params: param_mapping mapped every parameter to None: no weights given")
+    return out

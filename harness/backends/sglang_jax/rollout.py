@@ -37,8 +37,6 @@ after top-k/top-p/min-p ("temperature" mode); greedy gives raw.
 
 from __future__ import annotations
 
-import abc
-import dataclasses
 import hashlib
 import random
 import sys
@@ -53,63 +51,21 @@ from harness.backends.sglang_jax import compat
 from harness.backends.sglang_jax.engine import EngineCrashed, EngineProcess, LocalEngine
 
 LOGPROB_MODE = "temperature"
-SEED_MASK = 0x7FFFFFFF  # sglang-jax keeps sampling seeds as int32
 
-# ------------------------------------------------------------------ tunix's contract (or a stand-in)
-try:  # pragma: no cover - tunix is not installed in the parity venvs
-    from tunix.rl.rollout.base_rollout import BaseRollout, RolloutConfig, RolloutOutput  # type: ignore
-
-    TUNIX = True
-except Exception:  # noqa: BLE001 - any import failure means: no tunix here
-    TUNIX = False
-
-    class BaseRollout(abc.ABC):  # type: ignore[no-redef]
-        """Local stand-in with tunix's BaseRollout methods (tunix.rl.rollout.base_rollout)."""
-
-        @abc.abstractmethod
-        def generate(self, prompts: list[str], rollout_config: Any, **kwargs) -> Any: ...
-
-        @abc.abstractmethod
-        def get_per_token_logps(self, prompt_tokens: Any, completion_tokens: Any,
-                                completion_mask: Any | None = None) -> Any: ...
-
-        @abc.abstractmethod
-        def update_params(self, params: Any, filter_types: Optional[Tuple[Any, ...]] = None) -> None: ...
-
-        @abc.abstractmethod
-        def pad_id(self) -> int: ...
-
-        @abc.abstractmethod
-        def eos_id(self) -> int: ...
-
-        @abc.abstractmethod
-        def model(self) -> Any: ...
-
-    @dataclass
-    class RolloutOutput:  # type: ignore[no-redef]
-        text: list[str]
-        logits: Any
-        tokens: Any
-        left_padded_prompt_tokens: np.ndarray
-        logprobs: Any
-
-    @dataclass
-    class RolloutConfig:  # type: ignore[no-redef]
-        max_tokens_to_generate: int = 64
-        temperature: float = 0.9
-        top_p: float | None = 1.0
-        top_k: int | None = None
-        seed: Any = None
-        max_prompt_length: int = 64
-        kv_cache_size: int = 1024
-        data_type: Any = None
-        eos_tokens: list[int] | None = None
-        return_logprobs: bool = False
-        rollout_sglang_jax_model_version: str = ""
-        rollout_sglang_jax_context_length: int | None = None
-        rollout_sglang_jax_max_running_requests: int | None = None
-        rollout_sglang_jax_precompile_bs_paddings: list[int] | None = None
-        rollout_sglang_jax_precompile_token_paddings: list[int] | None = None
+# tunix's contract (or its stand-ins), the row-seed, unpadding and padding rules: shared with VllmRollout
+from harness.backends.tunix_contract import (  # noqa: E402
+    SEED_MASK,
+    TUNIX,
+    BaseRollout,
+    RolloutConfig,
+    RolloutOutput,
+    Row,
+    rollout_output,
+    row_seed,
+    scores_to_array,
+    seed_int,
+    unpad_for_logps,
+)
 
 
 # ------------------------------------------------------------------ batch API output
@@ -178,7 +134,7 @@ class SglangJaxRollout(BaseRollout):
     def __init__(self, rollout_actor: Any = None, tokenizer: Any = None, mesh: Any = None,
                  rollout_config: Any = None, *, model_path: str | Path | None = None,
                  engine_options: dict | None = None, compat_off: Sequence[str] | str | None = None,
-                 isolated: bool = True, param_mapping: Any = None, state_to_hf: Any = None,
+                 isolated: bool = True, param_mapping: Any = None,
                  weight_swap: str = "leaves", **unknown: Any):
         if unknown:  # tolerated (a newer RLCluster may pass more), never silently
             warnings.warn(f"SglangJaxRollout ignores unknown arguments {sorted(unknown)}", stacklevel=2)
@@ -196,7 +152,6 @@ class SglangJaxRollout(BaseRollout):
         self.isolated = isolated
         self.weight_swap = weight_swap
         self.param_mapping = param_mapping
-        self.state_to_hf = state_to_hf
         self._weights_from = self.model_path  # what a restarted engine must load
         self._tokenizer = tokenizer if tokenizer is not None else self._load_tokenizer(self.model_path)
         self._engine: Any = None
@@ -517,67 +472,35 @@ class SglangJaxRollout(BaseRollout):
     def get_per_token_logps(self, prompt_tokens: Any, completion_tokens: Any, completion_mask: Any | None = None) -> Any:
         """tunix's per-token logps of `completion_tokens` given `prompt_tokens`, through the engine.
 
-        Inputs are [batch, P] prompts left-padded with pad_id and [batch, C] completions
-        right-padded with pad_id (tunix's layout); ragged lists of lists are accepted too. A
-        completion's valid length is `completion_mask`'s last 1 when given, else up to its last
-        non-pad token, cut after its first EOS. Returns float32 [batch, C]; 0 at padded positions.
+        Inputs are unpadded by `tunix_contract.unpad_for_logps` (tunix's layout, or ragged lists; a
+        completion ends at its mask's last 1, else at its first EOS / RolloutConfig.eos_tokens token
+        (`_stop_ids`), else at its last non-pad token). Returns float32 [batch, C]; 0 at padded positions.
         """
-        prompts, completions, width = self._unpad(prompt_tokens, completion_tokens, completion_mask)
+        prompts, completions, width = unpad_for_logps(prompt_tokens, completion_tokens, completion_mask,
+                                                      pad=self.pad_id(), stops=self._stop_ids())
         scored = self.score_batch(prompts, completions)
-        out = np.zeros((len(prompts), width), dtype=np.float32)
-        for r, s in enumerate(scored):
-            out[r, :len(s.logprobs)] = s.logprobs
+        out = scores_to_array([s.logprobs for s in scored], len(prompts), width)
         if "jax" in sys.modules:  # a jax program (tunix) gets a jax.Array; others need not import jax
             import jax.numpy as jnp
 
             return jnp.asarray(out)
         return out
 
-    def _unpad(self, prompt_tokens: Any, completion_tokens: Any, completion_mask: Any | None):
-        pad, eos = self.pad_id(), self.eos_id()
-
-        def rows(x):
-            if isinstance(x, (list, tuple)):
-                return [list(map(int, np.asarray(r).reshape(-1))) for r in x]
-            a = np.asarray(x)
-            if a.ndim != 2:
-                raise ValueError(f"expected [batch, length] tokens, got shape {a.shape}")
-            return [list(map(int, r)) for r in a]
-
-        p_rows, c_rows = rows(prompt_tokens), rows(completion_tokens)
-        if len(p_rows) != len(c_rows):
-            raise ValueError(f"{len(p_rows)} prompts for {len(c_rows)} completions")
-        mask_rows = rows(completion_mask) if completion_mask is not None else None
-        prompts, completions = [], []
-        for r, (p, c) in enumerate(zip(p_rows, c_rows)):
-            if not isinstance(prompt_tokens, (list, tuple)):  # left-padded array
-                p = p[next((i for i, t in enumerate(p) if t != pad), len(p)):]
-            if mask_rows is not None:
-                n = max((i + 1 for i, v in enumerate(mask_rows[r]) if v), default=0)
-            elif isinstance(completion_tokens, (list, tuple)):  # ragged: as given
-                n = len(c)
-            elif pad == eos:
-                n = c.index(eos) + 1 if eos in c else len(c)
-            else:
-                n = max((i + 1 for i, t in enumerate(c) if t != pad), default=0)
-                if eos in c[:n]:
-                    n = c.index(eos) + 1
-            prompts.append(p)
-            completions.append(c[:n])
-        width = max((len(c) for c in c_rows), default=0)
-        return prompts, completions, width
+    def _stop_ids(self) -> list[int]:
+        """What can end a completion (the unpadding rule's stops): the model's EOS ids, eos_id() and
+        RolloutConfig.eos_tokens (which generate sends as stop tokens)."""
+        eos = getattr(self.rollout_config, "eos_tokens", None) or []
+        return sorted({self.eos_id(), *map(int, self._eos_ids), *map(int, eos)})
 
     # ---------------------------------------------------------------- weights
     def update_params(self, params: Any, filter_types: Optional[Tuple[Any, ...]] = None) -> dict:
         """Swap the engine's weights in memory; the very next call uses them.
 
         `params`: a model directory (str/Path, or anything with `.path`) whose *.safetensors are
-        loaded; a flat mapping of HuggingFace parameter names to arrays; or a nested state (a
-        flax nnx.State / dict of dicts). A nested state goes through `state_to_hf` (a callable
-        state -> {HF name: array}, e.g. harness.rl.weights.tunix_to_hf for tunix's Qwen3) when
-        given, else is flattened to dotted paths renamed with `param_mapping` (a dict or callable
-        path -> HF name; paths it maps to None are skipped). `filter_types` is applied with nnx's
-        state filtering when `params` is an nnx.State.
+        loaded; else HF-named arrays, a nested state (flax nnx.State, dict of dicts) or an nnx
+        module, renamed by `harness.rl.weights.to_hf_named` with the `param_mapping` given at
+        construction (tunix Qwen3 names are converted without one); `filter_types` filters an nnx
+        state or module.
         """
         path = getattr(params, "path", params)
         if isinstance(path, (str, Path)):
@@ -597,30 +520,9 @@ class SglangJaxRollout(BaseRollout):
         return info
 
     def _named_arrays(self, params: Any, filter_types: Optional[Tuple[Any, ...]]) -> dict[str, np.ndarray]:
-        if self.state_to_hf is not None:
-            return {str(k): np.asarray(v) for k, v in self.state_to_hf(params).items()}
-        if filter_types is not None:
-            try:
-                from flax import nnx
+        from harness.rl.weights import to_hf_named
 
-                params = nnx.state(params, *filter_types) if isinstance(params, nnx.Module) else \
-                    params.filter(*filter_types)
-            except Exception:  # noqa: BLE001
-                pass
-        from harness.rl.weights import flatten_state, looks_like_tunix, tunix_to_hf
-
-        flat = flatten_state(params)
-        if self.param_mapping is None and looks_like_tunix(flat):  # RLCluster's nnx.state(actor, nnx.Param)
-            return tunix_to_hf(flat)
-        out = {}
-        for name, arr in flat.items():
-            target = name
-            if self.param_mapping is not None:
-                target = self.param_mapping(name) if callable(self.param_mapping) else self.param_mapping.get(name)
-                if target is None:
-                    continue
-            out[target] = np.asarray(arr)
-        return out
+        return {k: np.asarray(v) for k, v in to_hf_named(params, filter_types, self.param_mapping).items()}
 
     # ---------------------------------------------------------------- tunix generate
     def generate(self, prompts: list[str] | list[list[int]], rollout_config: Any = None, **kwargs) -> Any:
@@ -634,55 +536,34 @@ class SglangJaxRollout(BaseRollout):
         EOS/stop token included, in the "temperature" mode. `text` is decoded without special tokens.
 
         Seeds: RolloutConfig.seed seeds the whole batch: prompt i's request seed is
-        `derive_seed(seed, i, len(prompts))` and its n samples get the per-sample seeds derived
-        from that, so that a prompt repeated in the batch (RLCluster's GRPO groups) yields distinct
-        samples, the same ones on every call with that seed. Stop tokens: RolloutConfig.eos_tokens,
-        else EOS.
+        `tunix_contract.row_seed(seed, i, len(prompts))`, and its n samples get the per-sample seeds
+        `derive_seed` makes from that, so that a prompt repeated in the batch (RLCluster's GRPO
+        groups) yields distinct samples, the same ones on every call with that seed. Stop tokens:
+        RolloutConfig.eos_tokens, else EOS.
         """
         cfg = rollout_config if rollout_config is not None else self.rollout_config
         n = int(kwargs.pop("n", kwargs.pop("multi_sampling", 1)) or 1)
         ids = [self._encode(p) if isinstance(p, str) else [int(t) for t in p] for p in prompts]
-        seed = getattr(cfg, "seed", None)
-        if seed is not None:
-            seed = int(np.asarray(seed).reshape(-1)[-1])
+        seed = seed_int(getattr(cfg, "seed", None))
         top_k = getattr(cfg, "top_k", None)
         top_p = getattr(cfg, "top_p", None)
-        width = int(cfg.max_tokens_to_generate)
         base: dict[str, Any] = {
-            "max_new_tokens": width,
+            "max_new_tokens": int(cfg.max_tokens_to_generate),
             "temperature": float(cfg.temperature or 0.0),
             "top_p": 1.0 if top_p is None else float(top_p),
             "top_k": -1 if top_k is None or int(top_k) <= 0 else int(top_k),
             "stop_token_ids": [int(t) for t in (getattr(cfg, "eos_tokens", None) or [self.eos_id()])],
         }
-        rows = len(ids) * n
         params = []
         for i in range(len(ids)):
             p = dict(base, n=n)
-            if seed is not None:
-                # one seed per row: request i's sample j is row i*n+j; generate_batch derives the
-                # n per-sample seeds from the request seed, so give it the row seed of sample 0
-                p["sampling_seed"] = derive_seed(seed, i, len(ids)) if len(ids) > 1 else seed
+            if seed is not None:  # generate_batch derives the n per-sample seeds from the row's seed
+                p["sampling_seed"] = row_seed(seed, i, len(ids))
             params.append(p)
         res = self.generate_batch(input_ids=ids, sampling_params=params, return_logprob=True)
-        pad = self.pad_id()
-        longest = max(len(p) for p in ids)
-        plen = int(getattr(cfg, "max_prompt_length", longest) or longest)
-        if plen < longest:
-            plen = 1 << max(0, (longest - 1).bit_length())
-        tok = np.full((rows, width), pad, dtype=np.int32)
-        left = np.full((rows, plen), pad, dtype=np.int32)
-        texts, lps = [], []
-        r = 0
-        for pr in res:
-            for smp in pr.samples:
-                t = smp.token_ids[:width]
-                tok[r, :len(t)] = t
-                left[r, plen - len(pr.prompt_ids):] = pr.prompt_ids
-                texts.append(self._decode(smp.token_ids))
-                lps.append(np.asarray(smp.logprobs, dtype=np.float32))
-                r += 1
-        self.output = RolloutOutput(text=texts, logits=None, tokens=tok, left_padded_prompt_tokens=left, logprobs=lps)
+        rows = [Row(prompt_ids=pr.prompt_ids, token_ids=smp.token_ids, text=self._decode(smp.token_ids),
+                    logprobs=smp.logprobs) for pr in res for smp in pr.samples]
+        self.output = rollout_output(rows, cfg, self.pad_id())
         return self.output
 
     def _decode(self, ids: list[int]) -> str:
