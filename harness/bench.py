@@ -27,10 +27,12 @@ from pathlib import Path
 
 import yaml
 
+from harness.backends import registry
+
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = Path(os.environ.get("PARITY_CACHE", Path.home() / ".cache" / "rollout-parity"))
 GOLDEN = ROOT / "golden" / "cpu-x86_64-float32"
-UNIT, REF = "sglang_jax", "vllm"  # ratios are UNIT / REF
+UNIT, REF = registry.unit_under_test(), registry.baseline_engine()  # ratios are UNIT / REF
 
 
 # ---------------------------------------------------------------- synthetic records (harness overhead)
@@ -98,11 +100,10 @@ def time_overhead(n_records: int, workdir: Path) -> dict:
 
 # ---------------------------------------------------------------- engines
 def backend_python(backend: str) -> Path:
-    envdir = Path(os.environ.get("PARITY_NOX_ENVDIR", CACHE / "nox"))
-    py = envdir / backend / "bin" / "python"
+    py = registry.venv_python(backend)
     if not py.exists():  # install the venv through its own session (no posargs: install only)
-        subprocess.run([sys.executable, "-m", "nox", "-f", str(ROOT / "noxfile.py"), "-s", backend], cwd=ROOT,
-                       check=True)
+        subprocess.run([sys.executable, "-m", "nox", "-f", str(ROOT / "noxfile.py"), "-s", registry.venv_name(backend)],
+                       cwd=ROOT, check=True)
     return py
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import yaml
 
+from harness.backends import registry
 from harness.checks.profiles import PROFILE_DIR
 
 #: |dlogp| checks gated on a quantile (and a cap on the max)
@@ -105,7 +106,7 @@ def measure(runs: list[Path], models: dict[str, str]) -> list[dict]:
     try:
         for run in runs:
             ctx = RunData.load(run)
-            model = ctx.session("reference", "generate")
+            model = ctx.session(registry.reference(), "generate")
             mname = ((model.model or {}).get("name") if model else None) or "?"
             for v in compare_run(run):
                 if v.check in ("backend_ran", "tolerance_profile", "sampling_mapping"):
@@ -131,7 +132,7 @@ def derive(study: dict) -> dict:
     observed: dict[str, dict] = {}
 
     def top(check: str, key: str) -> float:
-        vals = [r[key] for r in rows if r["check"] == check and r.get(key) is not None and r["backends"][0] != "reference"]
+        vals = [r[key] for r in rows if r["check"] == check and r.get(key) is not None and r["backends"][0] != registry.reference()]
         return max(vals) if vals else 0.0
 
     def floor(check: str, name: str, x: float) -> float:
@@ -152,7 +153,7 @@ def derive(study: dict) -> dict:
     for c in ("batch_invariance", "seed_determinism"):
         per: dict[str, dict] = {}
         for r in rows:
-            if r["check"] != c or r["backends"][0] == "reference":
+            if r["check"] != c or r["backends"][0] == registry.reference():
                 continue
             e = per.setdefault(r["backends"][0], {"max": 0.0, "differing": 0})
             e["max"] = max(e["max"], r.get("max") or 0.0)
@@ -184,7 +185,7 @@ TABLE_STATS = {"completion_logprobs": ("q0.9", "max"), "prompt_logprobs": ("q0.9
 def table(study: dict) -> str:
     """Markdown: the largest value of each statistic per check, model and engine over the study's runs."""
     models = sorted({r["model"] for r in study["rows"]})
-    engines = sorted({r["backends"][0] for r in study["rows"] if r["backends"][0] != "reference"})
+    engines = sorted({r["backends"][0] for r in study["rows"] if r["backends"][0] != registry.reference()})
     cols = [(m, e) for m in models for e in engines]
     lines = ["| check | statistic | " + " | ".join(f"{m} {e}" for m, e in cols) + " |",
              "|---|---|" + "---|" * len(cols)]

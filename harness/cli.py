@@ -21,6 +21,7 @@ import json
 import sys
 from pathlib import Path
 
+from harness.backends import registry
 from harness.dtypes import CHOICES as DTYPE_CHOICES
 
 EXIT_PASS, EXIT_FAIL, EXIT_ERROR = 0, 1, 2
@@ -51,9 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="record every backend, compare, report (the main job)")
     run.add_argument("--suite", default=DEFAULT_SUITE, help=f"suite file (default {DEFAULT_SUITE})")
-    run.add_argument("--backends", default="reference,vllm,sglang_jax",
-                     help="comma-separated backends to run (default: reference,vllm,sglang_jax; served engines: "
-                          "vllm_http, sglang_jax_http; a running server: NAME=URL or NAME=ENGINE:URL). "
+    run.add_argument("--backends", default=",".join(registry.default_backends()),
+                     help=f"comma-separated backends to run (default: %(default)s; served engines: "
+                          f"{', '.join(registry.served())}; a running server: NAME=URL or NAME=ENGINE:URL). "
                           "The reference is needed by most checks.")
     run.add_argument("--out", default="reports", help="parent directory of run directories (default reports/)")
     run.add_argument("--run-id", default=None, help="run directory name (default: UTC timestamp)")
@@ -63,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--timeout", type=float, default=1800.0, help="seconds per backend process (default 1800)")
     run.add_argument("--quiet", action="store_true", help="no per-case progress lines")
     run.add_argument("--fanout", type=int, default=None,
-                     help="servers per served backend (vllm_http, sglang_jax_http) behind a round-robin client "
+                     help=f"servers per served backend ({', '.join(registry.served())}) behind a round-robin client "
                           "(default 1; PARITY_HTTP_FANOUT)")
     run.add_argument("--no-selftest", action="store_true",
                      help="skip the detection matrix (defects injected into the golden run) in the report")
@@ -126,7 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="throughput, compile, update_params and recompiles per backend, side by "
                                          "side, plus the harness's compare+report time over synthetic records")
-    bench.add_argument("--backends", default="vllm,sglang_jax", help="comma-separated (default vllm,sglang_jax)")
+    bench.add_argument("--backends", default=f"{registry.baseline_engine()},{registry.unit_under_test()}",
+                       help="comma-separated (default %(default)s: the baseline engine and the unit under test)")
     bench.add_argument("--suite", default=DEFAULT_SUITE, help=f"suite file (default {DEFAULT_SUITE})")
     bench.add_argument("--out", default="reports/bench", help="where bench.json goes (default reports/bench/)")
     bench.add_argument("--model", default=None, help="local HF model directory (default: the embedded tiny model)")
@@ -215,12 +217,12 @@ def cmd_record(args) -> int:
     if args.check_only:
         return EXIT_PASS
     if not args.worker and not args.no_isolate:
-        from harness.backends.base import BACKENDS, is_backend
+        from harness.backends.base import is_backend
         from harness.record import pending
         from harness.supervise import repair, supervise
 
         if not is_backend(args.backend):
-            raise HarnessError(f"unknown backend {args.backend!r}; known: {sorted(BACKENDS)}")
+            raise HarnessError(f"unknown backend {args.backend!r}; known: {sorted(registry.BACKENDS)}")
         argv = ["record", "--backend", args.backend, "--suite", str(args.suite), "--out", str(run_dir),
                 "--phase", args.phase, "--run-id", run_id, "--dtype", dtype]
         argv += ["--model", args.model] if args.model else []
@@ -272,7 +274,7 @@ def _record(args, suite, models, dtype, run_dir, run_id, prompt_ids, phases) -> 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("PARITY_SERVER_LOG_DIR", str(run_dir / "logs"))  # served backends' server logs
     with cls(models["A"], dtype=dtype) as runner:
-        if args.backend != "reference":  # the reference is float64 by design, whatever the run's dtype
+        if args.backend != registry.reference():  # the reference is float64 by design, whatever the run's dtype
             try:
                 require_dtype(args.backend, dtype, runner.dtype())
             except DtypeMismatch as e:

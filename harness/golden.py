@@ -50,13 +50,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from harness.backends import registry
 from harness.dtypes import canonical as canonical_dtype
 from harness.verdict import OUTCOMES, Verdict
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN_ROOT = ROOT / "golden"
 GOLDEN_SCHEMA_VERSION = 1
-REFERENCE = "reference"
+REFERENCE = registry.reference()
 DEFAULT_ATOL = 1e-4
 
 
@@ -635,8 +636,7 @@ def reference_python() -> str | None:
     env = os.environ.get("PARITY_REFERENCE_PYTHON")
     if env:
         return env
-    cache = Path(os.environ.get("PARITY_CACHE", Path.home() / ".cache" / "rollout-parity"))
-    venv = cache / "nox" / "reference" / "bin" / "python"
+    venv = registry.venv_python(registry.reference())
     if venv.exists():
         return str(venv)
     try:

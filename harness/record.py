@@ -22,6 +22,7 @@ import traceback
 from collections import defaultdict
 from pathlib import Path
 
+from harness.backends import registry
 from harness.backends.base import Runner, Unsupported
 from harness.model import ModelRef
 from harness.records import (
@@ -94,7 +95,7 @@ def score_todo(run_dir: Path, backend: str, suite: Suite) -> tuple[list[tuple[st
             if cid in cases and (cases[cid].content_hash(), src) not in done
             # recorded from another version of the case: never compared, so never scored
             and all(g.key.case_hash == cases[cid].content_hash() for g in groups[(cid, src)])
-            and (backend == "reference" or not cases[cid].checks
+            and (backend == registry.reference() or not cases[cid].checks
                  or not set(cases[cid].checks) <= REFERENCE_SCORE_ONLY)]
     return todo, groups
 
@@ -254,7 +255,7 @@ class Recorder:
                     # can say what the other set gives: it scores the same tokens under it too, stored as
                     # by_mode["<mode>@<set>"] next to the live set's by_mode["<mode>"].
                     other = "B" if case.weights == "A" else "A"
-                    if self.runner.name == "reference" and "weight_update" in case.checks \
+                    if self.runner.name == registry.reference() and "weight_update" in case.checks \
                             and self.models.get(other) is not None:
                         self.runner.set_weights(self.models[other])
                         self.live = other
@@ -262,7 +263,7 @@ class Recorder:
                                                   case.sampling)
                         for s, o in zip(scored, stale):
                             s.by_mode.update({f"{m}@{other}": v for m, v in o.by_mode.items()})
-                    if self.runner.name == "reference":  # exact distributions / greedy expectations for
+                    if self.runner.name == registry.reference():  # exact distributions / greedy expectations for
                         score_extras(self.runner, case, batch, scored)  # sampling_* checks (harness/sampling/expect.py)
                     records = [
                         ScoreRecord(**self._base("score"), key=g.key, model_hash=self.models[case.weights].content_hash,

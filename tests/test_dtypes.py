@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from harness import dtypes
+from harness.backends import registry
 from harness.backends.base import BACKENDS, Runner
 from harness.cli import main
 from harness.suite import SuiteError, load_suite
@@ -133,7 +134,7 @@ class StuckInFloat32(Runner):
 
 
 def test_record_refuses_an_engine_that_cannot_honour_the_dtype(tmp_path, monkeypatch, capsys):
-    monkeypatch.setitem(BACKENDS, "stuck", f"{__name__}:StuckInFloat32")
+    monkeypatch.setitem(BACKENDS, "stuck", registry.Backend("stuck", f"{__name__}:StuckInFloat32", "parity"))
     suite = tmp_path / "s.yaml"
     suite.write_text(SUITE.format(dtype=""))
     out = tmp_path / "run"

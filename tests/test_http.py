@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.backends.http import SERVED, external
+from harness.backends import registry
+from harness.backends.http import external
 from harness.backends.http.leash import ancestry, start_time
 from harness.backends.http.pool import Pool
 from harness.backends.http.server import Client, Server, ServerError, free_port, require_loopback
@@ -90,7 +91,7 @@ def test_external_entries():
         external.parse("ext=http://192.168.1.2:9")
     with pytest.raises(ValueError, match="NAME=URL"):
         external.parse("Ext!=http://127.0.0.1:9")
-    assert set(external.ENGINES) == {e for e, _ in SERVED.values()}
+    assert set(external.ENGINES) == {b.serves for b in registry.served().values()}
 
 
 def test_external_backend_resolves_to_its_engines_runner(monkeypatch):

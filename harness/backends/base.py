@@ -15,7 +15,7 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.backends.http import SERVED
+from harness.backends import registry
 from harness.model import ModelRef
 from harness.spec import LogprobMode, SamplingSpec
 
@@ -97,32 +97,25 @@ class Runner(abc.ABC):
         """Swap the live weights in memory (update_params); the next call must reflect them."""
 
 
-#: name -> "module:Class"; imported lazily because each lives in its own venv.
-BACKENDS: dict[str, str] = {
-    "reference": "harness.backends.reference:ReferenceRunner",
-    "vllm": "harness.backends.vllm_runner:VllmRunner",
-    "sglang_jax": "harness.backends.sglang_jax.runner:SglangJaxRunner",
-}
-ENGINE_BACKENDS = ("vllm", "sglang_jax")
-BACKENDS.update({name: runner for name, (_, runner) in SERVED.items()})
+# The backends themselves are listed once, in harness.backends.registry; these helpers read it.
+BACKENDS = registry.BACKENDS
 
 
 def _external(name: str) -> str | None:
     """The served backend recording NAME against an external server (`parity run --backends NAME=URL`)."""
     from harness.backends.http.external import ENGINES, engine_of
 
-    kind = engine_of(name) if name not in BACKENDS else None
+    kind = engine_of(name) if name not in registry.BACKENDS else None
     return ENGINES[kind] if kind else None
 
 
 def is_backend(name: str) -> bool:
-    return name in BACKENDS or _external(name) is not None
+    return name in registry.BACKENDS or _external(name) is not None
 
 
 def venv_of(name: str) -> str:
-    """The backend whose venv (nox session) runs `name`: a served engine runs in its engine's."""
-    name = _external(name) or name
-    return SERVED[name][0] if name in SERVED else name
+    """The venv (nox session) that runs `name`: a served engine runs in its engine's."""
+    return registry.venv_name(_external(name) or name)
 
 
 class Unsupported(RuntimeError):
@@ -136,9 +129,9 @@ class BackendUnavailable(RuntimeError):
 
 def runner_class(name: str) -> type[Runner]:
     served = _external(name)
-    if name not in BACKENDS and served is None:
-        raise KeyError(f"unknown backend {name!r}; known: {sorted(BACKENDS)}")
-    module, cls = BACKENDS[served or name].split(":")
+    if name not in registry.BACKENDS and served is None:
+        raise KeyError(f"unknown backend {name!r}; known: {sorted(registry.BACKENDS)}")
+    module, cls = registry.BACKENDS[served or name].runner.split(":")
     try:
         found = getattr(importlib.import_module(module), cls)
     except ImportError as e:

@@ -20,10 +20,11 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Literal
 
+from harness.backends import registry
 from harness.records import ErrorRecord, GenerationRecord, ScoreRecord, SessionRecord, read_run
 from harness.suite import Case, Suite, load_suite
 
-REFERENCE = "reference"
+REFERENCE = registry.reference()
 PHASES = ("generate", "score")
 DEFAULT_SUITE = "cases/default.yaml"
 

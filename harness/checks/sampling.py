@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.backends.http import SERVED
+from harness.backends import registry
 from harness.checks.base import guard, no_units, not_applicable, verdict
 from harness.checks.data import REFERENCE, RunData, Unavailable
 from harness.sampling import mapping
@@ -341,7 +341,7 @@ def case_issues(ctx: RunData) -> list[dict]:
     for case in ctx.suite.cases:
         for e in ctx.engines:
             version, det, workarounds = facts[e]
-            kind = SERVED[e][0] if e in SERVED else e  # a served engine has its engine's mapping
+            kind = registry.get(e).engine if e in registry.BACKENDS else e  # a served engine: its engine's mapping
             for i in mapping.issues(case.sampling, kind, deterministic=det, version=version, workarounds=workarounds):
                 out.append({"case": case.id, **i.as_dict(), "engine": e})
     return out

@@ -26,12 +26,13 @@ from typing import Any
 import pydantic_core
 from pydantic import TypeAdapter, ValidationError
 
+from harness.backends import registry
 from harness.records import ErrorRecord, GenerationRecord, RecordFileError, ScoreRecord, SessionRecord, read_records
 from harness.report import rl as rl_run
 from harness.verdict import Verdict, recall_checks
 
 CHECKS_SCHEMA_VERSION = 1
-REFERENCE = "reference"
+REFERENCE = registry.reference()
 
 
 @dataclass

@@ -11,10 +11,12 @@ import math
 from html import escape
 from typing import NamedTuple
 
+from harness.backends import registry
+
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22"]
-# vanilla: tunix's VanillaRollout, the baseline of the RL curves (docs/rl.md)
-FIXED = {"reference": "#555555", "vllm": "#1f77b4", "sglang_jax": "#ff7f0e", "vanilla": "#2ca02c"}
-# other names draw from the palette minus the fixed colours, so that no engine borrows vllm's blue
+# each backend's (and RL baseline's) own colour, from the registry
+FIXED = registry.colours()
+# other names draw from the palette minus the fixed colours, so that no engine borrows another's colour
 _FREE = [c for c in PALETTE if c not in FIXED.values()]
 FONT = "font-family:system-ui,sans-serif;font-size:11px"
 LOG_FLOOR_DECADE = -17  # below float64 resolution of a logprob difference: nothing lower is worth an axis

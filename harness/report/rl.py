@@ -20,6 +20,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from harness.backends import registry
 from harness.report import plots
 
 DRIVER_FILES = {"plan.json", "comparison.json", "wall.json"}  # harness/rl/driver.py, compare.py
@@ -135,7 +136,7 @@ def engine_status(data) -> dict[str, dict]:
         model = next((e["model"] for _, e in entries if isinstance(e.get("model"), dict)), {})
         out[label] = {
             "requested": True, "ran": status == "ok", "status": status, "reason": reason,
-            "unit_under_test": label.removesuffix("-stale") == "sglang_jax",
+            "unit_under_test": registry.is_unit_under_test(label.removesuffix("-stale")),
             "versions": versions, "device": None, "dtype": None, "logprob_mode": None, "model_hash": model.get("content_hash"),
             "config": {algo: c.get("config") or {} for c in data.extras.get("rl_curves", [])
                        for algo in [c["algo"]] if label in c["engines"]},

@@ -22,6 +22,7 @@ from collections import Counter
 from importlib import metadata
 from pathlib import Path
 
+from harness.backends import registry
 from harness.report import rl as rl_run
 from harness.report.data import REFERENCE, RunData, finite_or_str
 from harness.verdict import OUTCOMES, Verdict
@@ -89,7 +90,7 @@ def backend_status(data: RunData) -> dict[str, dict]:
             "ran": status == "ok",
             "status": status,
             "reason": "; ".join(reasons),
-            "unit_under_test": b == "sglang_jax",
+            "unit_under_test": registry.is_unit_under_test(b),
             "versions": versions,
             "device": last.device if last else None,
             "dtype": _session_dtype(last) if last else None,

@@ -6,10 +6,13 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 
+from harness.backends import registry
+
 ALGOS = ("grpo", "ppo")
-#: engine name -> venv (nox session) it runs in
-ENGINES = {"vanilla": "rl_sglang", "sglang_jax": "rl_sglang", "vllm": "rl_vllm"}
-DEFAULT_ENGINES = ("vanilla", "sglang_jax", "vllm")
+#: engine name -> venv (nox session) it runs in: the baselines (tunix's VanillaRollout), then every backend of
+#: the registry that names a rollout class (harness.backends.registry)
+ENGINES = {name: e.venv for name, e in registry.rl_engines().items()}
+DEFAULT_ENGINES = tuple(registry.rl_engines(defaults_only=True))
 #: actor learning rate per algorithm (SGD, clipped at global norm 1): the reward rises over ~30 steps
 ALGO_LR = {"grpo": 0.05, "ppo": 0.02}
 

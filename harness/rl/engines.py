@@ -53,13 +53,12 @@ from typing import Any
 
 import numpy as np
 
+from harness.backends import registry
 from harness.rl import task as task_lib
 from harness.rl.metrics import mismatch_metrics
 
-ENGINE_CLASSES = {
-    "sglang_jax": "harness.backends.sglang_jax.rollout:SglangJaxRollout",
-    "vllm": "harness.backends.vllm_rollout:VllmRollout",
-}
+#: engine -> its BaseRollout "module:Class" (harness.backends.registry); the baselines are built below
+ENGINE_CLASSES = {name: e.rollout for name, e in registry.rl_engines().items() if e.rollout}
 
 
 def load_class(spec: str):

@@ -14,11 +14,11 @@ from __future__ import annotations
 import os
 import re
 
-from harness.backends.http import SERVED
+from harness.backends import registry
 from harness.backends.http.options import url_env
 from harness.backends.http.server import Client, ServerError, require_loopback
 
-ENGINES = {engine: name for name, (engine, _) in SERVED.items()}  # vllm -> vllm_http, ...
+ENGINES = {b.serves: name for name, b in registry.served().items()}  # engine -> its served backend
 
 
 def engine_env(name: str) -> str:
