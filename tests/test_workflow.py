@@ -47,4 +47,4 @@ def test_report_step_gates_on_the_compare_session():
     steps = [s.get("run", "") for s in wf["jobs"]["report"]["steps"]]
     assert any(s.startswith("./dev nox -s compare -- --run") for s in steps)
     noxfile = (ROOT / "noxfile.py").read_text()
-    assert 'run_harness(session, "compare", "--report"' in noxfile
+    assert 'run_harness(venv, "compare", "--report"' in noxfile
