@@ -54,11 +54,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--suite", default=DEFAULT_SUITE, help=f"suite file (default {DEFAULT_SUITE})")
     run.add_argument("--backends", default=",".join(registry.default_backends()),
                      help=f"comma-separated backends to run (default: %(default)s; served engines: "
-                          f"{', '.join(registry.served())}; a running server: NAME=URL or NAME=ENGINE:URL). "
+                          f"{', '.join(registry.served())}; a running server: NAME=URL or NAME=ENGINE:URL; any tunix "
+                          "BaseRollout: NAME=module.path:Class, from PYTHONPATH or installed). "
                           "The reference is needed by most checks.")
     run.add_argument("--out", default="reports", help="parent directory of run directories (default reports/)")
     run.add_argument("--run-id", default=None, help="run directory name (default: UTC timestamp)")
     run.add_argument("--resume", action="store_true", help="continue --run-id, skipping cases already recorded")
+    run.add_argument("--backend-python", action="append", default=[], metavar="NAME=WHERE",
+                     help="where rollout backend NAME (--backends NAME=module.path:Class) runs: a named backend's "
+                          "venv (e.g. sglang_jax), a venv directory or an interpreter (default: the reference's venv)")
     run.add_argument("--launcher", choices=["nox", "direct"], default="nox",
                      help="how to start a backend: its nox session (default; installs its venv) or this interpreter")
     run.add_argument("--timeout", type=float, default=1800.0, help="seconds per backend process (default 1800)")

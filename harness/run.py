@@ -79,10 +79,40 @@ def git_revision() -> str:
         return "unknown"
 
 
-def backend_command(backend: str, launcher: str, record_args: list[str]) -> list[str]:
-    if launcher == "nox":
-        from harness.backends.base import venv_of
+def rollout_python(backend: str, launcher: str) -> tuple[str | None, str | None]:
+    """How a rollout backend (harness/backends/rollout_runner.py) is started: (nox session, None) when it
+    runs in a built-in backend's venv and the launcher is nox, else (None, interpreter path)."""
+    from harness.backends.base import BACKENDS, venv_of
+    from harness.model import DEFAULT_CACHE
 
+    where = venv_of(backend)
+    if where in BACKENDS:  # a named backend: its venv (nox session)
+        session = venv_of(where)
+        if launcher == "nox":
+            return session, None
+        where = str(DEFAULT_CACHE / "nox" / session)
+    elif "/" not in where and not Path(where).exists():  # a nox venv by name (rl_sglang, ...)
+        where = str(DEFAULT_CACHE / "nox" / where)
+    path = Path(where)
+    python = path / "bin" / "python" if path.is_dir() else path
+    if launcher == "direct" and where == str(DEFAULT_CACHE / "nox" / "reference") and not python.exists():
+        return None, sys.executable
+    if not python.exists():
+        raise HarnessError(f"backend {backend!r} runs in {where}, where there is no Python ({python}): install "
+                           f"that venv (`./dev nox -s {path.name}` for a nox session) or pass "
+                           f"--backend-python {backend}=VENV_OR_PYTHON")
+    return None, str(python)
+
+
+def backend_command(backend: str, launcher: str, record_args: list[str]) -> list[str]:
+    from harness.backends.base import _rollout, venv_of
+
+    if _rollout(backend) is not None:
+        session, python = rollout_python(backend, launcher)
+        if python is not None:
+            return [python, "-m", "harness", "record", "--backend", backend, *record_args]
+        launcher = "nox"
+    if launcher == "nox":
         return [sys.executable, "-m", "nox", "--no-error-on-missing-interpreters", "-f", str(ROOT / "noxfile.py"),
                 "-s", venv_of(backend), "--", "record", "--backend", backend, *record_args]
     return [sys.executable, "-m", "harness", "record", "--backend", backend, *record_args]
@@ -233,8 +263,20 @@ def _served_backends(args) -> list[str]:
     from harness.backends.http import external
     from harness.backends.http.server import ServerError
 
+    from harness.backends import rollout_runner
+
     names = []
     for entry in (b.strip() for b in args.backends.split(",")):
+        if "=" in entry and rollout_runner.is_spec(entry.partition("=")[2].strip()):
+            try:  # a tunix BaseRollout of the user's: its recording process finds it in PARITY_ROLLOUT_<NAME>
+                name, spec = rollout_runner.parse_entry(entry)
+            except ValueError as e:
+                raise HarnessError(str(e)) from None
+            if name in BACKENDS or name in rollout_runner.BUILT_IN:
+                raise HarnessError(f"--backends entry {entry!r}: {name!r} is a built-in backend; choose another name")
+            os.environ[rollout_runner.spec_env(name)] = spec
+            names.append(name)
+            continue
         if "=" in entry:
             try:
                 name, url, kind = external.parse(entry)
@@ -246,6 +288,18 @@ def _served_backends(args) -> list[str]:
             entry = name
         if entry:
             names.append(entry)
+    for entry in getattr(args, "backend_python", None) or []:
+        name, _, where = entry.partition("=")
+        name, where = name.strip(), where.strip()
+        if name not in names or rollout_runner.rollout_spec(name) is None or not where:
+            raise HarnessError(f"--backend-python {entry!r}: NAME=WHERE for a rollout backend of --backends "
+                               f"(NAME=module.path:Class, tunix_sglang_jax, tunix_vllm)")
+        from harness.model import DEFAULT_CACHE
+
+        if where not in BACKENDS and not Path(where).exists() and not (DEFAULT_CACHE / "nox" / where).is_dir():
+            raise HarnessError(f"--backend-python {entry!r}: {where} is neither a backend, an existing venv or "
+                               f"interpreter, nor an installed nox venv under {DEFAULT_CACHE / 'nox'}")
+        os.environ[rollout_runner.python_env(name)] = where
     if getattr(args, "fanout", None) is not None:
         if args.fanout < 1:
             raise HarnessError(f"--fanout {args.fanout}: at least 1")
@@ -264,7 +318,13 @@ def run_all(args) -> int:
     backends = _served_backends(args)
     unknown = [b for b in backends if not is_backend(b)]
     if unknown or not backends:
-        raise HarnessError(f"--backends {args.backends!r}: unknown {unknown}; choose from {sorted(BACKENDS)}")
+        raise HarnessError(f"--backends {args.backends!r}: unknown {unknown}; choose from {sorted(BACKENDS)}, "
+                           "tunix_sglang_jax, tunix_vllm, NAME=module.path:Class (any tunix BaseRollout) or NAME=URL")
+    from harness.backends.base import _rollout
+
+    for b in backends:  # a rollout backend's interpreter must exist before anything is written
+        if _rollout(b) is not None:
+            rollout_python(b, args.launcher)
     twice = sorted({b for b in backends if backends.count(b) > 1})
     if twice:
         raise HarnessError(f"--backends {args.backends!r}: {', '.join(twice)} given more than once (one record "

@@ -109,12 +109,26 @@ def _external(name: str) -> str | None:
     return ENGINES[kind] if kind else None
 
 
+def _rollout(name: str) -> str | None:
+    """The factory of a rollout backend (any tunix BaseRollout driven by harness/backends/rollout_runner.py:
+    `--backends NAME=module:Class`, a registered one such as tunix's shipped rollouts, an installed plugin),
+    or None."""
+    from harness.backends import rollout_runner
+
+    return rollout_runner.rollout_spec(name)
+
+
 def is_backend(name: str) -> bool:
-    return name in registry.BACKENDS or _external(name) is not None
+    return name in registry.BACKENDS or _external(name) is not None or _rollout(name) is not None
 
 
 def venv_of(name: str) -> str:
-    """The venv (nox session) that runs `name`: a served engine runs in its engine's."""
+    """The venv (nox session) that runs `name`: a served engine runs in its engine's; a rollout backend in the
+    one --backend-python names, else its registered venv, else the reference's (may be a path)."""
+    if _rollout(name) is not None:
+        from harness.backends import rollout_runner
+
+        return rollout_runner.venv_of(name)
     return registry.venv_name(_external(name) or name)
 
 
@@ -128,6 +142,10 @@ class BackendUnavailable(RuntimeError):
 
 
 def runner_class(name: str) -> type[Runner]:
+    if _rollout(name) is not None:
+        from harness.backends.rollout_runner import runner_for
+
+        return runner_for(name)
     served = _external(name)
     if name not in registry.BACKENDS and served is None:
         raise KeyError(f"unknown backend {name!r}; known: {sorted(registry.BACKENDS)}")

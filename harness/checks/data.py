@@ -169,6 +169,13 @@ class RunData:
         s = self.sessions.get((backend, phase))
         return s[-1] if s else None
 
+    def lacks(self, backend: str, capability: str) -> str | None:
+        """Why `backend` cannot deliver `capability` (a rollout backend's session record lists what its
+        rollout does not declare, harness/backends/rollout_runner.py), or None: a check that needs it is
+        then skipped with this reason, never passed and never failed for it."""
+        s = self.session(backend, "generate")
+        return ((s.config or {}).get("capabilities_missing") or {}).get(capability) if s is not None else None
+
     # ------------------------------------------------------------ data access (raise Unavailable)
     def _require_backend(self, backend: str) -> None:
         if backend not in self.backends:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from harness.checks.base import engine_pairs, fmt_keys, guard, no_units, pairs_vs_reference, verdict
 from harness.checks.compare_fns import compare_prompt_logprobs
 from harness.checks.logprobs import Gate, Worst
-from harness.checks.data import REFERENCE, RunData
+from harness.checks.data import REFERENCE, RunData, Unavailable
 from harness.suite import Case
 from harness.verdict import Verdict
 
@@ -65,6 +65,8 @@ def prompt_logprobs(ctx: RunData, case: Case) -> list[Verdict]:
     metric = gate.metric
 
     def unit(x: str) -> Verdict:
+        if (why := ctx.lacks(x, "prompt_logprobs")):
+            raise Unavailable("skipped", why)
         ref = ctx.gens_of(REFERENCE, case)
         w = Worst()
         for variant, recs in sorted(ctx.variants_of(x, case).items()):
