@@ -277,7 +277,11 @@ def _record(args, suite, models, dtype, run_dir, run_id, prompt_ids, phases) -> 
     errors = 0
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("PARITY_SERVER_LOG_DIR", str(run_dir / "logs"))  # served backends' server logs
-    with cls(models["A"], dtype=dtype) as runner:
+    try:
+        runner = cls(models["A"], dtype=dtype)
+    except BackendUnavailable as e:  # e.g. a rollout whose engine cannot run on this machine: said, not a crash
+        raise HarnessError(f"backend {args.backend} unavailable: {e}") from None
+    with runner:
         if args.backend != registry.reference():  # the reference is float64 by design, whatever the run's dtype
             try:
                 require_dtype(args.backend, dtype, runner.dtype())

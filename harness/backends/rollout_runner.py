@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from harness.backends.base import Runner, Sample, Scored, Unsupported
+from harness.backends.tunix_upstream import SGLANG_START_ENV
 from harness.model import ModelRef
 from harness.spec import LOGPROB_MODES, SamplingSpec
 
@@ -55,10 +56,11 @@ CAPABILITIES = {
     "prompt_logprobs": "generate returns prompt logprobs",
     "top_logprobs": "generate returns top-k logprobs per completion position",
 }
-#: tunix's shipped rollouts, as named backends: name -> (factory, the nox venv it runs in)
-BUILT_IN: dict[str, tuple[str, str]] = {
-    "tunix_sglang_jax": ("harness.backends.tunix_upstream:TunixSglangJaxRollout", "rl_sglang"),
-    "tunix_vllm": ("harness.backends.tunix_upstream:TunixVllmRollout", "rl_vllm"),
+#: tunix's shipped rollouts, as named backends: name -> (factory, the nox venv it runs in, environment set
+#: before anything imports jax/flax; harness/backends/tunix_upstream.py)
+BUILT_IN: dict[str, tuple[str, str, dict[str, str]]] = {
+    "tunix_sglang_jax": ("harness.backends.tunix_upstream:TunixSglangJaxRollout", "rl_sglang", SGLANG_START_ENV),
+    "tunix_vllm": ("harness.backends.tunix_upstream:TunixVllmRollout", "rl_vllm", {}),
 }
 _SPEC = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -157,13 +159,16 @@ class RolloutRunner(Runner):
 
     def __init__(self, model: ModelRef, **options: Any):
         super().__init__(model, **options)
-        from harness.backends.tunix_contract import TUNIX, RolloutConfig
-
         self.spec = rollout_spec(self.name)
         if self.spec is None:
             raise KeyError(f"rollout backend {self.name!r}: no factory (--backends {self.name}=module.path:Class)")
-        self.tunix_classes = TUNIX
+        if self.name in BUILT_IN and "flax" not in sys.modules:
+            for k, v in BUILT_IN[self.name][2].items():
+                os.environ.setdefault(k, v)
         factory = load_factory(self.spec)
+        from harness.backends.tunix_contract import TUNIX, RolloutConfig
+
+        self.tunix_classes = TUNIX
         self._config_cls = RolloutConfig
         cfg = self._config(SamplingSpec())
         kwargs: dict[str, Any] = {"rollout_config": cfg}
@@ -236,6 +241,7 @@ class RolloutRunner(Runner):
                                      for c, what in CAPABILITIES.items() if c not in self.capabilities},
             "logprob_mode": self.logprob_mode,
             "logprob_mode_declared": self.mode_declared,
+            "workarounds": [str(w) for w in getattr(self.rollout, "workarounds", None) or []],
             "dtype_reported_by": "rollout" if callable(getattr(self.rollout, "dtype", None)) else
             "the run (a BaseRollout does not report its dtype)",
             "n_policy": "generate(n=k)" if "n" in self.capabilities else
