@@ -80,41 +80,39 @@ def git_revision() -> str:
 
 
 def rollout_python(backend: str, launcher: str) -> tuple[str | None, str | None]:
-    """How a rollout backend (harness/backends/rollout_runner.py) is started: (nox session, None) when it
-    runs in a built-in backend's venv and the launcher is nox, else (None, interpreter path)."""
-    from harness.backends.base import BACKENDS, venv_of
-    from harness.model import DEFAULT_CACHE
+    """How a rollout backend (harness/backends/rollout_runner.py) is started: (nox session, None) when it runs
+    in a backend's venv and the launcher is nox (the session installs it), else (None, interpreter path)."""
+    from harness.backends import registry
+    from harness.backends.base import venv_of
 
     where = venv_of(backend)
-    if where in BACKENDS:  # a named backend: its venv (nox session)
-        session = venv_of(where)
-        if launcher == "nox":
-            return session, None
-        where = str(DEFAULT_CACHE / "nox" / session)
-    elif "/" not in where and not Path(where).exists():  # a nox venv by name (rl_sglang, ...)
-        where = str(DEFAULT_CACHE / "nox" / where)
-    path = Path(where)
-    python = path / "bin" / "python" if path.is_dir() else path
-    if launcher == "direct" and where == str(DEFAULT_CACHE / "nox" / "reference") and not python.exists():
-        return None, sys.executable
+    if where in registry.BACKENDS and launcher == "nox" and where in registry.record_sessions():
+        return where, None
+    if where in registry.BACKENDS or where in registry.VENVS:
+        python = registry.venv_python(where)
+        if launcher == "direct" and where == registry.reference() and not python.exists():
+            return None, sys.executable  # the driver's own interpreter, as every other backend under --launcher direct
+    else:
+        path = Path(where)
+        python = path / "bin" / "python" if path.is_dir() else path
     if not python.exists():
-        raise HarnessError(f"backend {backend!r} runs in {where}, where there is no Python ({python}): install "
-                           f"that venv (`./dev nox -s {path.name}` for a nox session) or pass "
-                           f"--backend-python {backend}=VENV_OR_PYTHON")
+        raise HarnessError(f"backend {backend!r} runs in {where}, where there is no Python ({python}): install that "
+                           f"venv (`./dev nox -s {where}` for a named one) or pass --backend-python "
+                           f"{backend}=VENV_OR_PYTHON")
     return None, str(python)
 
 
 def backend_command(backend: str, launcher: str, record_args: list[str]) -> list[str]:
     from harness.backends.base import _rollout, venv_of
 
+    session = None
     if _rollout(backend) is not None:
         session, python = rollout_python(backend, launcher)
         if python is not None:
             return [python, "-m", "harness", "record", "--backend", backend, *record_args]
-        launcher = "nox"
-    if launcher == "nox":
+    if launcher == "nox" or session is not None:
         return [sys.executable, "-m", "nox", "--no-error-on-missing-interpreters", "-f", str(ROOT / "noxfile.py"),
-                "-s", venv_of(backend), "--", "record", "--backend", backend, *record_args]
+                "-s", session or venv_of(backend), "--", "record", "--backend", backend, *record_args]
     return [sys.executable, "-m", "harness", "record", "--backend", backend, *record_args]
 
 
@@ -272,7 +270,7 @@ def _served_backends(args) -> list[str]:
                 name, spec = rollout_runner.parse_entry(entry)
             except ValueError as e:
                 raise HarnessError(str(e)) from None
-            if name in BACKENDS or name in rollout_runner.BUILT_IN:
+            if name in BACKENDS:
                 raise HarnessError(f"--backends entry {entry!r}: {name!r} is a built-in backend; choose another name")
             os.environ[rollout_runner.spec_env(name)] = spec
             names.append(name)
@@ -294,11 +292,11 @@ def _served_backends(args) -> list[str]:
         if name not in names or rollout_runner.rollout_spec(name) is None or not where:
             raise HarnessError(f"--backend-python {entry!r}: NAME=WHERE for a rollout backend of --backends "
                                f"(NAME=module.path:Class, tunix_sglang_jax, tunix_vllm)")
-        from harness.model import DEFAULT_CACHE
+        from harness.backends import registry
 
-        if where not in BACKENDS and not Path(where).exists() and not (DEFAULT_CACHE / "nox" / where).is_dir():
-            raise HarnessError(f"--backend-python {entry!r}: {where} is neither a backend, an existing venv or "
-                               f"interpreter, nor an installed nox venv under {DEFAULT_CACHE / 'nox'}")
+        if where not in registry.BACKENDS and where not in registry.VENVS and not Path(where).exists():
+            raise HarnessError(f"--backend-python {entry!r}: {where} is neither a backend, a venv of the registry, "
+                               f"nor an existing venv directory or interpreter")
         os.environ[rollout_runner.python_env(name)] = where
     if getattr(args, "fanout", None) is not None:
         if args.fanout < 1:

@@ -167,4 +167,6 @@ def test_entries_and_errors_name_what_is_wrong(monkeypatch, model):
     monkeypatch.setenv(rollout_runner.spec_env("half"), f"{__name__}:Half")
     with pytest.raises(TypeError, match=r"lacks BaseRollout method\(s\) \['get_per_token_logps'"):
         runner_class("half")(model)
-    assert rollout_runner.venv_of("tunix_sglang_jax") == "rl_sglang" and is_backend("tunix_vllm")
+    assert venv_of("tunix_sglang_jax") == "rl_sglang" and is_backend("tunix_vllm")
+    assert rollout_runner.rollout_spec("tunix_sglang_jax") == "harness.backends.tunix_upstream:TunixSglangJaxRollout"
+    assert rollout_runner.rollout_spec("vllm") is None  # a built-in engine keeps its own runner

@@ -170,6 +170,17 @@ register(Backend(
     "sglang_jax_http", "harness.backends.http.sglang_jax:SglangJaxHttpRunner", "sglang_jax", serves="sglang_jax",
     default=False))
 
+# tunix 0.1.7's own rollouts (docs/upstream-tunix.md), driven through the BaseRollout surface by the generic
+# rollout runner (`rollout` names the factory); not in the default run. tunix_vllm needs tpu-inference.
+register(Backend(
+    "tunix_sglang_jax", "harness.backends.rollout_runner:RolloutRunner", "rl_sglang", default=False,
+    colour="#9467bd", rollout="harness.backends.tunix_upstream:TunixSglangJaxRollout",
+    doc="tunix 0.1.7's SglangJaxRollout on the sglang-jax engine (CPU start workarounds only)."))
+register(Backend(
+    "tunix_vllm", "harness.backends.rollout_runner:RolloutRunner", "rl_vllm", default=False,
+    colour="#8c564b", rollout="harness.backends.tunix_upstream:TunixVllmRollout",
+    doc="tunix 0.1.7's VllmRollout (needs vLLM's TPU JAX backend, tpu-inference)."))
+
 # tunix's VanillaRollout (docs/rl.md): the trainer's own sampler, the baseline every RL curve is compared with
 RL_BASELINES["vanilla"] = RlEngine("vanilla", "rl_sglang", colour="#2ca02c")
 

@@ -56,12 +56,8 @@ CAPABILITIES = {
     "prompt_logprobs": "generate returns prompt logprobs",
     "top_logprobs": "generate returns top-k logprobs per completion position",
 }
-#: tunix's shipped rollouts, as named backends: name -> (factory, the nox venv it runs in, environment set
-#: before anything imports jax/flax; harness/backends/tunix_upstream.py)
-BUILT_IN: dict[str, tuple[str, str, dict[str, str]]] = {
-    "tunix_sglang_jax": ("harness.backends.tunix_upstream:TunixSglangJaxRollout", "rl_sglang", SGLANG_START_ENV),
-    "tunix_vllm": ("harness.backends.tunix_upstream:TunixVllmRollout", "rl_vllm", {}),
-}
+#: the registry's runner of every rollout backend (harness/backends/registry.py: `rollout` names the factory)
+RUNNER = "harness.backends.rollout_runner:RolloutRunner"
 _SPEC = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
@@ -99,12 +95,15 @@ def installed() -> dict[str, str]:
 
 
 def rollout_spec(name: str) -> str | None:
-    """The factory of rollout backend `name`: given on the command line (exported to the recording
-    process in PARITY_ROLLOUT_<NAME>), one of tunix's shipped rollouts, or an installed plugin."""
+    """The factory of rollout backend `name`: registered (tunix's shipped rollouts), given on the command
+    line (exported to the recording process in PARITY_ROLLOUT_<NAME>), or an installed plugin."""
+    from harness.backends import registry
+
+    b = registry.BACKENDS.get(name)
+    if b is not None:
+        return b.rollout if b.runner == RUNNER else None
     if os.environ.get(spec_env(name)):
         return os.environ[spec_env(name)]
-    if name in BUILT_IN:
-        return BUILT_IN[name][0]
     try:
         return installed().get(name)
     except Exception:  # noqa: BLE001 - a broken distribution's metadata must not break unrelated names
@@ -112,8 +111,13 @@ def rollout_spec(name: str) -> str | None:
 
 
 def venv_of(name: str) -> str:
-    """The venv (named backend / nox session) or interpreter path that runs rollout backend `name`."""
-    return os.environ.get(python_env(name)) or (BUILT_IN[name][1] if name in BUILT_IN else "reference")
+    """Where rollout backend `name` runs: --backend-python's choice (a backend, venv name or path), else its
+    registered venv, else the reference's."""
+    from harness.backends import registry
+
+    if os.environ.get(python_env(name)):
+        return os.environ[python_env(name)]
+    return registry.venv_name(name) if name in registry.BACKENDS else registry.reference()
 
 
 def load_factory(spec: str) -> Callable[..., Any]:
@@ -162,10 +166,11 @@ class RolloutRunner(Runner):
         self.spec = rollout_spec(self.name)
         if self.spec is None:
             raise KeyError(f"rollout backend {self.name!r}: no factory (--backends {self.name}=module.path:Class)")
-        if self.name in BUILT_IN and "flax" not in sys.modules:
-            for k, v in BUILT_IN[self.name][2].items():
-                os.environ.setdefault(k, v)
         factory = load_factory(self.spec)
+        # what must be set before jax/flax are imported (tunix_upstream: sglang-jax 0.0.2 next to flax 0.12.6)
+        if "flax" not in sys.modules:
+            for k, v in (getattr(factory, "start_env", None) or {}).items():
+                os.environ.setdefault(k, v)
         from harness.backends.tunix_contract import TUNIX, RolloutConfig
 
         self.tunix_classes = TUNIX

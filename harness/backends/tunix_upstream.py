@@ -40,7 +40,7 @@ from typing import Any
 
 from harness.backends.base import BackendUnavailable
 
-#: set before jax/flax are imported (rollout_runner.BUILT_IN applies it first): sglang-jax 0.0.2 builds models
+#: set before jax/flax are imported (the generic runner applies a factory's `start_env` first): sglang-jax 0.0.2 builds models
 #: outside a mesh and registers nnx modules that flax 0.12.6 already registers
 SGLANG_START_ENV = {"FLAX_ALWAYS_SHARD_VARIABLE": "false", "FLAX_PYTREE_MODULE": "false", "JAX_PLATFORMS": "cpu"}
 
@@ -159,6 +159,9 @@ def TunixSglangJaxRollout(rollout_config: Any, model_path: str, dtype: str | Non
                              mesh, cfg)
     rollout._parity_mesh = mesh
     return rollout
+
+
+TunixSglangJaxRollout.start_env = SGLANG_START_ENV  # type: ignore[attr-defined]  (the runner sets it first)
 
 
 def TunixVllmRollout(rollout_config: Any, model_path: str, dtype: str | None = None) -> Any:
