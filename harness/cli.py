@@ -32,6 +32,24 @@ class HarnessError(RuntimeError):
     """A configuration or harness failure (exit 2), with a message that says how to fix it."""
 
 
+def _add_backend_opt(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend-opt", action="append", default=[], metavar="BACKEND.FIELD=VALUE",
+                   help="a typed backend option, over the suite's `backends:` block (repeatable; e.g. "
+                        "vllm.logprobs_mode=raw, vllm.profile=raw; fields: docs/extending.md and each backend's doc)")
+
+
+def backend_options(backend: str, suite, items: list[str]) -> dict:
+    """BACKEND's resolved options (harness.backends.options) as runner keywords; a bad one is a HarnessError."""
+    from harness.backends.options import OptionsError, check_cli, parse_cli, resolve
+
+    try:
+        cli = parse_cli(items)
+        check_cli(cli)
+        return resolve(backend, suite.backends, cli, suite.path or "suite").model_dump(mode="json")
+    except OptionsError as e:
+        raise HarnessError(str(e)) from None
+
+
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None,
                    help="local HuggingFace model directory, or zoo:NAME for a model of the built-in zoo "
@@ -73,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-selftest", action="store_true",
                      help="skip the detection matrix (defects injected into the golden run) in the report")
     _add_model_args(run)
+    _add_backend_opt(run)
 
     rec = sub.add_parser("record", help="run a suite through one backend (inside its venv) and append records")
     rec.add_argument("--backend", required=True)
@@ -91,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     rec.add_argument("--state", default=None, help=argparse.SUPPRESS)
     _add_model_args(rec)
+    _add_backend_opt(rec)
 
     cmp_ = sub.add_parser("compare", help="run the checks over a run directory's records")
     cmp_.add_argument("--run", required=True, help="run directory")
@@ -208,6 +228,7 @@ def cmd_record(args) -> int:
     run_dir = Path(args.out)
     run_id = args.run_id or run_dir.name
     phases = ["generate", "score"] if args.phase == "all" else [args.phase]
+    options = backend_options(args.backend, suite, args.backend_opt)
     if not args.worker:
         from harness.inputs import InputError, check_models
 
@@ -232,6 +253,7 @@ def cmd_record(args) -> int:
         argv += ["--model", args.model] if args.model else []
         argv += ["--model-b", args.model_b] if args.model_b else []
         argv += ["--quiet"] if args.quiet else []
+        argv += [a for o in args.backend_opt for a in ("--backend-opt", o)]
         lock = _lock(run_dir, args.backend)
         repair(run_dir, args.backend, phases)
         if not pending(run_dir, args.backend, suite, phases):
@@ -255,13 +277,13 @@ def cmd_record(args) -> int:
         lock = _lock(run_dir, args.backend)
         repair(run_dir, args.backend, phases)
     try:
-        return _record(args, suite, models, dtype, run_dir, run_id, prompt_ids, phases)
+        return _record(args, suite, models, dtype, run_dir, run_id, prompt_ids, phases, options)
     finally:
         if lock is not None:
             os.close(lock)
 
 
-def _record(args, suite, models, dtype, run_dir, run_id, prompt_ids, phases) -> int:
+def _record(args, suite, models, dtype, run_dir, run_id, prompt_ids, phases, options: dict) -> int:
     """The engine in this process: every phase's cases through it, records appended."""
     import os
 
@@ -278,9 +300,10 @@ def _record(args, suite, models, dtype, run_dir, run_id, prompt_ids, phases) -> 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("PARITY_SERVER_LOG_DIR", str(run_dir / "logs"))  # served backends' server logs
     try:
-        runner = cls(models["A"], dtype=dtype)
+        runner = cls(models["A"], dtype=dtype, **options)
     except BackendUnavailable as e:  # e.g. a rollout whose engine cannot run on this machine: said, not a crash
         raise HarnessError(f"backend {args.backend} unavailable: {e}") from None
+    runner.backend_options = options
     with runner:
         if args.backend != registry.reference():  # the reference is float64 by design, whatever the run's dtype
             try:

@@ -152,7 +152,7 @@ class Recorder:
             **self._base(phase), versions=self.runner.versions(), device=self.runner.device(), dtype=self.runner.dtype(),
             model=self.models["A"].as_dict() if self.models["A"] else {},
             models={k: m.as_dict() for k, m in self.models.items() if m is not None},
-            logprob_mode=self.runner.logprob_mode, config=self.runner.config(), started_at=time.time(),
+            logprob_mode=self.runner.logprob_mode, config={**self.runner.config(), "options": dict(self.runner.backend_options)}, started_at=time.time(),
         )
 
     def _ensure_weights(self, case: Case) -> None:

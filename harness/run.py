@@ -19,7 +19,9 @@ run.json (the run's manifest, read by compare and report):
     (model A's config.json torch_dtype, or null), git_revision, started_at, finished_at, argv,
     backend_status: {name: {phases: {generate|score: {exit_code, wall_s, log, timed_out}}}},
     interrupted: null, or {signal, at, backend, phase} when this attempt was stopped by a signal,
-    interruptions: every earlier interruption of this run (kept across --resume)
+    interruptions: every earlier interruption of this run (kept across --resume),
+    backend_options: {name: its resolved typed options} (harness.backends.options: suite `backends:` block,
+    --backend-opt, deprecated PARITY_* variables)
 """
 
 from __future__ import annotations
@@ -135,6 +137,7 @@ def run_backend_phase(backend: str, phase: str, args, run_dir: Path, run_id: str
     if args.quiet:
         record_args.append("--quiet")
     record_args += ["--dtype", args.dtype]  # resolved by run_all: every backend runs the same one
+    record_args += [a for o in getattr(args, "backend_opt", None) or [] for a in ("--backend-opt", o)]  # resolved alike in each backend
     log = run_dir / "logs" / f"{backend}.{phase}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     cmd = backend_command(backend, args.launcher, record_args)
@@ -336,6 +339,9 @@ def run_all(args) -> int:
     from harness.cli import run_dtype
     from harness.dtypes import checkpoint_dtype
 
+    from harness.cli import backend_options
+
+    options = {b: backend_options(b, suite, getattr(args, "backend_opt", None) or []) for b in backends}
     requested = args.dtype or suite.dtype or "auto"
     args.dtype = run_dtype(args, suite, model)
     _check_inputs(args, suite, {"A": model, "B": model_b}, backends[0])
@@ -362,6 +368,7 @@ def run_all(args) -> int:
         "dtype": args.dtype, "dtype_requested": requested, "checkpoint_dtype": checkpoint_dtype(model.path),
         "git_revision": git_revision(), "started_at": time.time(), "finished_at": None, "argv": sys.argv[1:],
         "backend_status": {b: {"phases": {}} for b in backends}, "interrupted": None, "interruptions": [],
+        "backend_options": options,
     }
     if old:
         manifest["started_at"] = old.get("started_at", manifest["started_at"])

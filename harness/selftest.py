@@ -125,10 +125,10 @@ def inject_topk_ignored(run_dir: Path, backend: str, derived: dict) -> str:
         d = repl[k]
         s["completion_ids"] = list(d["completion_ids"])
         if s["backend"] == REFERENCE:
-            s["by_mode"] = {m: list(v) for m, v in d["reference"].items()}
-            s["logprobs"] = list(d["reference"][s["logprob_mode"]])
+            s["by_mode"] = {m: list(v) for m, v in d[REFERENCE].items()}
+            s["logprobs"] = list(d[REFERENCE][s["logprob_mode"]])
         else:  # an engine's teacher-forced score of those tokens: the exact value stands in for its float32 one
-            s["logprobs"] = list(d["reference"]["raw" if s["logprob_mode"] == "raw" else s["logprob_mode"]])
+            s["logprobs"] = list(d[REFERENCE]["raw" if s["logprob_mode"] == "raw" else s["logprob_mode"]])
         if s.get("top") is not None:
             s["top"] = copy.deepcopy(d["top_raw"])
     if not n:
@@ -611,7 +611,7 @@ def derive_values(run_dir: Path) -> dict:
                 "position": pos, "token": tok, "original_ids": comp, "completion_ids": new,
                 "finish_reason": finish, "stop_reason": stop_reason,
                 "text": runner._tok.decode(new, skip_special_tokens=False),
-                "engine": eng, "engine_top": eng_top, "reference": ref, "top_raw": top_raw}
+                "engine": eng, "engine_top": eng_top, REFERENCE: ref, "top_raw": top_raw}
     return out
 
 

@@ -4,6 +4,8 @@
     description: ...
     dtype: bfloat16               # optional: the engines' dtype (auto | float32 | bfloat16 | float16);
                                   # `--dtype` overrides it; auto (the default) = the checkpoint's
+    backends:                     # optional: typed options per backend (harness/backends/options.py);
+      vllm: {logprobs_mode: raw}  # `--backend-opt vllm.logprobs_mode=raw` overrides; `profile: NAME` too
     defaults:                     # merged under every case
       sampling: {max_tokens: 8}
       checks: [prompt_logprobs]
@@ -164,6 +166,8 @@ class Suite(BaseModel):
     description: str = ""
     path: str = ""
     dtype: Literal["auto", "float32", "bfloat16", "float16"] | None = None
+    #: backend name -> typed options (harness.backends.options), validated at load
+    backends: dict[str, dict[str, Any]] = Field(default_factory=dict)
     cases: tuple[Case, ...]
 
     def case(self, case_id: str) -> Case:
@@ -205,7 +209,7 @@ def check_tolerance_keys(v: dict) -> None:
                          f"per check as `check: {{name: value}}` (checks: {sorted(CATALOG)})")
 
 
-_TOP_KEYS = {"suite", "description", "dtype", "defaults", "cases"}
+_TOP_KEYS = {"suite", "description", "dtype", "backends", "defaults", "cases"}
 _DEFAULT_KEYS = {"sampling", "checks", "tolerances", "weights", "repeats", "alone"}
 
 
@@ -298,6 +302,14 @@ def _load_suite_text(where: str, text: str) -> "Suite":
     dtype = raw.get("dtype")
     if dtype is not None and dtype not in DTYPE_CHOICES:
         raise SuiteError(f"{where}: field 'dtype': {dtype!r} is not one of {list(DTYPE_CHOICES)}")
+    block = raw.get("backends")
+    if block is not None:
+        from harness.backends.options import OptionsError, check_block
+
+        try:
+            check_block(block, where)
+        except OptionsError as e:
+            raise SuiteError(str(e)) from None
     cases_raw = raw.get("cases")
     if not isinstance(cases_raw, list) or not cases_raw:
         raise SuiteError(f"{where}: field 'cases' must be a non-empty list of cases")
@@ -326,7 +338,7 @@ def _load_suite_text(where: str, text: str) -> "Suite":
         head = f"{len(problems)} errors:\n  " if len(problems) > 1 else ""
         raise SuiteError(head + "\n  ".join(problems))
     return Suite(suite=raw["suite"], description=raw.get("description", ""), path=where, dtype=dtype,
-                 cases=tuple(cases))
+                 backends=block or {}, cases=tuple(cases))
 
 
 def slug(text: str) -> str:

@@ -244,7 +244,7 @@ def test_summary_validates_and_passes(passing_run):
     on_disk = json.loads((passing_run / "summary.json").read_text())
     validate(on_disk)
     assert s["verdict"] == on_disk["verdict"] == "pass", s["verdict_reason"]
-    assert s["schema_version"] == 2
+    assert s["schema_version"] == 3
     assert s["counts"]["fail"] == s["counts"]["error"] == 0
     assert s["counts"]["total"] == len(s["checks"]) == s["counts"]["pass"] + s["counts"]["skipped"]
     assert set(s["backends"]) == {"reference", "vllm", "sglang_jax"}
@@ -396,6 +396,28 @@ def test_dtype_in_summary_banner_and_warnings(tmp_path):
     html = (run / "index.html").read_text()
     banner = html[html.index('id="run-dtype"'):]
     assert banner.index("<b>bfloat16</b>") < banner.index("(reference float64)") < banner.index("</span>")
+
+
+def test_backend_options_in_summary_and_report(tmp_path):
+    """The typed options a backend ran with reach summary.json and the backend table: from its session record
+    (config.options), else from what run.json resolved."""
+    run = make_run(tmp_path, failing=False)
+    manifest = json.loads((run / "run.json").read_text())
+    manifest["backend_options"] = {"sglang_jax": {"engine": {}, "compat_off": ["top_p_renormalised"]}}
+    (run / "run.json").write_text(json.dumps(manifest))
+    for f in (run / "records").glob("vllm.*.jsonl"):
+        rows = [json.loads(line) for line in f.read_text().splitlines()]
+        for r in rows:
+            if r["kind"] == "session":
+                r["config"] = {**(r.get("config") or {}), "options": {"logprobs_mode": "raw", "block_size": 32}}
+        f.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    s = write_reports(run)
+    validate(s)
+    assert s["backends"]["vllm"]["options"] == {"logprobs_mode": "raw", "block_size": 32}
+    assert s["backends"]["sglang_jax"]["options"]["compat_off"] == ["top_p_renormalised"]
+    assert s["backends"]["reference"]["options"] == {}
+    row = (run / "index.html").read_text().split('id="backend-vllm"')[1].split("</tr>")[0]
+    assert "logprobs_mode=raw" in row and "block_size=32" in row
 
 
 def test_schema_rejects_a_wrong_summary(passing_run):

@@ -48,6 +48,8 @@ class Runner(abc.ABC):
     name: str = ""
     #: what the completion logprobs returned by `generate` mean (see harness.spec)
     logprob_mode: LogprobMode = "raw"
+    #: the resolved typed options it was built with (harness.backends.options), recorded in its session record
+    backend_options: dict[str, Any] = {}
 
     def __init__(self, model: ModelRef, **options: Any):
         """`options["dtype"]`: the dtype the engine must compute in (harness.dtypes.ENGINE_DTYPES)."""

@@ -97,6 +97,9 @@ class Backend:
     #: "module:Class" of its typed options (a harness.backends.options.BackendOptions subclass); it must be
     #: importable in the driver venv (pydantic only), since the driver validates suites and the CLI
     options: str | None = None
+    #: the distribution whose version is the engine's version (in its session's `versions`), for facts that
+    #: depend on it (the sampling field mapping)
+    package: str | None = None
 
     @property
     def engine(self) -> str:
@@ -152,23 +155,27 @@ register_venv(Venv("rl_vllm", "3.11", {"cpu": "rl-vllm.txt"}, after={"cpu": _NO_
 register(Backend(
     "reference", "harness.backends.reference:ReferenceRunner", "reference", role="reference", colour="#555555",
     doc="Exact reference (transformers, float64): `nox -s reference -- record --suite S --out D`.",
-    test_doc="The embedded model loads and scores in transformers (float64)."))
+    test_doc="The embedded model loads and scores in transformers (float64).",
+    options="harness.backends.options:ReferenceOptions"))
 register(Backend(
     "vllm", "harness.backends.vllm_runner:VllmRunner", "vllm", role="engine", colour="#1f77b4",
     doc="VllmRollout on vLLM (CPU build; PARITY_VLLM_FLAVOR=cuda|tpu on real runners).",
     test_doc="VllmRollout against the exact reference on the real vLLM engine.",
-    rollout="harness.backends.vllm_rollout:VllmRollout", rl_venv="rl_vllm"))
+    rollout="harness.backends.vllm_rollout:VllmRollout", rl_venv="rl_vllm",
+    options="harness.backends.options:VllmOptions", package="vllm"))
 register(Backend(
     "sglang_jax", "harness.backends.sglang_jax.runner:SglangJaxRunner", "sglang_jax", role="unit", colour="#ff7f0e",
     doc="SglangJaxRollout on the sglang-jax Engine, the unit under test.",
     test_doc="SglangJaxRollout against the exact reference on the real sglang-jax Engine.",
-    rollout="harness.backends.sglang_jax.rollout:SglangJaxRollout", rl_venv="rl_sglang"))
+    rollout="harness.backends.sglang_jax.rollout:SglangJaxRollout", rl_venv="rl_sglang",
+    options="harness.backends.options:SglangJaxOptions", package="sglang-jax"))
 # served variants (docs/http.md): the same engines behind their own HTTP servers, in the engine's venv
 register(Backend(
-    "vllm_http", "harness.backends.http.vllm:VllmHttpRunner", "vllm", serves="vllm", default=False))
+    "vllm_http", "harness.backends.http.vllm:VllmHttpRunner", "vllm", serves="vllm", default=False,
+    options="harness.backends.options:VllmOptions"))
 register(Backend(
     "sglang_jax_http", "harness.backends.http.sglang_jax:SglangJaxHttpRunner", "sglang_jax", serves="sglang_jax",
-    default=False))
+    default=False, options="harness.backends.options:SglangJaxOptions"))
 
 # tunix 0.1.7's own rollouts (docs/upstream-tunix.md), driven through the BaseRollout surface by the generic
 # rollout runner (`rollout` names the factory); not in the default run. tunix_vllm needs tpu-inference.

@@ -71,7 +71,7 @@ def eos_policy(ctx: RunData, case: Case) -> list[Verdict]:
                     continue  # diverged: greedy_tokens judges that
                 compared += 1
                 if len(a) != len(b):
-                    longer, shorter = (x, "reference") if len(a) > len(b) else ("reference", x)
+                    longer, shorter = (x, REFERENCE) if len(a) > len(b) else (REFERENCE, x)
                     nxt = (a if len(a) > len(b) else b)[n_common]
                     problems.append(f"{fmt_keys(key)}: {shorter} ended after {n_common} tokens "
                                     f"({(mine if shorter == x else ref)[key].finish_reason!r}) where {longer} "

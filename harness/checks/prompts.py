@@ -79,7 +79,7 @@ def prompt_logprobs(ctx: RunData, case: Case) -> list[Verdict]:
                 if list(r.prompt_ids) != list(truth.prompt_ids):
                     w.problems.append(f"{where}: prompt ids differ from the reference's (see prompt_ids)")
                     continue
-                w.add(where, compare_prompt_logprobs(name_0=x, plp_0=r.prompt_logprobs, name_1="reference",
+                w.add(where, compare_prompt_logprobs(name_0=x, plp_0=r.prompt_logprobs, name_1=REFERENCE,
                                                      plp_1=truth.prompt_logprobs, prompt_len=len(r.prompt_ids)),
                       variant=variant, prompt=key[0], sample=key[1])
         if w.problems:

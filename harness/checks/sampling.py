@@ -325,7 +325,10 @@ def _engine_facts(ctx: RunData, engine: str) -> tuple[str | None, bool | None, d
     s = ctx.session(engine, "generate")
     if s is None:
         return None, None, None
-    version = s.versions.get("sglang-jax") or s.versions.get("sglang_jax") or s.versions.get("vllm")
+    # the engine's own distribution (a served backend: its engine's; an external server: whichever it reports)
+    b = registry.BACKENDS.get(engine)
+    pkgs = [registry.get(b.engine).package] if b else [x.package for x in registry.BACKENDS.values()]
+    version = next((s.versions[k] for p in pkgs if p for k in (p, p.replace("-", "_")) if s.versions.get(k)), None)
     det = None
     kw = (s.config or {}).get("engine_kwargs")
     if isinstance(kw, dict) and "enable_deterministic_sampling" in kw:

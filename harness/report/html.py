@@ -450,7 +450,7 @@ def _dlogp_stats(series: list[tuple[str, list[float | None], float | None]], bac
             "mean_signed": float(np.mean(fd)) if n else None,
             "over_tol": int(np.count_nonzero(fa > tol[finite])),
         })
-        title = "reference: generate vs own score" if b == REFERENCE else f"{b}: |Δ logprob| vs reference"
+        title = f"{REFERENCE}: generate vs own score" if b == REFERENCE else f"{b}: |Δ logprob| vs reference"
         hists.append({"backend": b, "svg": Markup(plots.log_histogram(absd.tolist(), color=colors[b], title=title))})
     return stats, hists
 

@@ -140,7 +140,7 @@ def engine_status(data) -> dict[str, dict]:
             "versions": versions, "device": None, "dtype": None, "logprob_mode": None, "model_hash": model.get("content_hash"),
             "config": {algo: c.get("config") or {} for c in data.extras.get("rl_curves", [])
                        for algo in [c["algo"]] if label in c["engines"]},
-            "phases": {}, "wall_s": round(sum(secs), 2) if secs else None,
+            "options": {}, "phases": {}, "wall_s": round(sum(secs), 2) if secs else None,
             "records": {"generation": 0, "score": 0, "error": 0},  # RL step records are not parity records
             "errors": [],
         }

@@ -27,7 +27,7 @@ from harness.report import rl as rl_run
 from harness.report.data import REFERENCE, RunData, finite_or_str
 from harness.verdict import OUTCOMES, Verdict
 
-SUMMARY_SCHEMA_VERSION = 2
+SUMMARY_SCHEMA_VERSION = 3
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schema" / "summary.schema.json"
 
 
@@ -97,6 +97,9 @@ def backend_status(data: RunData) -> dict[str, dict]:
             "logprob_mode": last.logprob_mode if last else None,
             "model_hash": (last.model.get("content_hash") if last else None),
             "config": _json_safe(last.config) if last else {},
+            # the typed options it ran with (harness.backends.options): its session's, else what run.json resolved
+            "options": _json_safe(((last.config or {}).get("options") if last else None)
+                                  or (data.manifest.get("backend_options") or {}).get(b) or {}),
             "phases": phases,
             "wall_s": round(sum(walls), 2) if walls else None,
             "records": {"generation": n_gen, "score": n_score, "error": len(errs)},

