@@ -202,3 +202,21 @@ def test_fast_paths_give_the_reference_numbers(pairs):
 def test_compare_logprobs_takes_non_float_lists_the_numpy_way():
     c = compare_logprobs(name_0="a", lp_0=np.array([-1.0, -2.0]), name_1="b", lp_1=(-1, -2.5))
     assert (c.max_abs, c.mean_abs, c.argmax) == (0.5, 0.25, 1)
+
+
+_abs_diff = st.one_of(st.floats(min_value=0, max_value=50), st.sampled_from([math.inf, math.nan, 0.0, 5e-324]))
+
+
+@given(diffs=st.lists(st.lists(_abs_diff, max_size=30), max_size=6),
+       qs=st.lists(st.one_of(st.floats(min_value=0, max_value=1), st.sampled_from([0.5, 0.9, 0.95, 0.99, 1.0])),
+                   min_size=1, max_size=5))
+def test_abs_quantiles_give_numpys_numbers(diffs, qs):
+    from harness.checks.compare_fns import abs_quantile, abs_quantiles
+
+    parts = [np.asarray(d, dtype=np.float64) for d in diffs if len(d)]
+    x = np.concatenate(parts) if parts else None
+    want = [0.0 if x is None else float(x.max()) if q >= 1.0 else float(np.quantile(x, q, method="higher"))
+            for q in qs]
+    got = abs_quantiles(diffs, qs)
+    assert all(_same(g, w) for g, w in zip(got, want)) and len(got) == len(want), (got, want)
+    assert _same(abs_quantile(diffs, qs[0]), want[0])

@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 
 from harness.checks.base import fmt_keys, guard, not_applicable, verdict
-from harness.checks.compare_fns import abs_quantile, compare_logprobs, k3_kl, mode_distances
+from harness.checks.compare_fns import abs_quantile, abs_quantiles, compare_logprobs, k3_kl, mode_distances
 from harness.checks.data import REFERENCE, RunData, Unavailable
 from harness.spec import LOGPROB_MODES
 from harness.suite import Case
@@ -107,7 +107,7 @@ class Worst:
         out = {"per_sequence": self.per, "problems": self.problems, "n_tokens": self.n,
                "mean_abs_dlogp": self.abs_sum / self.n if self.n else 0.0, "max_abs_dlogp": self.result}
         if self.diffs and not self.problems:
-            out["quantiles_abs_dlogp"] = {str(q): abs_quantile(self.diffs, q) for q in QUANTILES}
+            out["quantiles_abs_dlogp"] = dict(zip(map(str, QUANTILES), abs_quantiles(self.diffs, QUANTILES)))
         return out
 
 
