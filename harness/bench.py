@@ -28,6 +28,7 @@ from pathlib import Path
 import yaml
 
 from harness.backends import registry
+from harness.rundir import RunDirError, RunManifest, read_manifest_dict, write_manifest
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = Path(os.environ.get("PARITY_CACHE", Path.home() / ".cache" / "rollout-parity"))
@@ -74,28 +75,28 @@ def make_synthetic_run(dest: Path, n_records: int, template: Path = GOLDEN) -> d
                         r = {**r, "key": {**r["key"], "case_id": sid(r["key"]["case_id"], i)}}
                     fh.write(json.dumps(r) + "\n")
                     count += 1
-    manifest = json.loads((template / "run.json").read_text()) if (template / "run.json").exists() else {}
+    manifest = read_manifest_dict(template)
     manifest.update({"suite": str(suite_path.resolve()), "run_id": f"synthetic-{count}"})
-    (dest / "run.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    write_manifest(dest, manifest)
     return {"records": count, "replicas": replicas, "suite": str(suite_path)}
 
 
 def time_overhead(n_records: int, workdir: Path) -> dict:
-    from harness.compare import compare_run
+    from harness.compare import compare
     from harness.report import write_reports
 
     t = time.perf_counter()
     info = make_synthetic_run(workdir, n_records)
     gen_s = time.perf_counter() - t
     t = time.perf_counter()
-    verdicts = compare_run(workdir)
+    compared = compare(workdir)
     compare_s = time.perf_counter() - t
     t = time.perf_counter()
-    summary = write_reports(workdir)
+    summary = write_reports(workdir, compared)
     report_s = time.perf_counter() - t
     return {"records": info["records"], "replicas": info["replicas"], "generate_records_s": gen_s,
             "compare_s": compare_s, "report_s": report_s, "compare_report_s": compare_s + report_s,
-            "verdicts": len(verdicts), "verdict": summary.get("verdict")}
+            "verdicts": len(compared.verdicts), "verdict": summary.get("verdict")}
 
 
 # ---------------------------------------------------------------- engines
@@ -215,12 +216,11 @@ def format_table(bench: dict) -> str:
 def last_parity_run(run_dir: Path) -> dict | None:
     """Wall time of a recorded `parity run` (its run.json), as measured by that run; None if absent."""
     try:
-        m = json.loads((run_dir / "run.json").read_text())
-        return {"run": str(run_dir.resolve()), "run_id": m.get("run_id"), "wall_s": m["finished_at"] - m["started_at"],
-                "backends": m.get("backends"),
-                "phases_s": {b: {ph: st.get("wall_s") for ph, st in (s.get("phases") or {}).items()}
-                             for b, s in (m.get("backend_status") or {}).items()}}
-    except (OSError, ValueError, KeyError, TypeError):
+        m = RunManifest.read(run_dir)
+        return {"run": str(run_dir.resolve()), "run_id": m.run_id, "wall_s": m.finished_at - m.started_at,
+                "backends": m.backends,
+                "phases_s": {b: {ph: st.wall_s for ph, st in s.phases.items()} for b, s in m.backend_status.items()}}
+    except (RunDirError, AttributeError, TypeError):  # none, unreadable, or a run that did not finish
         return None
 
 

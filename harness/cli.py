@@ -320,24 +320,24 @@ def _record(args, suite, models, dtype, run_dir, run_id, prompt_ids, phases, opt
 
 
 def cmd_compare(args) -> int:
-    from harness.compare import compare_run
+    from harness.compare import compare
 
     run_dir = Path(args.run)
     if not (run_dir / "records").is_dir():
         raise HarnessError(f"--run {run_dir}: not a run directory (no records/ in it)")
-    verdicts = compare_run(run_dir, args.suite)
+    compared = compare(run_dir, args.suite)
     if args.report:
-        return cmd_report(args)
-    outcomes = {v.verdict for v in verdicts}
+        return cmd_report(args, compared)
+    outcomes = {v.verdict for v in compared.verdicts}
     return EXIT_ERROR if "error" in outcomes else EXIT_FAIL if "fail" in outcomes else EXIT_PASS
 
 
-def cmd_report(args) -> int:
+def cmd_report(args, compared=None) -> int:
     from harness.report import write_reports
 
     if not (Path(args.run) / "checks.json").is_file():
         raise HarnessError(f"--run {args.run}: no checks.json there (run `parity compare --run {args.run}` first)")
-    summary = write_reports(Path(args.run))
+    summary = write_reports(Path(args.run), compared)
     return {"pass": EXIT_PASS, "fail": EXIT_FAIL}.get(summary["verdict"], EXIT_ERROR)
 
 

@@ -68,24 +68,21 @@ class GoldenError(RuntimeError):
 # ---------------------------------------------------------------- reading raw record files
 
 
-def _rows(path: Path) -> list[dict]:
-    """Records as dicts, validated by harness.records (a bad line names file and line)."""
-    from harness.records import read_records
-
-    return [r.model_dump(mode="json") for r in read_records(path)]
-
-
 def load_run_rows(run_dir: Path) -> dict[str, list[dict]]:
-    """file name -> records (as JSON dicts) of a run directory."""
+    """file name -> records (as JSON dicts) of a run directory, validated by harness.rundir.RunRecords (a
+    bad line names file and line)."""
+    from harness.rundir import RunRecords
+
     d = Path(run_dir) / "records"
     if not d.is_dir():
         raise GoldenError(f"{run_dir}: no records/ directory (is this a run directory?)")
-    return {p.name: _rows(p) for p in sorted(d.glob("*.jsonl"))}
+    return {name: [r.model_dump(mode="json") for r in recs] for name, recs in RunRecords.load(run_dir).files.items()}
 
 
 def _manifest(run_dir: Path) -> dict:
-    p = Path(run_dir) / "run.json"
-    return json.loads(p.read_text()) if p.exists() else {}
+    from harness.rundir import read_manifest_dict
+
+    return read_manifest_dict(run_dir)
 
 
 # ---------------------------------------------------------------- hardware class

@@ -33,9 +33,9 @@ from harness.records import (
     ScoreRecord,
     SessionRecord,
     read_records,
-    read_run,
     records_path,
 )
+from harness.rundir import read_run
 from harness.sampling.expect import REFERENCE_SCORE_ONLY, score_extras
 from harness.suite import Case, Suite
 

@@ -21,9 +21,8 @@ import contextlib
 import gc
 import json
 import os
-import zlib
 from pathlib import Path
-from typing import Annotated, Iterable, Iterator, Literal, Union
+from typing import Annotated, Iterator, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
@@ -254,31 +253,20 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def read_records(path: Path, *, tolerate_torn_tail: bool = False, cache: bool = False) -> list:
+def read_records(path: Path, *, tolerate_torn_tail: bool = False) -> list:
     """Parse and validate every line; a bad line raises RecordFileError naming file, line and field. A torn
     last line (a killed writer) is an error too, unless `tolerate_torn_tail` (resume: the next RecordWriter
     on the file drops it), so that a cut file never reads as a backend that returned less.
 
     Each line is parsed and validated in one step by pydantic's JSON parser (several times faster than
     json.loads + validate_python on 100k-record runs); a line it rejects goes through json.loads +
-    validate_python again, which decides and words the error as always.
-
-    `cache`: reuse the records of the last read of this same file (same path, size, mtime, inode and
-    CRC-32 of the content) in this process: `parity run` compares and then reports the same records, and
-    a large run need not be parsed twice. Callers that pass it must not modify the records."""
+    validate_python again, which decides and words the error as always. A whole run directory:
+    harness.rundir.RunRecords."""
     path = Path(path)
     try:
         raw = path.read_bytes()
     except OSError as e:
         raise RecordFileError(f"{path}: cannot read: {e}") from None
-    key = sig = None
-    if cache:
-        st = path.stat()
-        key = str(path.resolve())
-        sig = (st.st_size, st.st_mtime_ns, st.st_ino, len(raw), zlib.crc32(raw))
-        hit = _CACHE.get(key)
-        if hit is not None and hit[0] == sig:
-            return list(hit[1])
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -299,36 +287,7 @@ def read_records(path: Path, *, tolerate_torn_tail: bool = False, cache: bool = 
                 rec = _validate_line(path, i, line, lines, tolerate_torn_tail)
                 if rec is not None:
                     out.append(rec)
-    if cache:
-        _CACHE.pop(key, None)
-        _CACHE[key] = (sig, out)
-        while len(_CACHE) > _CACHE_FILES:
-            _CACHE.pop(next(iter(_CACHE)))
-        out = list(out)
     return out
-
-
-_CACHE: dict[str, tuple[tuple, list]] = {}  # resolved path -> (signature, records): read_records(cache=True)
-_CACHE_FILES = 16  # the record files of one run (backends x phases), the oldest dropped first
-
-
-def forget_cached(run_dir: Path) -> None:
-    """Drop the cached records of run_dir's record files (read_records(cache=True)): the report, their
-    last reader, is done with them."""
-    prefix = str((Path(run_dir) / "records").resolve()) + os.sep
-    for key in [k for k in _CACHE if k.startswith(prefix)]:
-        del _CACHE[key]
-
-
-def read_run(run_dir: Path, *, cache: bool = False) -> list:
-    recs = []
-    for p in sorted((Path(run_dir) / "records").glob("*.jsonl")):
-        recs += read_records(p, cache=cache)
-    return recs
-
-
-def iter_kind(records: Iterable, kind: str) -> Iterator:
-    return (r for r in records if r.kind == kind)
 
 
 def json_schema() -> dict:

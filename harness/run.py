@@ -39,6 +39,7 @@ from pathlib import Path
 
 from harness import proctree
 from harness.cli import EXIT_ERROR, EXIT_FAIL, EXIT_PASS, HarnessError
+from harness.rundir import RunDirError, read_manifest_dict, write_manifest
 
 ROOT = Path(__file__).resolve().parent.parent
 PHASES = ("generate", "score")
@@ -116,12 +117,6 @@ def backend_command(backend: str, launcher: str, record_args: list[str]) -> list
         return [sys.executable, "-m", "nox", "--no-error-on-missing-interpreters", "-f", str(ROOT / "noxfile.py"),
                 "-s", session or venv_of(backend), "--", "record", "--backend", backend, *record_args]
     return [sys.executable, "-m", "harness", "record", "--backend", backend, *record_args]
-
-
-def write_manifest(run_dir: Path, manifest: dict) -> None:
-    tmp = run_dir / "run.json.tmp"
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    tmp.replace(run_dir / "run.json")
 
 
 def run_backend_phase(backend: str, phase: str, args, run_dir: Path, run_id: str) -> dict:
@@ -353,7 +348,10 @@ def run_all(args) -> int:
         raise HarnessError(f"{run_dir} exists; pass --resume to continue it or choose another --run-id")
     if args.resume and not run_dir.exists():
         raise HarnessError(f"--resume: {run_dir} does not exist")
-    old = json.loads((run_dir / "run.json").read_text()) if args.resume and (run_dir / "run.json").exists() else {}
+    try:
+        old = read_manifest_dict(run_dir) if args.resume else {}
+    except RunDirError as e:
+        raise HarnessError(f"--resume: {e}") from None
     if old.get("dtype", args.dtype) != args.dtype:
         raise HarnessError(f"--resume: {run_dir} was recorded in {old['dtype']}, not {args.dtype}; records of "
                            f"two dtypes cannot be compared as one run (pass --dtype {old['dtype']})")
@@ -408,17 +406,17 @@ def run_all(args) -> int:
 
 
 def _compare_and_report(args, run_dir: Path, out: Path, manifest: dict, summary_start: float) -> int:
-    from harness.compare import compare_run
+    from harness.compare import compare
     from harness.report import write_reports
 
     manifest["finished_at"] = time.time()  # the backends' work is done; the report shows this time
     write_manifest(run_dir, manifest)
     try:
-        compare_run(run_dir, args.suite)
+        compared = compare(run_dir, args.suite)
         if not args.no_selftest:
             _selftest_into(run_dir)
         _bench_into(run_dir, out)
-        summary = write_reports(run_dir)
+        summary = write_reports(run_dir, compared)
     except Exception as e:  # the records stay; say where they are
         raise HarnessError(f"compare/report failed on {run_dir}: {type(e).__name__}: {e}") from e
     latest = out / "latest"

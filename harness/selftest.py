@@ -46,6 +46,7 @@ from typing import Callable
 
 from harness.backends import registry
 from harness.checks import inject
+from harness.rundir import read_manifest_dict, write_manifest
 from harness.verdict import OUTCOMES
 
 SELFTEST_SCHEMA_VERSION = 1
@@ -207,7 +208,7 @@ def prepare_base(source: Path, dest: Path) -> dict:
         raise SelftestError(f"{source}: no records/ directory: not a run or golden directory")
     dest.mkdir(parents=True)
     shutil.copytree(source / "records", dest / "records")
-    manifest = json.loads((source / "run.json").read_text()) if (source / "run.json").exists() else {}
+    manifest = read_manifest_dict(source)
     root = Path(__file__).resolve().parent.parent
     candidates = [source / "suite.yaml"]
     if manifest.get("suite"):
@@ -221,7 +222,7 @@ def prepare_base(source: Path, dest: Path) -> dict:
         inject.write_manifest(dest, backends, str(suite))
     else:
         manifest["suite"] = str(suite.resolve())
-        (dest / "run.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        write_manifest(dest, manifest)
     derived_path = source / "derived.json"
     derived = json.loads(derived_path.read_text()) if derived_path.exists() else {}
     return {"suite": str(suite.resolve()), "derived": derived, "manifest": manifest}
@@ -536,7 +537,7 @@ def derive_values(run_dir: Path) -> dict:
 
     from harness.backends.reference import ReferenceRunner
     from harness.processing import apply_penalties, log_softmax, mode_logprobs
-    from harness.records import read_run
+    from harness.rundir import read_run
 
     run_dir = Path(run_dir)
     suite = inject._suite(run_dir)

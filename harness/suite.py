@@ -256,17 +256,7 @@ def load_suite(path: str | Path) -> Suite:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise SuiteError(f"{where}: suite file not found (suites live in cases/, e.g. cases/default.yaml)") from None
-    hit = _SUITES.get((where, text))
-    if hit is not None:  # compare and report of one `parity run` load the same suite (frozen: shared)
-        return hit
-    suite = _load_suite_text(where, text)
-    _SUITES[(where, text)] = suite
-    while len(_SUITES) > 8:
-        _SUITES.pop(next(iter(_SUITES)))
-    return suite
-
-
-_SUITES: dict[tuple[str, str], "Suite"] = {}  # (path as given, file content) -> the suite it validated to
+    return _load_suite_text(where, text)
 
 
 def _yaml_load(text: str) -> Any:

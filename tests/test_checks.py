@@ -22,7 +22,8 @@ from checks_fixtures import CLONE_NOISE, CLONES, ROOT, SUITE, engine_backends
 from harness.checks import inject
 from harness.checks.catalog import CATALOG
 from harness.checks.data import RunData
-from harness.compare import compare_run, read_checks
+from harness.compare import compare_run
+from harness.rundir import read_checks
 from harness.suite import load_suite
 
 TARGET = "clone_raw"

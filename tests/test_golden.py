@@ -16,7 +16,7 @@ import pytest
 from harness import golden as G
 from harness.checks import inject
 from harness.cli import main
-from harness.records import read_run
+from harness.rundir import read_run
 
 
 def _golden() -> Path:

@@ -648,15 +648,18 @@ def test_check_row_schema_is_what_the_shape_shortcut_assumes():
     assert props["verdict"] == {"$ref": "#/$defs/outcome"} and set(props) == set(d["check"]["required"])
 
 
-def test_report_reuses_the_verdicts_compare_wrote_unless_the_file_changed(tmp_path):
-    from harness.compare import checks_json, write_checks
+def test_report_takes_what_compare_handed_it_else_reads_the_files(tmp_path):
+    from harness.rundir import Compared, RunRecords, checks_json, write_checks
 
     run = make_run(tmp_path, failing=True)
     vs = load_run(run).verdicts
     assert json.loads(checks_json(vs)) == json.loads(json.dumps(
         {"schema_version": 1, "verdicts": [v.model_dump(mode="json") for v in vs]}))
     write_checks(run, vs)
-    assert load_run(run).verdicts[0] is vs[0]  # the objects compare wrote, not parsed again
+    records = RunRecords.load(run)
+    handed = load_run(run, Compared(run, vs, records))
+    assert handed.verdicts[0] is vs[0]  # the objects compare made, not parsed again
+    assert handed.generations[0] is records.generations[0]  # nor the records
     doc = json.loads((run / "checks.json").read_text())
     doc["verdicts"][0]["detail"] = "edited by hand"
     (run / "checks.json").write_text(json.dumps(doc))

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.compare import read_checks
+from harness.rundir import read_checks
 from harness.report import plots, write_reports
 from harness.report.data import load_run
 from harness.report.summary import validate

@@ -18,13 +18,12 @@ import json
 import os
 from collections import defaultdict
 from pathlib import Path
-from typing import Literal
+from typing import Iterable, Literal
 
-from harness.backends import registry
-from harness.records import ErrorRecord, GenerationRecord, ScoreRecord, SessionRecord, read_run
+from harness.records import ErrorRecord, GenerationRecord, ScoreRecord, SessionRecord
+from harness.rundir import REFERENCE, RunManifest, RunRecords
 from harness.suite import Case, Suite, load_suite
 
-REFERENCE = registry.reference()
 PHASES = ("generate", "score")
 DEFAULT_SUITE = "cases/default.yaml"
 
@@ -55,10 +54,13 @@ def _score_source_of_error(err: ErrorRecord) -> str | None:
 class RunData:
     """Everything compare needs from one run directory."""
 
-    def __init__(self, run_dir: Path, suite: Suite, manifest: dict, records: list):
+    def __init__(self, run_dir: Path, suite: Suite, manifest: RunManifest | dict | None, records: Iterable):
         self.run_dir = Path(run_dir)
         self.suite = suite
-        self.manifest = manifest
+        self.source_suite = suite  # as loaded, before the tolerance profile (the report shows this one)
+        self.manifest = manifest if isinstance(manifest, RunManifest) else RunManifest.model_validate(manifest or {})
+        self.has_manifest = bool(self.manifest.as_dict())
+        self.suite_path: str | None = None
         self.hashes = {c.id: c.content_hash() for c in suite.cases}
         self.sessions: dict[tuple[str, str], list[SessionRecord]] = defaultdict(list)
         self.backend_errors: dict[tuple[str, str], list[ErrorRecord]] = defaultdict(list)
@@ -95,7 +97,7 @@ class RunData:
                 self.gen_order[(r.backend, key.case_id)].append(r)
             elif isinstance(r, ScoreRecord):
                 self.scores[(r.backend, key.case_id, r.source_backend)][(key.prompt_index, key.sample_index)] = r
-        requested = manifest.get("backends")
+        requested = self.manifest.backends
         if not requested:
             requested = sorted(self.seen_backends, key=lambda b: (b != REFERENCE, self.seen_backends.index(b)))
         self.backends: list[str] = list(requested)
@@ -109,24 +111,27 @@ class RunData:
 
     # ------------------------------------------------------------ loading
     @classmethod
-    def load(cls, run_dir: Path, suite_path: str | None = None) -> "RunData":
+    def load(cls, run_dir: Path, suite_path: str | None = None, records: RunRecords | None = None) -> "RunData":
+        """`records`: the run's records when the caller read them already (compare hands them to the report)."""
         run_dir = Path(run_dir)
-        manifest_path = run_dir / "run.json"
-        manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
-        path = suite_path or manifest.get("suite") or DEFAULT_SUITE
+        manifest = RunManifest.read(run_dir)
+        path = suite_path or (manifest.suite if manifest else None) or DEFAULT_SUITE
         if suite_path is None and not Path(path).exists():
             # a run directory from another machine: the same suite file in this checkout (case hashes
             # still decide which records are compared)
             local = Path(__file__).resolve().parents[2] / "cases" / Path(path).name
             path = str(local) if local.exists() else path
-        suite, records = load_suite(path), read_run(run_dir, cache=True)
+        suite = load_suite(path)
+        records = records if records is not None else RunRecords.load(run_dir)
         names = {r.key.suite for r in records if getattr(r, "key", None) is not None}
         if names and suite.suite not in names:  # e.g. no run.json, and the default suite is not the run's
             from harness.suite import SuiteError
 
             raise SuiteError(f"{run_dir}: its records are of suite {', '.join(sorted(names))}, not "
                              f"{suite.suite!r} ({path}): pass --suite with the suite they were recorded from")
-        return cls(run_dir, suite, manifest, records)
+        ctx = cls(run_dir, suite, manifest, records)
+        ctx.suite_path = str(path)
+        return ctx
 
     # ------------------------------------------------------------ who is here
     @property
@@ -137,17 +142,17 @@ class RunData:
     def engines(self) -> list[str]:
         return [b for b in self.backends if b != REFERENCE]
 
-    def phase_status(self, backend: str, phase: str) -> dict | None:
-        return (self.manifest.get("backend_status", {}).get(backend, {}).get("phases", {}) or {}).get(phase)
+    def phase_status(self, backend: str, phase: str):
+        return self.manifest.phase_status(backend, phase)
 
     def phase_problem(self, backend: str, phase: str) -> str | None:
         """Why a backend's phase did not complete, or None if it did."""
         problems = []
         status = self.phase_status(backend, phase)
-        if status is not None and status.get("exit_code", 0) != 0:
-            how = "timed out" if status.get("timed_out") else f"exited with code {status.get('exit_code')}"
-            problems.append(f"{backend} {phase} {how} (log {status.get('log', '?')})")
-        elif status is None and self.manifest.get("backend_status", {}).get(backend) is not None \
+        if status is not None and "exit_code" in status.model_fields_set and status.exit_code != 0:
+            how = "timed out" if status.timed_out else f"exited with code {status.exit_code}"
+            problems.append(f"{backend} {phase} {how} (log {status.log if 'log' in status.model_fields_set else '?'})")
+        elif status is None and backend in self.manifest.backend_status \
                 and not self.sessions.get((backend, phase)):
             problems.append(f"{backend} {phase} was never run (run.json has no status for it)")
         for err in self.backend_errors.get((backend, phase), []):
@@ -160,8 +165,8 @@ class RunData:
     def dtype(self) -> str | None:
         """The dtype the run's engines computed in: run.json's `dtype`, else the engines' session records'
         (None when they name none or disagree), for tolerances chosen by dtype."""
-        if self.manifest.get("dtype"):
-            return self.manifest["dtype"]
+        if self.manifest.dtype:
+            return self.manifest.dtype
         found = {s.dtype for (b, _), ss in self.sessions.items() if b != REFERENCE for s in ss if s.dtype}
         return found.pop() if len(found) == 1 else None
 

@@ -29,7 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.checks.data import REFERENCE
+from harness import rundir
+from harness.rundir import REFERENCE
 from harness.suite import load_suite
 
 # ---------------------------------------------------------------- raw record files
@@ -74,19 +75,15 @@ def _ref_scores(files, source: str) -> dict[tuple, dict]:
     return {_k(r): r for r in _scores(files, REFERENCE, source)}
 
 
-def _manifest(run_dir: Path) -> dict:
-    p = Path(run_dir) / "run.json"
-    return json.loads(p.read_text()) if p.exists() else {}
-
-
 def write_manifest(run_dir: Path, backends: list[str], suite: str, failed: dict[tuple[str, str], int] | None = None):
     """A run.json like harness.run writes, every phase exit code 0 unless `failed` says otherwise."""
     failed = failed or {}
-    m = _manifest(run_dir) | {"run_id": Path(run_dir).name, "suite": str(Path(suite).resolve()), "backends": backends}
+    m = rundir.read_manifest_dict(run_dir) | {"run_id": Path(run_dir).name, "suite": str(Path(suite).resolve()),
+                                              "backends": backends}
     m["backend_status"] = {b: {"phases": {ph: {"exit_code": failed.get((b, ph), 0), "wall_s": 0.0,
                                                "log": f"logs/{b}.{ph}.log", "timed_out": False}
                                           for ph in ("generate", "score")}} for b in backends}
-    (Path(run_dir) / "run.json").write_text(json.dumps(m, indent=2, sort_keys=True) + "\n")
+    rundir.write_manifest(run_dir, m)
 
 
 def _noise(tag: str, n: int, scale: float) -> np.ndarray:
@@ -134,7 +131,7 @@ def add_clones(run_dir: Path, clones: dict[str, str], noise: float = 0.0, suite:
                  "dtype": None}
         files[f"{name}.generate.jsonl"] = [sessions["generate"] | clone] + gens
         files[f"{name}.score.jsonl"] = [sessions["score"] | clone]
-    backends = [REFERENCE] + [b for b in _manifest(run_dir).get("backends", []) if b != REFERENCE]
+    backends = [REFERENCE] + [b for b in rundir.read_manifest_dict(run_dir).get("backends", []) if b != REFERENCE]
     backends += [n for n in clones if n not in backends]
     # the reference scores every clone's tokens (identical to its own), every clone scores every backend's
     ref_file = files[f"{REFERENCE}.score.jsonl"]
@@ -148,7 +145,7 @@ def add_clones(run_dir: Path, clones: dict[str, str], noise: float = 0.0, suite:
                     copy.deepcopy(r) | {"backend": scorer, "source_backend": source, "by_mode": {}, "top": None,
                                         "logprobs": _jitter(r["by_mode"]["raw"], tag, noise), "logprob_mode": "raw"})
     save(run_dir, files)
-    write_manifest(run_dir, backends, suite or _manifest(run_dir).get("suite") or "cases/default.yaml")
+    write_manifest(run_dir, backends, suite or rundir.read_manifest_dict(run_dir).get("suite") or "cases/default.yaml")
 
 
 # ---------------------------------------------------------------- defects
@@ -157,7 +154,7 @@ def add_clones(run_dir: Path, clones: dict[str, str], noise: float = 0.0, suite:
 
 
 def _suite(run_dir: Path):
-    return load_suite(_manifest(run_dir).get("suite") or "cases/default.yaml")
+    return load_suite(rundir.read_manifest_dict(run_dir).get("suite") or "cases/default.yaml")
 
 
 def _edit_gens(run_dir: Path, backend: str, fn, where=lambda case, rec: True) -> int:
@@ -391,10 +388,10 @@ def remove_backend_phase(run_dir: Path, backend: str, phase: str, exit_code: int
     p = Path(run_dir) / "records" / f"{backend}.{phase}.jsonl"
     if p.exists():
         p.unlink()
-    m = _manifest(run_dir)
+    m = rundir.read_manifest_dict(run_dir)
     if exit_code is not None and m:
         m["backend_status"][backend]["phases"][phase]["exit_code"] = exit_code
-        (Path(run_dir) / "run.json").write_text(json.dumps(m, indent=2, sort_keys=True) + "\n")
+        rundir.write_manifest(run_dir, m)
     return f"{backend} {phase} removed (exit code {exit_code})"
 
 
@@ -406,7 +403,7 @@ def temperature_squared(run_dir: Path) -> dict[str, dict[str, list[float]]]:
     completions recomputed with the temperature T^2 (T applied twice). Needs torch/transformers."""
     from harness.backends.reference import ReferenceRunner
     from harness.model import ModelRef
-    from harness.records import read_run
+    from harness.rundir import read_run
 
     run_dir = Path(run_dir)
     suite = _suite(run_dir)

@@ -48,7 +48,8 @@ def verdicts_for(config: pytest.Config) -> list[Verdict] | None:
     out = None
     if run:
         from harness.checks.data import RunData
-        from harness.compare import compare_data, read_checks
+        from harness.compare import compare_data
+        from harness.rundir import read_checks
 
         run_dir = Path(run)
         if not (run_dir / "records").is_dir() and not (run_dir / "checks.json").is_file():

@@ -81,7 +81,8 @@ def backend_ran(ctx: RunData) -> list[Verdict]:
     out = []
     for b in ctx.backends:
         for phase in PHASES:
-            status = ctx.phase_status(b, phase) or {}
+            st = ctx.phase_status(b, phase)
+            status = st.as_dict() if st is not None else {}
             problem = ctx.phase_problem(b, phase)
             code = status.get("exit_code")
             failed_cases = sorted({cid for (bb, ph, cid), errs in ctx.case_errors.items()

@@ -24,8 +24,8 @@ def _missing_set(ctx: RunData, weight_set: str) -> str | None:
     """Why the run has no weight set `weight_set` (a model directory given without --model-b), or None.
     Without it nothing can say what stale weights would look like."""
     key = "model" if weight_set == "A" else "model_b"
-    if ctx.manifest and key in ctx.manifest:
-        given = ctx.manifest[key] is not None
+    if ctx.has_manifest and ctx.manifest.has(key):
+        given = getattr(ctx.manifest, key) is not None
     else:  # a bare `parity record` directory: the sessions list the sets each backend had
         sessions = [s for ss in ctx.sessions.values() for s in ss]
         given = not sessions or any(weight_set in s.models for s in sessions)

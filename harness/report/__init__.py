@@ -2,6 +2,7 @@
 
     from harness.report import write_reports
     summary = write_reports(run_dir)     # after compare_run(run_dir) wrote run_dir/checks.json
+    summary = write_reports(run_dir, compare(run_dir))   # in one process: nothing read twice
     summary["verdict"]                   # "pass" | "fail" | "error"  -> exit 0 | 1 | 2
 
 Every input is read by harness.report.data.load_run, which turns a broken
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from harness.report.data import RunData, load_run
 from harness.report.summary import SUMMARY_SCHEMA_VERSION, build_summary, validate
+from harness.rundir import Compared
 
 __all__ = ["write_reports", "load_run", "build_summary", "SUMMARY_SCHEMA_VERSION", "RunData"]
 
@@ -27,26 +29,22 @@ def _atomic_write(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
-def write_reports(run_dir: Path) -> dict:
-    """Write run_dir/summary.json, junit.xml and index.html; return the summary.
+def write_reports(run_dir: Path, compared: Compared | None = None) -> dict:
+    """Write run_dir/summary.json, junit.xml and index.html; return the summary. `compared`: what
+    harness.compare.compare of this process returned (its records, verdicts and suite are used as they are).
 
     summary.json is written first and validated against its schema (a mismatch is a harness bug and
     raises), so CI always has the machine-readable verdict even if rendering the HTML fails."""
-    from harness.records import forget_cached, gc_paused
+    from harness.records import gc_paused
     from harness.report.html import render_html
     from harness.report.junit import write_junit
-    from harness.verdict import forget_checks
 
     run_dir = Path(run_dir)
-    try:
-        with gc_paused():  # (harness/records.py: a large run is millions of long-lived objects)
-            data = load_run(run_dir)
-            summary = build_summary(data)
-            validate(summary)
-            _atomic_write(run_dir / "summary.json", json.dumps(summary, indent=2, allow_nan=False) + "\n")
-            write_junit(run_dir / "junit.xml", data.verdicts, summary)
-            _atomic_write(run_dir / "index.html", render_html(data, summary))
-    finally:  # records and verdicts that compare_run left for this report (same process): no longer needed
-        forget_cached(run_dir)
-        forget_checks(run_dir / "checks.json")
+    with gc_paused():  # (harness/records.py: a large run is millions of long-lived objects)
+        data = load_run(run_dir, compared)
+        summary = build_summary(data)
+        validate(summary)
+        _atomic_write(run_dir / "summary.json", json.dumps(summary, indent=2, allow_nan=False) + "\n")
+        write_junit(run_dir / "junit.xml", data.verdicts, summary)
+        _atomic_write(run_dir / "index.html", render_html(data, summary))
     return summary

@@ -8,6 +8,7 @@ file or an unloadable suite each become a *problem* (the run's verdict is then
     run_dir/run.json            manifest (harness/run.py); absent for a bare `parity record`
     run_dir/checks.json         {"schema_version": 1, "verdicts": [Verdict, ...]} (harness/compare.py)
     run_dir/records/*.jsonl     records (harness/records.py)
+    (each read through harness/rundir.py)
     run_dir/logs/*.log          backend process output
     run_dir/sampling_table.json, rl/*.json, selftest.json, bench.json: optional, see docs/report.md
 
@@ -23,23 +24,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pydantic_core
-from pydantic import TypeAdapter, ValidationError
-
-from harness.backends import registry
-from harness.records import ErrorRecord, GenerationRecord, RecordFileError, ScoreRecord, SessionRecord, read_records
+from harness.records import ErrorRecord, GenerationRecord, ScoreRecord, SessionRecord
 from harness.report import rl as rl_run
-from harness.verdict import Verdict, recall_checks
-
-CHECKS_SCHEMA_VERSION = 1
-REFERENCE = registry.reference()
+from harness.rundir import REFERENCE, Compared, RunDirError, RunManifest, RunRecords, read_checks
+from harness.verdict import Verdict
 
 
 @dataclass
 class RunData:
     run_dir: Path
     run_id: str
-    manifest: dict
+    manifest: RunManifest
     has_manifest: bool
     verdicts: list[Verdict]
     has_checks: bool
@@ -63,60 +58,12 @@ def _load_json(path: Path, problems: list[str], what: str) -> Any:
         return None
 
 
-_VERDICTS = TypeAdapter(list[Verdict])
-
-
-def _fast_json(raw: bytes) -> Any:
-    """pydantic's JSON parser (several times faster than json.loads on a large checks.json, with the same
-    result on valid JSON, Infinity and NaN included); None where it fails or the bytes are not UTF-8."""
-    try:
-        raw.decode("utf-8")
-        return pydantic_core.from_json(raw, allow_inf_nan=True)
-    except ValueError:
-        return None
-
-
-def _load_checks(run_dir: Path, problems: list[str], compare_cmd: str = "parity compare --run {run_dir}"
-                 ) -> tuple[list[Verdict], bool]:
-    path = run_dir / "checks.json"
-    if not path.exists():
-        problems.append(f"no checks.json in {run_dir}: the run was not compared "
-                        f"(run `{compare_cmd.format(run_dir=run_dir)}`, then report again)")
-        return [], False
-    try:
-        raw = path.read_bytes()
-    except OSError:
-        raw = None
-    if raw is not None:
-        written = recall_checks(path, raw)
-        if written is not None:  # compare wrote exactly this file in this process: its verdicts, unparsed
-            return written, True
-    doc = _fast_json(raw) if raw is not None else None
-    if doc is None:  # unreadable, or not JSON: json.loads reads it again and words the problem
-        doc = _load_json(path, problems, "checks file")
-    if doc is None:
-        return [], False
-    if not isinstance(doc, dict) or doc.get("schema_version") != CHECKS_SCHEMA_VERSION:
-        got = doc.get("schema_version") if isinstance(doc, dict) else type(doc).__name__
-        problems.append(f"checks.json schema_version {got!r}: this report reads version {CHECKS_SCHEMA_VERSION}")
-        return [], False
-    try:  # all at once; a file with an invalid verdict is gone through one by one below, for the messages
-        return _VERDICTS.validate_python(doc.get("verdicts", [])), True
-    except ValidationError:
-        pass
-    out = []
-    for i, v in enumerate(doc.get("verdicts", [])):
-        try:
-            out.append(Verdict.model_validate(v))
-        except ValidationError as e:
-            problems.append(f"checks.json verdict #{i} is not a valid Verdict: {str(e).splitlines()[0]}")
-    return out, True
-
-
-def _load_suite(manifest: dict, warnings: list[str]):
-    path = manifest.get("suite")
+def _load_suite(manifest: RunManifest, warnings: list[str], compared: Compared | None):
+    path = manifest.suite
     if not path:
         return None
+    if compared is not None and compared.suite is not None and compared.suite_path == path:
+        return compared.suite  # the suite compare checked against, not parsed again
     try:
         from harness.suite import load_suite
 
@@ -141,35 +88,37 @@ def _load_extras(run_dir: Path, problems: list[str], warnings: list[str]) -> dic
     return extras
 
 
-def load_run(run_dir: Path) -> RunData:
+def load_run(run_dir: Path, compared: Compared | None = None) -> RunData:
+    """`compared`: what compare_run's `compare` of this process read and concluded (records, verdicts,
+    suite), used instead of reading them again."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run directory {run_dir} does not exist")
     problems: list[str] = []
     warnings: list[str] = []
-    manifest_path = run_dir / "run.json"
-    manifest = {}
     is_rl = rl_run.is_rl_run(run_dir)
-    if manifest_path.exists():
-        manifest = _load_json(manifest_path, problems, "manifest") or {}
-    elif not is_rl:  # an RL run has no run.json by design: its plan is rl/plan.json
-        warnings.append("no run.json: a bare `parity record` directory; backend exit codes and wall times "
-                        "are unknown, backends are those found in the records")
-    verdicts, has_checks = _load_checks(run_dir, problems, rl_run.COMPARE_HINT if is_rl else
-                                        "parity compare --run {run_dir}")
+    try:
+        manifest = RunManifest.read(run_dir)
+    except RunDirError as e:
+        problems.append(f"manifest run.json is unreadable: {e}")
+        manifest = RunManifest()
+    if manifest is None:
+        manifest = RunManifest()
+        if not is_rl:  # an RL run has no run.json by design: its plan is rl/plan.json
+            warnings.append("no run.json: a bare `parity record` directory; backend exit codes and wall times "
+                            "are unknown, backends are those found in the records")
+    if compared is not None:
+        verdicts, has_checks = compared.verdicts, True
+        records = compared.records
+    else:
+        got = read_checks(run_dir, problems, rl_run.COMPARE_HINT if is_rl else "parity compare --run {run_dir}")
+        verdicts, has_checks = got or [], got is not None
+        records = RunRecords.load(run_dir, tolerant=True)
+        problems += records.problems
+    sessions, gens, scores, errors = records.sessions, records.generations, records.scores, records.errors
 
-    sessions, gens, scores, errors = [], [], [], []
-    for p in sorted((run_dir / "records").glob("*.jsonl")):
-        try:
-            recs = read_records(p, cache=True)  # the records compare just read, when unchanged
-        except (RecordFileError, OSError, UnicodeDecodeError) as e:
-            problems.append(f"record file unreadable: {e}")
-            continue
-        for r in recs:
-            {"session": sessions, "generation": gens, "score": scores, "error": errors}[r.kind].append(r)
-
-    seen = list(dict.fromkeys(r.backend for r in sessions + gens + scores + errors))
-    requested = list(manifest.get("backends") or [])
+    seen = list(dict.fromkeys(r.backend for r in [*sessions, *gens, *scores, *errors]))
+    requested = list(manifest.backends)
     if requested:
         backends = requested
         ignored = [b for b in seen if b not in requested]
@@ -183,16 +132,18 @@ def load_run(run_dir: Path) -> RunData:
     else:
         backends = sorted(seen, key=lambda b: (b != REFERENCE, seen.index(b)))
 
-    run_id = manifest.get("run_id") or next((r.run_id for r in sessions + gens), None) or run_dir.name
-    data = RunData(run_dir=run_dir, run_id=run_id, manifest=manifest, has_manifest=bool(manifest),
-                   verdicts=verdicts, has_checks=has_checks, sessions=sessions, generations=gens, scores=scores,
-                   errors=errors, backends=backends, problems=problems, warnings=warnings)
-    data.suite = _load_suite(manifest, warnings)
+    run_id = manifest.run_id or next((r.run_id for r in [*sessions, *gens]), None) or run_dir.name
+    data = RunData(run_dir=run_dir, run_id=run_id, manifest=manifest, has_manifest=bool(manifest.as_dict()),
+                   verdicts=verdicts, has_checks=has_checks, sessions=list(sessions), generations=list(gens),
+                   scores=list(scores), errors=list(errors), backends=backends, problems=problems,
+                   warnings=warnings)
+    data.suite = _load_suite(manifest, warnings, compared)
     data.extras = _load_extras(run_dir, problems, warnings)
     if is_rl:
         data.kind = "rl"
         data.backends = rl_run.engine_order(data.extras.get("rl_curves", []))
-        data.manifest = rl_run.pseudo_manifest(data.extras)  # provenance only: has_manifest stays False
+        data.manifest = RunManifest.model_validate(rl_run.pseudo_manifest(data.extras))  # provenance only:
+        # has_manifest stays False
     return data
 
 

@@ -51,7 +51,6 @@ def backend_status(data: RunData) -> dict[str, dict]:
     if data.kind == "rl":  # engines of an RL run have training runs, not generate/score phases
         return rl_run.engine_status(data)
     out: dict[str, dict] = {}
-    manifest_status = data.manifest.get("backend_status") or {}
     for b in data.backends:
         sess = [s for s in data.sessions if s.backend == b]
         versions: dict[str, str] = {}
@@ -59,9 +58,10 @@ def backend_status(data: RunData) -> dict[str, dict]:
             versions.update(s.versions)
         last = sess[-1] if sess else None
         phases = {}
-        for phase, st in ((manifest_status.get(b) or {}).get("phases") or {}).items():
-            phases[phase] = {"exit_code": st.get("exit_code"), "wall_s": st.get("wall_s"),
-                             "timed_out": bool(st.get("timed_out", False)), "log": st.get("log")}
+        status = data.manifest.backend_status.get(b)
+        for phase, st in (status.phases if status is not None else {}).items():
+            phases[phase] = {"exit_code": st.exit_code, "wall_s": st.wall_s, "timed_out": st.timed_out,
+                             "log": st.log}
         errs = [e for e in data.errors if e.backend == b]
         case_errors = [e for e in errs if e.error_type != "Skipped"]
         n_gen = sum(1 for g in data.generations if g.backend == b)
@@ -124,11 +124,11 @@ def _session_dtype(session) -> str | None:
 def run_dtype(data: RunData, backends: dict[str, dict]) -> dict:
     """{run, requested, checkpoint}: run.json's, else the engines' common dtype (null if they differ)."""
     m = data.manifest
-    run = m.get("dtype")
+    run = m.dtype
     if run is None:
         found = {st["dtype"] for b, st in backends.items() if b != REFERENCE and st["dtype"]}
         run = found.pop() if len(found) == 1 else None
-    return {"run": run, "requested": m.get("dtype_requested"), "checkpoint": m.get("checkpoint_dtype")}
+    return {"run": run, "requested": m.dtype_requested, "checkpoint": m.checkpoint_dtype}
 
 
 def _json_safe(x):
@@ -214,8 +214,8 @@ def _harness_version() -> str:
 
 def provenance(data: RunData, backends: dict[str, dict]) -> dict:
     m = data.manifest
-    model = m.get("model") or next((s.model for s in data.sessions if s.model), None)
-    model_b = m.get("model_b")
+    model = m.model or next((s.model for s in data.sessions if s.model), None)
+    model_b = m.model_b
     if model_b is None and not data.has_manifest:
         model_b = next((s.models.get("B") for s in data.sessions if s.models.get("B")), None)
     cases: dict[str, dict] = {}
@@ -230,13 +230,13 @@ def provenance(data: RunData, backends: dict[str, dict]) -> dict:
     for cid, info in cases.items():
         got = recorded_hashes.get(cid, set())
         info["recorded_hashes"] = sorted(got)
-    suite_name = m.get("suite_name") or (data.suite.suite if data.suite is not None else None) or next(
+    suite_name = m.suite_name or (data.suite.suite if data.suite is not None else None) or next(
         (r.key.suite for r in data.generations), None)
     return {
-        "git_revision": m.get("git_revision"),
+        "git_revision": m.git_revision,
         "harness_version": _harness_version(),
         "report_host": platform.node(),
-        "suite": {"name": suite_name, "path": m.get("suite")},
+        "suite": {"name": suite_name, "path": m.suite},
         "model": _model(model),
         "model_b": _model(model_b),
         "cases": cases,
@@ -245,9 +245,9 @@ def provenance(data: RunData, backends: dict[str, dict]) -> dict:
         "dtype": run_dtype(data, backends),
         "dtypes": {b: st["dtype"] for b, st in backends.items()},
         "model_hashes": {b: st["model_hash"] for b, st in backends.items()},
-        "started_at": m.get("started_at"),
-        "finished_at": m.get("finished_at"),
-        "argv": m.get("argv"),
+        "started_at": m.started_at,
+        "finished_at": m.finished_at,
+        "argv": m.argv,
     }
 
 
@@ -268,7 +268,7 @@ def build_summary(data: RunData) -> dict:
     verdict, reason = overall(data.verdicts, backends, data.problems)
     from harness.dtypes import mismatch_warning
 
-    model = data.manifest.get("model") or {}
+    model = data.manifest.model or {}
     dt = run_dtype(data, backends)
     warning = mismatch_warning(dt["run"], dt["checkpoint"], f"the checkpoint {model.get('name') or '(model A)'}")
     warnings = list(data.warnings) + ([warning] if warning else [])

@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from harness.records import read_run
+from harness.rundir import read_run
 
 ROOT = Path(__file__).resolve().parents[2]
 #: the default suite's logprob tolerance (cases/default.yaml, docs/checks.md): HTTP must agree to it

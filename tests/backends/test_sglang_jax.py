@@ -43,7 +43,7 @@ from harness.backends.sglang_jax.rollout import (
 )
 from harness.model import DEFAULT_CACHE, embedded
 from harness.record import tokenize_suite
-from harness.records import read_run
+from harness.rundir import read_run
 from harness.suite import load_suite
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/backends/tied.py

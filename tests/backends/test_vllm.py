@@ -29,7 +29,7 @@ import pytest
 pytest.importorskip("vllm", reason="tests/backends/test_vllm.py runs in the vLLM venv (nox -s vllm_tests)")
 
 from harness.model import DEFAULT_CACHE, embedded  # noqa: E402
-from harness.records import read_run  # noqa: E402
+from harness.rundir import read_run  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/backends/tied.py
 

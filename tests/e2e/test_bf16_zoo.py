@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.records import read_run
+from harness.rundir import read_run
 
 ROOT = Path(__file__).parent.parent.parent
 BACKENDS = ["reference", "vllm", "sglang_jax"]

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from harness.proctree import alive, descendants, identity
-from harness.records import read_run
+from harness.rundir import read_run
 
 ROOT = Path(__file__).parent.parent.parent
 SUITE = ROOT / "tests" / "e2e" / "data" / "tiny.yaml"

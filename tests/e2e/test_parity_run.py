@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.records import read_run
+from harness.rundir import read_run
 from harness.suite import load_suite
 
 ROOT = Path(__file__).parent.parent.parent
