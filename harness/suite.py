@@ -329,7 +329,3 @@ def _load_suite_text(where: str, text: str) -> "Suite":
         raise SuiteError(head + "\n  ".join(problems))
     return Suite(suite=raw["suite"], description=raw.get("description", ""), path=where, dtype=dtype,
                  backends=block or {}, cases=tuple(cases))
-
-
-def slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9_.-]+", "-", text.lower()).strip("-")

@@ -79,13 +79,6 @@ def _first_tokens(gens: dict, prompt: int) -> list[int]:
     return [int(g.completion_ids[0]) for (p, _), g in sorted(gens.items()) if p == prompt and g.completion_ids]
 
 
-def _spec_issue(case: Case, engine: str, field: str) -> mapping.MappingIssue | None:
-    for i in mapping.issues(case.sampling, engine):
-        if i.field == field:
-            return i
-    return None
-
-
 # ============================================================================ sampling_distribution
 def sampling_distribution(ctx: RunData, case: Case) -> list[Verdict]:
     check, metric = "sampling_distribution", "p_value"

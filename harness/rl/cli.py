@@ -24,10 +24,6 @@ from harness.rl.config import ALGOS, DEFAULT_ENGINES, DEFAULT_MARGINS, PARITY_ME
 EXIT_PASS, EXIT_FAIL, EXIT_ERROR = 0, 1, 2
 
 
-def _csv(s: str) -> list[str]:
-    return [x.strip() for x in s.split(",") if x.strip()]
-
-
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m harness.rl", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 from harness.spec import SamplingSpec
@@ -314,11 +313,6 @@ GENERATION_CONFIG_SAMPLING = {  # generation_config key -> canonical field (what
     "temperature": "temperature", "top_p": "top_p", "top_k": "top_k", "min_p": "min_p",
     "repetition_penalty": "repetition_penalty", "max_new_tokens": "max_tokens",
 }
-
-
-def read_generation_config(model_dir: str | Path) -> dict:
-    p = Path(model_dir) / "generation_config.json"
-    return json.loads(p.read_text()) if p.exists() else {}
 
 
 def generation_config_issues(gen: dict, engine: str) -> list[MappingIssue]:
