@@ -28,9 +28,10 @@ import nox
 import nox.command
 
 ROOT = Path(__file__).parent
-CACHE = Path(os.environ.get("PARITY_CACHE", Path.home() / ".cache" / "rollout-parity"))
+sys.path.insert(0, str(ROOT))
+from harness import paths  # noqa: E402  (standard library only, like the registry below)
 
-nox.options.envdir = str(CACHE / "nox")
+nox.options.envdir = str(paths.nox_envdir())
 nox.options.reuse_venv = "yes"
 nox.options.error_on_missing_interpreters = True
 nox.options.sessions = ["parity"]

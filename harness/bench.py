@@ -31,7 +31,6 @@ from harness.backends import registry
 from harness.rundir import RunDirError, RunManifest, read_manifest_dict, write_manifest
 
 ROOT = Path(__file__).resolve().parent.parent
-CACHE = Path(os.environ.get("PARITY_CACHE", Path.home() / ".cache" / "rollout-parity"))
 GOLDEN = ROOT / "golden" / "cpu-x86_64-float32"
 UNIT, REF = registry.unit_under_test(), registry.baseline_engine()  # ratios are UNIT / REF
 

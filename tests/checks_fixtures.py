@@ -24,11 +24,11 @@ from pathlib import Path
 
 import pytest
 
+from harness.backends import registry
 from harness.golden import reference_python  # the reference interpreter, as `parity golden` finds it
 
 ROOT = Path(__file__).resolve().parent.parent
 SUITE = ROOT / "cases" / "default.yaml"
-CACHE = Path(os.environ.get("PARITY_CACHE", Path.home() / ".cache" / "rollout-parity"))
 CLONES = {"clone_raw": "raw", "clone_processed": "processed", "clone_temperature": "temperature"}
 CLONE_NOISE = 2e-6
 
@@ -70,7 +70,7 @@ def recorded_run(tmp_path_factory) -> Path:
             "no interpreter with torch+transformers for the reference (build it: `nox -s reference`, "
             "or set PARITY_REFERENCE_PYTHON / PARITY_CHECKS_RUN)")
     engines = engine_backends()
-    pythons = {"reference": py} | {e: str(CACHE / "nox" / e / "bin" / "python") for e in engines}
+    pythons = {"reference": py} | {e: str(registry.venv_python(e)) for e in engines}
     for phase in ("generate", "score"):
         for backend, python in pythons.items():
             _record(python, backend, out, phase)

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from harness import paths
+
 ROOT = Path(__file__).resolve().parents[2]
 
 #: reference: the exact float64 opinion every check compares against (exactly one);
@@ -61,9 +63,7 @@ class Venv:
         return self.after.get(self.flavour(), ())
 
     def location(self) -> Path:
-        envdir = os.environ.get("PARITY_NOX_ENVDIR")
-        cache = Path(os.environ.get("PARITY_CACHE", Path.home() / ".cache" / "rollout-parity"))
-        return Path(envdir) / self.name if envdir else cache / "nox" / self.name
+        return paths.venv_dir(self.name)
 
     def python_path(self) -> Path:
         return self.location() / "bin" / "python"

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
-DEFAULT_CACHE = Path(os.environ.get("PARITY_CACHE", Path.home() / ".cache" / "rollout-parity"))
+from harness import paths
+
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ def embedded(weight_set: str = "A", cache: Path | None = None) -> ModelRef:
     """The embedded tiny model's weight set A or B, built once into the cache and reused."""
     from harness.model import build
 
-    root = (cache or DEFAULT_CACHE) / "models" / f"tiny-qwen3-{build.source_hash()}"
+    root = (cache or paths.cache_dir()) / "models" / f"tiny-qwen3-{build.source_hash()}"
     dest = root / weight_set
     card = dest / "parity_model_card.json"
     if not card.exists():
@@ -54,7 +54,7 @@ def zoo_model(name: str, weight_set: str = "A", cache: Path | None = None) -> Mo
     from harness.model import zoo as z
 
     z.zoo_name(z.PREFIX + name)
-    dest = (cache or DEFAULT_CACHE) / "models" / f"zoo-{name}-{z.source_hash()}" / weight_set
+    dest = (cache or paths.cache_dir()) / "models" / f"zoo-{name}-{z.source_hash()}" / weight_set
     card = dest / "parity_model_card.json"
     if not card.exists():
         dest.parent.mkdir(parents=True, exist_ok=True)

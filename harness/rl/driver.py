@@ -19,15 +19,11 @@ import sys
 import time
 from pathlib import Path
 
+from harness.backends import registry
 from harness.rl.config import ENGINES, RunConfig
 from harness.rl.records import run_path, write_json
 
 ROOT = Path(__file__).resolve().parents[2]
-CACHE = Path(os.environ.get("PARITY_CACHE", Path.home() / ".cache" / "rollout-parity"))
-
-
-def venv_python(session: str) -> Path:
-    return CACHE / "nox" / session / "bin" / "python"
 
 
 def _nox_cmd() -> list[str]:
@@ -50,7 +46,7 @@ def train_command(cfg: RunConfig, run_dir: Path, launcher: str) -> list[str]:
         return _nox_cmd() + ["-s", session, "--"] + args
     if launcher == "current":  # this interpreter (tests inside an engine venv)
         return [sys.executable, "-m", "harness.rl"] + args
-    return [str(venv_python(session)), "-m", "harness.rl"] + args
+    return [str(registry.venv_python(session)), "-m", "harness.rl"] + args
 
 
 def run_one(cfg: RunConfig, run_dir: Path, launcher: str, timeout: float, log) -> dict:

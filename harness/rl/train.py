@@ -44,9 +44,9 @@ def _enable_compile_cache() -> None:
     where = os.environ.get("PARITY_RL_JAX_CACHE")
     if where == "off":
         return
-    from harness.model import DEFAULT_CACHE
+    from harness import paths
 
-    root = Path(where) if where else DEFAULT_CACHE / "jax-cache" / f"py{sys.version_info[0]}{sys.version_info[1]}"
+    root = Path(where) if where else paths.cache_dir() / "jax-cache" / f"py{sys.version_info[0]}{sys.version_info[1]}"
     root.mkdir(parents=True, exist_ok=True)
     jax.config.update("jax_compilation_cache_dir", str(root))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)

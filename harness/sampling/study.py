@@ -4,7 +4,7 @@
     python -m harness.sampling.study --out runs/defect8 --backends reference,sglang_jax \\
         --cases dist-topk,dist-t1 --env sglang_jax:PARITY_SGLANG_COMPAT_OFF=seeded_sampler_exact
 
-Each backend records with its own venv's interpreter (PARITY_CACHE/nox/<backend>/bin/python, as
+Each backend records with its own venv's interpreter (its registry venv under $PARITY_CACHE/nox, as
 `nox -s <backend>` would), generate phases first, then score phases; then the checks run here
 (harness.compare.compare_run) and the sampling verdicts are printed, one line each.
 
@@ -29,11 +29,10 @@ import yaml
 from harness.backends import registry
 
 ROOT = Path(__file__).resolve().parents[2]
-CACHE = Path(os.environ.get("PARITY_CACHE", Path.home() / ".cache" / "rollout-parity"))
 
 
 def interpreter(backend: str) -> str:
-    p = CACHE / "nox" / backend / "bin" / "python"
+    p = registry.venv_python(backend)
     return str(p) if p.exists() else sys.executable
 
 

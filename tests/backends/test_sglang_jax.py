@@ -41,7 +41,8 @@ from harness.backends.sglang_jax.rollout import (
     SglangJaxRollout,
     derive_seed,
 )
-from harness.model import DEFAULT_CACHE, embedded
+from harness.backends import registry
+from harness.model import embedded
 from harness.record import tokenize_suite
 from harness.rundir import read_run
 from harness.suite import load_suite
@@ -50,7 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/backends/tied.
 
 ROOT = Path(__file__).resolve().parents[2]
 SUITE = ROOT / "cases" / "default.yaml"
-REF_PY = Path(os.environ.get("PARITY_REFERENCE_PYTHON", DEFAULT_CACHE / "nox" / "reference" / "bin" / "python"))
+REF_PY = Path(os.environ.get("PARITY_REFERENCE_PYTHON") or registry.venv_python(registry.reference()))
 ATOL = 1e-4
 EOS = 1
 ENGINE_FAILURES = (EngineCrashed, EngineCallError, EngineOutputError)

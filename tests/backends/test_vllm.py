@@ -28,7 +28,8 @@ import pytest
 
 pytest.importorskip("vllm", reason="tests/backends/test_vllm.py runs in the vLLM venv (nox -s vllm_tests)")
 
-from harness.model import DEFAULT_CACHE, embedded  # noqa: E402
+from harness.backends import registry  # noqa: E402
+from harness.model import embedded  # noqa: E402
 from harness.rundir import read_run  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/backends/tied.py
@@ -36,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/backends/tied.
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_SUITE = ROOT / "cases" / "default.yaml"
 RAW_SUITE = ROOT / "tests" / "backends" / "data" / "vllm_raw.yaml"
-REFERENCE_PYTHON = Path(os.environ.get("PARITY_REFERENCE_PYTHON", DEFAULT_CACHE / "nox" / "reference" / "bin" / "python"))
+REFERENCE_PYTHON = Path(os.environ.get("PARITY_REFERENCE_PYTHON") or registry.venv_python(registry.reference()))
 ATOL = 1e-4
 EOS = 1
 GREEDY_CASES = ("greedy-basic", "greedy-eos", "greedy-ids", "update-b", "update-back-a")
