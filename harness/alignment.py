@@ -3,7 +3,7 @@
 For a sequence `prompt + completion` run teacher-forced, row r of the logits
 predicts token r+1. So completion token i is scored by row len(prompt)-1+i,
 and prompt token j (j >= 1) by row j-1; prompt token 0 has no score (None).
-Seed 001's worked example: prompt [0, 1, 2], greedy output [1, 4]: the last
+Worked example: prompt [0, 1, 2], greedy output [1, 4]: the last
 prefill row scores the first output token, the first decode row the second.
 """
 

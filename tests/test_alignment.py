@@ -1,4 +1,4 @@
-"""Seed 001's worked example: which logit row scores which token."""
+"""The worked example of harness/alignment.py: which logit row scores which token."""
 
 import json
 from pathlib import Path

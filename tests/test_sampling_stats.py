@@ -81,7 +81,8 @@ def test_a_masked_token_rejects_outright_unless_borderline() -> None:
 
 
 def test_uniform_sampler_is_caught() -> None:
-    """Defect 8's shape: near-uniform draws over the vocabulary instead of the top-k set."""
+    """The shape of sglang-jax 0.0.2's seeded sampler (compat seeded_sampler_exact, docs/sglang_jax.md):
+    near-uniform draws over the vocabulary instead of the top-k set."""
     p = np.zeros(384)
     p[:5] = [0.6, 0.2, 0.1, 0.06, 0.04]
     rng = np.random.default_rng(0)

@@ -380,7 +380,7 @@ def test_tunix_generate_grouped_padded_and_rescored(rollout):
 
 
 def test_per_token_logps_alignment_against_step_by_step_decoding(rollout):
-    """Seed 001's alignment: completion logprob i = log p(c[i] | prompt + c[:i]), checked against a fresh
+    """The alignment rule (harness/alignment.py): completion logprob i = log p(c[i] | prompt + c[:i]), checked against a fresh
     one-token generate at every prefix (an independent code path: decode logprobs, not prompt logprobs)."""
     prompt = rollout.encode("In the kitchen the cat")
     comp = rollout.generate_ids([prompt], {"max_tokens": 5, "temperature": 0.0, "logprobs": 1})[0].samples[0].token_ids
