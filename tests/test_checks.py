@@ -339,7 +339,9 @@ def test_pytest_plugin_maps_verdicts_onto_junit(run_copy, tmp_path):
     inject.remove_backend_phase(d, "clone_processed", "score", exit_code=1)
     verdicts = compare_run(d)
     xml = tmp_path / "junit.xml"
-    p = subprocess.run([sys.executable, "-m", "pytest", str(ROOT / "harness" / "checks" / "test_recorded.py"),
+    # -p: the pytest11 entry point registers the plugin where the package is installed; a venv installed before
+    # it was declared has no entry point yet (the explicit -p and the entry point load it once, not twice)
+    p = subprocess.run([sys.executable, "-m", "pytest", "-p", "harness.checks.pytest_plugin",
                         "--parity-run", str(d), f"--junitxml={xml}", "-q", "-p", "no:cacheprovider"],
                        cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert p.returncode == 1, p.stdout[-2000:] + p.stderr[-2000:]

@@ -1,14 +1,18 @@
 """pytest plugin: one test per verdict of a recorded run, so CI gets JUnit natively.
 
-    pytest harness/checks/test_recorded.py --parity-run reports/latest --junitxml=parity.xml
-    pytest harness/checks/test_recorded.py --parity-run DIR --parity-suite cases/default.yaml -k mismatch
+    pytest --parity-run reports/latest --junitxml=parity.xml
+    pytest --parity-run DIR --parity-suite cases/default.yaml -k mismatch
 
 Outcomes map onto pytest's own: "pass" passes, "fail" fails (the message names
 both sides, the metric, its value and threshold), "skipped" skips with the
 reason, and "error" is raised from the verdict's fixture, so pytest (and JUnit)
 report an *error*, not a failure. Each test carries the verdict's fields as JUnit
-properties. Loaded by harness/checks/conftest.py; elsewhere use
-`-p harness.checks.pytest_plugin`.
+properties.
+
+Registered as a `pytest11` entry point (pyproject.toml), so any pytest of an environment where the harness
+is installed has the options; without them the plugin does nothing. `--parity-run` makes the session
+collect exactly these tests (`test_recorded` below, one per verdict), whatever paths or testpaths say.
+Without the package installed: `pytest -p harness.checks.pytest_plugin --parity-run DIR`.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import pytest
 from harness.verdict import Verdict
 
 _KEY = pytest.StashKey[list]()
+_PARAMETRIZED = pytest.StashKey[bool]()
 
 
 class ParityError(Exception):
@@ -37,7 +42,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="use DIR/checks.json as written by `parity compare` instead of checking again")
 
 
-def test_id(v: Verdict) -> str:
+def pytest_configure(config: pytest.Config) -> None:
+    if config.getoption("--parity-run", None):
+        # the verdicts are the session's tests: collect this module (its test_recorded), not the paths given
+        config.args[:] = [str(Path(__file__).resolve())]
+
+
+def verdict_test_id(v: Verdict) -> str:
     return f"{v.check}:{v.case}:{'-vs-'.join(v.backends) or 'run'}"
 
 
@@ -66,13 +77,18 @@ def verdicts_for(config: pytest.Config) -> list[Verdict] | None:
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "parity_verdict" not in metafunc.fixturenames:
         return
+    # this module is also the session's test module (pytest_configure), and pytest calls a test module's own
+    # pytest_generate_tests besides the plugins': parametrize once
+    if metafunc.definition.stash.get(_PARAMETRIZED, False):
+        return
+    metafunc.definition.stash[_PARAMETRIZED] = True
     verdicts = verdicts_for(metafunc.config)
     if verdicts is None:  # a CI step that forgot the flag must not go green with nothing checked
         raise pytest.UsageError("no --parity-run DIR given: these tests are the checks of a recorded run "
-                                "(pytest harness/checks/test_recorded.py --parity-run reports/latest)")
+                                "(pytest --parity-run reports/latest)")
     ids, seen = [], {}
     for v in verdicts:
-        base = test_id(v)
+        base = verdict_test_id(v)
         seen[base] = seen.get(base, 0) + 1
         ids.append(base if seen[base] == 1 else f"{base}#{seen[base]}")
     metafunc.parametrize("parity_verdict", verdicts, ids=ids, indirect=True)
@@ -96,3 +112,9 @@ def parity_verdict(request: pytest.FixtureRequest) -> Verdict:
     if v.verdict == "error":
         raise ParityError(_describe(v))
     return v
+
+
+def test_recorded(parity_verdict: Verdict) -> None:
+    """One verdict of the recorded run (collected only under --parity-run; see pytest_configure)."""
+    if parity_verdict.verdict != "pass":
+        pytest.fail(_describe(parity_verdict), pytrace=False)
