@@ -20,6 +20,9 @@ order), per backend or pair (requested order).
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+import traceback
 from pathlib import Path
 
 from harness.checks.data import RunData
@@ -30,12 +33,80 @@ from harness.rundir import Compared, RunRecords, write_checks
 from harness.verdict import Verdict
 
 
-def compare_data(ctx: RunData) -> list[Verdict]:
+def compare_data(ctx: RunData, workers: int | None = None) -> list[Verdict]:
+    """Every verdict of the run, in checks.json's order. `workers`: processes for the case checks (default:
+    PARITY_COMPARE_WORKERS, else one per available core for a run of at least PARALLEL_MIN_CASES cases)."""
+    cases = list(ctx.suite.cases)
     verdicts = backend_ran(ctx) + tolerance_profile(ctx)
-    for case in ctx.suite.cases:
-        for name in case.checks:
-            verdicts += run_case_check(ctx, case, name)
+    n = _workers(workers, len(cases))
+    if n > 1:
+        verdicts += _case_verdicts_forked(ctx, cases, n)
+    else:
+        verdicts += _case_verdicts(ctx, cases)
     return verdicts + mapping_verdicts(ctx)  # fields an engine would drop: explicit (harness/checks/sampling.py)
+
+
+# Below this many cases a run's checks take well under a second: not worth starting processes.
+PARALLEL_MIN_CASES = 200
+
+
+def _workers(asked: int | None, n_cases: int) -> int:
+    if asked is None and os.environ.get("PARITY_COMPARE_WORKERS"):
+        asked = int(os.environ["PARITY_COMPARE_WORKERS"])
+    if asked is None:
+        asked = len(os.sched_getaffinity(0)) if n_cases >= PARALLEL_MIN_CASES else 1
+    if asked > 1 and "fork" not in multiprocessing.get_all_start_methods():
+        return 1  # the workers inherit the loaded run; without fork it would have to be pickled to each
+    return max(1, min(asked, n_cases))
+
+
+def _case_verdicts(ctx: RunData, cases: list) -> list[Verdict]:
+    out: list[Verdict] = []
+    for case in cases:
+        for name in case.checks:
+            out += run_case_check(ctx, case, name)
+    return out
+
+
+def _case_verdicts_forked(ctx: RunData, cases: list, n: int) -> list[Verdict]:
+    """_case_verdicts with the cases cut into n contiguous slices: n - 1 forked processes (each inherits the
+    loaded run, nothing is copied to it) check one slice each and send back their verdicts, this process
+    checks the first; joined in case order, so the result is the sequential one."""
+    bounds = [len(cases) * i // n for i in range(n + 1)]
+    ctx_fork = multiprocessing.get_context("fork")
+    children = []
+    for i in range(1, n):
+        recv, send = ctx_fork.Pipe(duplex=False)
+        proc = ctx_fork.Process(target=_check_slice, args=(ctx, cases[bounds[i]:bounds[i + 1]], send), daemon=True)
+        proc.start()
+        send.close()
+        children.append((proc, recv))
+    try:
+        out = _case_verdicts(ctx, cases[bounds[0]:bounds[1]])
+        for proc, recv in children:
+            try:
+                status, payload = recv.recv()
+            except EOFError:
+                raise RuntimeError(f"a compare worker died (exit code {proc.join() or proc.exitcode})") from None
+            if status != "ok":
+                raise RuntimeError(f"a compare worker failed:\n{payload}")
+            out += payload
+        return out
+    finally:
+        for proc, recv in children:
+            recv.close()
+            proc.join(timeout=5)
+            if proc.is_alive():
+                proc.kill()
+
+
+def _check_slice(ctx: RunData, cases: list, send) -> None:
+    try:
+        send.send(("ok", _case_verdicts(ctx, cases)))
+    except BaseException:  # the parent raises it with this traceback
+        send.send(("error", traceback.format_exc()))
+    finally:
+        send.close()
 
 
 def compare(run_dir: Path, suite_path: str | None = None, records: RunRecords | None = None) -> Compared:

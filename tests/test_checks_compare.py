@@ -220,3 +220,19 @@ def test_abs_quantiles_give_numpys_numbers(diffs, qs):
     got = abs_quantiles(diffs, qs)
     assert all(_same(g, w) for g, w in zip(got, want)) and len(got) == len(want), (got, want)
     assert _same(abs_quantile(diffs, qs[0]), want[0])
+
+
+def test_forked_case_checks_give_the_sequential_verdicts():
+    """compare_data spreads a large run's case checks over forked processes; joined in case order, the
+    verdicts (and so checks.json) are exactly the sequential ones, for any number of slices."""
+    from pathlib import Path
+
+    from harness.checks.data import RunData
+    from harness.compare import compare_data
+
+    golden = Path(__file__).resolve().parent.parent / "golden" / "cpu-x86_64-float32"
+    ctx = RunData.load(golden)
+    one = compare_data(ctx, workers=1)
+    assert len(ctx.suite.cases) >= 3 and one
+    for n in (2, 3):
+        assert compare_data(ctx, workers=n) == one
