@@ -79,6 +79,7 @@ class RunManifest(BaseModel):
     finished_at: float | None = None
     argv: list[str] | None = None
     backend_status: dict[str, BackendStatus] = {}
+    backend_options: dict[str, dict] = {}  # per backend: its resolved typed options (harness/backends/options.py)
     interrupted: dict | None = None
     interruptions: list[dict] = []
 

@@ -99,7 +99,7 @@ def backend_status(data: RunData) -> dict[str, dict]:
             "config": _json_safe(last.config) if last else {},
             # the typed options it ran with (harness.backends.options): its session's, else what run.json resolved
             "options": _json_safe(((last.config or {}).get("options") if last else None)
-                                  or (data.manifest.get("backend_options") or {}).get(b) or {}),
+                                  or data.manifest.backend_options.get(b) or {}),
             "phases": phases,
             "wall_s": round(sum(walls), 2) if walls else None,
             "records": {"generation": n_gen, "score": n_score, "error": len(errs)},
