@@ -45,6 +45,38 @@ def write_reports(run_dir: Path, compared: Compared | None = None) -> dict:
         summary = build_summary(data)
         validate(summary)
         _atomic_write(run_dir / "summary.json", json.dumps(summary, indent=2, allow_nan=False) + "\n")
-        write_junit(run_dir / "junit.xml", data.verdicts, summary)
-        _atomic_write(run_dir / "index.html", render_html(data, summary))
+        junit = _Forked(lambda: write_junit(run_dir / "junit.xml", data.verdicts, summary),
+                        fork=len(data.verdicts) >= FORK_JUNIT_VERDICTS)
+        try:
+            _atomic_write(run_dir / "index.html", render_html(data, summary))
+        finally:
+            junit.join()
     return summary
+
+
+# junit.xml of a run with this many verdicts is written by a forked process while this one renders the page
+# (each takes seconds on a large run); below it, in turn
+FORK_JUNIT_VERDICTS = 10000
+
+
+class _Forked:
+    """fn() in a forked process (it inherits everything loaded), or here and now without `fork`; join()
+    raises when it failed, so a half-written report never passes for a whole one."""
+
+    def __init__(self, fn, fork: bool):
+        import multiprocessing
+
+        self.proc = None
+        if not fork or "fork" not in multiprocessing.get_all_start_methods():
+            fn()
+            return
+        self.proc = multiprocessing.get_context("fork").Process(target=fn, daemon=True)
+        self.proc.start()
+
+    def join(self) -> None:
+        if self.proc is None:
+            return
+        self.proc.join()
+        if self.proc.exitcode != 0:
+            raise RuntimeError(f"writing the report in a forked process failed (exit code {self.proc.exitcode}; "
+                               "its traceback is above)")
