@@ -701,3 +701,32 @@ def test_logprob_statistics_cover_panels_not_shown(tmp_path, monkeypatch):
     row = html[html.index('id="dlogp-stats"'):]
     row = row[row.index("vllm</td>"):]
     assert f'<td class="num">{sum(len(g.completion_ids) for g in mains)}</td>' in row[:200]
+
+
+def test_junit_written_by_a_forked_process_is_the_same(tmp_path, monkeypatch):
+    """A large run's junit.xml is written by a forked process while the page renders: the same bytes."""
+    import harness.report as report_mod
+
+    run = make_run(tmp_path, failing=True)
+    write_reports(run)
+    here = re.sub(r'timestamp="[^"]*"', "", (run / "junit.xml").read_text())
+    (run / "junit.xml").unlink()
+    monkeypatch.setattr(report_mod, "FORK_JUNIT_VERDICTS", 0)
+    write_reports(run)
+    assert re.sub(r'timestamp="[^"]*"', "", (run / "junit.xml").read_text()) == here
+
+
+def test_a_failed_forked_junit_writer_fails_the_report(tmp_path, monkeypatch):
+    import harness.report as report_mod
+    import harness.report.junit as junit_mod
+
+    run = make_run(tmp_path, failing=True)
+    monkeypatch.setattr(report_mod, "FORK_JUNIT_VERDICTS", 0)
+
+    def broken(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(junit_mod, "write_junit", broken)
+    with pytest.raises(RuntimeError, match="forked process failed"):
+        write_reports(run)
+    assert (run / "summary.json").exists()  # written first: CI still has the verdict
