@@ -107,6 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="run the engine in this process (no crash/hang supervision; for debugging)")
     rec.add_argument("--check-only", action="store_true",
                      help="check the suite, models and prompts (tokenized) and exit; nothing is written")
+    rec.add_argument("--hold", action="store_true",
+                     help="with --phase all: one engine for both phases; after generating, keep it and wait for "
+                          "OUT/state/BACKEND.score-go (`parity run` creates it once every backend has generated; "
+                          "the generate phase's exit code is in OUT/state/BACKEND.generated.json)")
     rec.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     rec.add_argument("--state", default=None, help=argparse.SUPPRESS)
     _add_model_args(rec)
@@ -241,6 +245,8 @@ def cmd_record(args) -> int:
     validate_prompts(suite, prompt_ids, cfg["vocab_size"], cfg.get("max_position_embeddings", 1 << 30))
     if args.check_only:
         return EXIT_PASS
+    if args.hold and (args.phase != "all" or args.no_isolate):
+        raise HarnessError("--hold: only with --phase all and a supervised worker (not --no-isolate)")
     if not args.worker and not args.no_isolate:
         from harness.backends.base import is_backend
         from harness.record import pending
@@ -249,18 +255,19 @@ def cmd_record(args) -> int:
         if not is_backend(args.backend):
             raise HarnessError(f"unknown backend {args.backend!r}; known: {sorted(registry.BACKENDS)}")
         argv = ["record", "--backend", args.backend, "--suite", str(args.suite), "--out", str(run_dir),
-                "--phase", args.phase, "--run-id", run_id, "--dtype", dtype]
+                "--run-id", run_id, "--dtype", dtype]
         argv += ["--model", args.model] if args.model else []
         argv += ["--model-b", args.model_b] if args.model_b else []
         argv += ["--quiet"] if args.quiet else []
         argv += [a for o in args.backend_opt for a in ("--backend-opt", o)]
         lock = _lock(run_dir, args.backend)
         repair(run_dir, args.backend, phases)
-        if not pending(run_dir, args.backend, suite, phases):
+        if not args.hold and not pending(run_dir, args.backend, suite, phases):
             print(f"[{args.backend}] {'+'.join(phases)}: every case already recorded", file=sys.stderr, flush=True)
             return EXIT_PASS
         return supervise(argv, lock=lock, run_dir=run_dir, backend=args.backend, run_id=run_id,
-                         suite_name=suite.suite, case_timeout=args.case_timeout)
+                         suite_name=suite.suite, case_timeout=args.case_timeout, phase=args.phase, hold=args.hold,
+                         todo=lambda phase: pending(run_dir, args.backend, suite, [phase]))
     lock = None
     if args.worker:
         from harness import proctree
@@ -313,6 +320,9 @@ def _record(args, suite, models, dtype, run_dir, run_id, prompt_ids, phases, opt
         rec = Recorder(runner, suite, run_dir, run_id, models, prompt_ids, quiet=args.quiet)
         rec.state_path = Path(args.state) if args.state else None
         for phase in phases:
+            if phase == "score" and args.hold:  # the generate phase's errors went to the supervisor's report
+                rec.hold_for_score(errors)
+                errors = 0
             errors += rec.run_generate() if phase == "generate" else rec.run_score()
         if rec.state_path is not None:
             rec.state_path.unlink(missing_ok=True)  # tells the supervisor every phase finished

@@ -140,6 +140,22 @@ class Recorder:
             tmp.replace(self.state_path)
             _pause_point(phase, case.id)
 
+    def hold_for_score(self, generate_errors: int) -> None:
+        """Between the phases of a holding worker (`record --hold`): no case in flight, the engine kept, until the
+        supervisor has reported the generate phase and the driver lets this backend score."""
+        from harness.supervise import generated_path, score_gate, wait_for
+
+        if self.state_path is not None:
+            tmp = self.state_path.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"pid": os.getpid(), "phase": "score", "waiting": True,
+                                       "generate_errors": generate_errors, "started_at": time.time()}))
+            tmp.replace(self.state_path)
+        if not self.quiet:
+            print(f"[{self.runner.name}] generate phase over; engine kept, waiting for the score phase",
+                  file=sys.stderr, flush=True)
+        wait_for(generated_path(self.run_dir, self.runner.name))
+        wait_for(score_gate(self.run_dir, self.runner.name))
+
     def _base(self, phase: str) -> dict:
         return {"run_id": self.run_id, "backend": self.runner.name, "phase": phase}
 

@@ -2,13 +2,20 @@
 
 The engines cannot share an interpreter (vLLM CPU: Python 3.11; sglang-jax:
 >= 3.12), and sglang-jax kills its host process on failure, so each backend
-phase is a subprocess, by default through its nox session (which installs its
-venv on first use). Results cross as record files. A backend that fails is
-recorded as an error and reported loudly; the others go on.
+is a subprocess, by default through its nox session (which installs its venv on
+first use). Results cross as record files. A backend that fails is recorded as
+an error and reported loudly; the others go on.
+
+Each backend starts once per run (one engine start and compile): its process
+records the generate phase, then holds its engine (`parity record --hold`,
+harness/supervise.py) until every backend has generated, and scores when the
+driver lets it. Backends generate in the order given and score in reverse, so
+the last to generate never waits. A backend whose process failed in the
+generate phase, or died holding, gets a process of its own for the score phase.
 
 The driver owns every process of the run (harness/proctree.py): SIGINT, SIGTERM
-or SIGHUP stop the backend phase in flight (its supervisor kills the worker and
-the engine's processes), anything left below the driver is killed and reaped,
+or SIGHUP stop every backend process (each supervisor kills its worker and the
+engine's processes), anything left below the driver is killed and reaped,
 run.json records the interruption, and the exit code is 2. Nothing half-written
 is kept: a case's records are complete or absent, and `--resume` records what
 is missing, re-runs what failed, and appends to each phase's log.
@@ -36,6 +43,7 @@ import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Callable
 
 from harness import proctree
 from harness.cli import EXIT_ERROR, EXIT_FAIL, EXIT_PASS, HarnessError
@@ -57,19 +65,6 @@ class Interrupted(BaseException):
 
 def _raise_interrupted(signum, frame) -> None:
     raise Interrupted(signum)
-
-
-def _stop(proc: subprocess.Popen, grace: float, spare: set[int]) -> None:
-    """The backend phase's process group (nox, supervisor) gets SIGTERM and `grace` seconds to take its
-    worker tree down; then everything still below the driver is killed."""
-    proctree.kill_group(proc.pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    # not proc.wait(): nox dies at once, the supervisor (re-parented here when it does) takes a moment
-    while time.monotonic() < deadline and any(p not in spare for p in proctree.descendants()):
-        time.sleep(0.1)
-    proctree.kill_group(proc.pid, signal.SIGKILL)
-    proc.wait()  # before kill_descendants, whose reaping would take its exit status
-    proctree.kill_descendants(spare=spare)
 
 
 def git_revision() -> str:
@@ -119,10 +114,8 @@ def backend_command(backend: str, launcher: str, record_args: list[str]) -> list
     return [sys.executable, "-m", "harness", "record", "--backend", backend, *record_args]
 
 
-def run_backend_phase(backend: str, phase: str, args, run_dir: Path, run_id: str) -> dict:
-    """One backend phase as a subprocess, its output teed to logs/<backend>.<phase>.log."""
+def _record_args(args, run_dir: Path, run_id: str, phase: str) -> list[str]:
     from harness.model import is_built_in
-    from harness.records import ErrorRecord, RecordWriter, prune_records, records_path
 
     record_args = ["--suite", str(Path(args.suite).resolve()), "--out", str(run_dir), "--phase", phase,
                    "--run-id", run_id]
@@ -133,65 +126,177 @@ def run_backend_phase(backend: str, phase: str, args, run_dir: Path, run_id: str
         record_args.append("--quiet")
     record_args += ["--dtype", args.dtype]  # resolved by run_all: every backend runs the same one
     record_args += [a for o in getattr(args, "backend_opt", None) or [] for a in ("--backend-opt", o)]  # resolved alike in each backend
-    log = run_dir / "logs" / f"{backend}.{phase}.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    cmd = backend_command(backend, args.launcher, record_args)
-    print(f"[parity] {backend} {phase}: {' '.join(cmd[2:6])} ... (log {log.relative_to(run_dir.parent)})",
-          file=sys.stderr, flush=True)
-    # an earlier attempt's "process failed" is stale once this one starts (it writes its own if it fails too)
-    prune_records(records_path(run_dir, backend, phase),
-                  lambda d: d.get("kind") == "error" and d.get("error_type") == "BackendProcessFailed")
-    t0 = time.monotonic()
-    timed_out = False
-    before = set(proctree.descendants())  # not this phase's: an in-process caller's own children
-    with log.open("a") as fh:  # appended: the log of a crashed attempt is what explains it
-        fh.write(f"===== {backend} {phase}: attempt started {datetime.now(timezone.utc).isoformat()} =====\n")
-        fh.flush()
+    if phase == "all":
+        record_args.append("--hold")
+    return record_args
+
+
+class BackendProcess:
+    """One backend's `parity record` process (nox session, supervisor, worker, engine), its output teed to
+    logs/<backend>.<phase>.log of the phase it is in.
+
+    Started for `--phase all --hold` (the default), it records the generate phase, reports it
+    (state/<backend>.generated.json) and keeps its engine until release() lets it score: one engine start
+    and compile per backend and run. Started for one phase, it is one phase's process."""
+
+    def __init__(self, backend: str, phase: str, args, run_dir: Path, run_id: str, spare: Callable[[], set[int]]):
+        self.backend, self.args, self.run_dir, self.run_id = backend, args, run_dir, run_id
+        self.held = phase == "all"
+        self.spare = spare  # processes that are not this one's (the caller's own, other backends' held trees)
+        self.fh = None
+        self.phase = None
+        self.t0 = 0.0
+        self.mutex = threading.Lock()
+        first = "generate" if self.held else phase
+        if self.held:
+            from harness.supervise import generated_path, score_gate
+
+            generated_path(run_dir, backend).unlink(missing_ok=True)  # an earlier attempt's
+            score_gate(run_dir, backend).unlink(missing_ok=True)
+        self._open(first)
+        cmd = backend_command(backend, args.launcher, _record_args(args, run_dir, run_id, phase))
+        print(f"[parity] {backend} {first}: {' '.join(cmd[2:6])} ... "
+              f"(log {self._log(first).relative_to(run_dir.parent)})", file=sys.stderr, flush=True)
         env = {**os.environ, proctree.OWNER_ENV: proctree.identity()}
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                start_new_session=True, env=env)
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                     start_new_session=True, env=env)
+        self.reader = threading.Thread(target=self._pump, daemon=True)
+        self.reader.start()
 
-        def pump() -> None:  # a thread, so a silent hang cannot block the timeout below
-            assert proc.stdout is not None
-            for line in proc.stdout:
-                fh.write(line)
-                fh.flush()
-                if not args.quiet and (line.startswith("[") or "error" in line.lower()):
-                    try:
-                        sys.stderr.write(f"    {line}")
-                    except (OSError, ValueError):
-                        pass
+    def _log(self, phase: str) -> Path:
+        return self.run_dir / "logs" / f"{self.backend}.{phase}.log"
 
-        reader = threading.Thread(target=pump, daemon=True)
-        reader.start()
-        try:
-            code = proc.wait(timeout=args.timeout)
-        except subprocess.TimeoutExpired:
-            timed_out = True
-            _stop(proc, grace=0, spare=before)
-            code = proc.wait()
-        except Interrupted as e:
-            for sig in STOP_SIGNALS:  # the cleanup below is bounded; a second Ctrl-C must not cut it short
-                signal.signal(sig, signal.SIG_IGN)
-            _stop(proc, grace=STOP_GRACE_S, spare=before)
-            reader.join(timeout=5)
-            fh.write(f"===== {backend} {phase}: stopped by {e.signal} =====\n")
-            raise
-        proctree.kill_descendants(spare=before)  # whatever of this phase outlived it (re-parented to the driver)
-        reader.join(timeout=10)
-    wall = time.monotonic() - t0
-    status = {"exit_code": code, "wall_s": round(wall, 2), "log": str(log.relative_to(run_dir)),
-              "timed_out": timed_out}
-    if code != 0:
-        tail = "".join(log.read_text().splitlines(keepends=True)[-15:])
-        reason = f"timed out after {args.timeout:.0f}s" if timed_out else f"exited with code {code}"
-        with RecordWriter(records_path(run_dir, backend, phase)) as w:
-            w.write(ErrorRecord(run_id=run_id, backend=backend, phase=phase, error_type="BackendProcessFailed",
-                                reason=f"{backend} {phase} {reason}", detail=tail))
-        print(f"[parity] {backend} {phase} FAILED ({reason}); last lines:\n{tail}", file=sys.stderr, flush=True)
-    else:
-        print(f"[parity] {backend} {phase} done in {wall:.1f}s", file=sys.stderr, flush=True)
-    return status
+    def _open(self, phase: str) -> None:
+        """Start `phase`: its log (appended: the log of a crashed attempt is what explains it) gets this attempt's
+        header and the output from now on; an earlier attempt's "process failed" record is stale."""
+        from harness.records import prune_records, records_path
+
+        prune_records(records_path(self.run_dir, self.backend, phase),
+                      lambda d: d.get("kind") == "error" and d.get("error_type") == "BackendProcessFailed")
+        log = self._log(phase)
+        log.parent.mkdir(parents=True, exist_ok=True)
+        fh = log.open("a")
+        fh.write(f"===== {self.backend} {phase}: attempt started {datetime.now(timezone.utc).isoformat()} =====\n")
+        fh.flush()
+        with self.mutex:
+            old, self.fh, self.phase = self.fh, fh, phase
+        if old is not None:
+            old.close()
+        self.t0 = time.monotonic()
+
+    def _note(self, text: str) -> None:
+        with self.mutex:
+            self.fh.write(f"===== {self.backend} {self.phase}: {text} =====\n")
+            self.fh.flush()
+
+    def _pump(self) -> None:  # a thread, so a silent hang cannot block the timeout
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            with self.mutex:
+                self.fh.write(line)
+                self.fh.flush()
+            if not self.args.quiet and (line.startswith("[") or "error" in line.lower()):
+                try:
+                    sys.stderr.write(f"    {line}")
+                except (OSError, ValueError):
+                    pass
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def _wait(self, report: Path | None) -> tuple[int | None, bool]:
+        """Until the process exits or (holding) reports its generate phase over: (exit code, timed out)."""
+        deadline = self.t0 + self.args.timeout
+        while True:
+            code = self.proc.poll()
+            if code is not None:
+                return code, False
+            if report is not None and report.exists():
+                try:
+                    return int(json.loads(report.read_text())["exit_code"]), False
+                except (OSError, ValueError, KeyError, TypeError):
+                    pass  # written atomically; a reader may still race a replace on some filesystems
+            if time.monotonic() > deadline:
+                return None, True
+            time.sleep(0.1)
+
+    def generate(self) -> dict:
+        """The generate phase (a held process: until it reports it; else until it exits)."""
+        from harness.supervise import generated_path
+
+        code, timed_out = self._wait(generated_path(self.run_dir, self.backend) if self.held else None)
+        if timed_out:
+            self.stop(grace=0)
+            code = self.proc.wait()
+        elif self.alive:
+            self._note("done; the engine is kept for the score phase")
+        else:
+            self._finished()
+        return self._status(code, timed_out)
+
+    def score(self) -> dict:
+        """Let a held process score (it waited for every backend's generations), or a score-only one go on; wait
+        for its end."""
+        from harness.supervise import score_gate
+
+        if self.held:
+            self._open("score")
+            score_gate(self.run_dir, self.backend).touch()
+        code, timed_out = self._wait(None)
+        if timed_out:
+            self.stop(grace=0)
+            code = self.proc.wait()
+        else:
+            self._finished()
+        return self._status(code, timed_out)
+
+    def _finished(self) -> None:
+        self.proc.wait()  # before kill_descendants, whose reaping would take its exit status
+        proctree.kill_descendants(spare=self.spare())  # whatever of it outlived it (re-parented to the driver)
+        self.reader.join(timeout=10)
+
+    def stop(self, grace: float) -> None:
+        """Its process group (nox, supervisor) gets SIGTERM and `grace` seconds to take its worker tree down;
+        then everything of it still alive is killed."""
+        _stop_all([self], grace, self.spare())
+        self.reader.join(timeout=5)
+
+    def _status(self, code: int | None, timed_out: bool) -> dict:
+        from harness.records import ErrorRecord, RecordWriter, records_path
+
+        wall = time.monotonic() - self.t0
+        phase, log = self.phase, self._log(self.phase)
+        status = {"exit_code": code, "wall_s": round(wall, 2), "log": str(log.relative_to(self.run_dir)),
+                  "timed_out": timed_out}
+        if code != 0:
+            tail = "".join(log.read_text().splitlines(keepends=True)[-15:])
+            reason = f"timed out after {self.args.timeout:.0f}s" if timed_out else f"exited with code {code}"
+            with RecordWriter(records_path(self.run_dir, self.backend, phase)) as w:
+                w.write(ErrorRecord(run_id=self.run_id, backend=self.backend, phase=phase,
+                                    error_type="BackendProcessFailed", reason=f"{self.backend} {phase} {reason}",
+                                    detail=tail))
+            print(f"[parity] {self.backend} {phase} FAILED ({reason}); last lines:\n{tail}", file=sys.stderr,
+                  flush=True)
+        else:
+            print(f"[parity] {self.backend} {phase} done in {wall:.1f}s", file=sys.stderr, flush=True)
+        return status
+
+
+def _stop_all(procs: list[BackendProcess], grace: float, spare: set[int]) -> None:
+    """Each live process group (nox, supervisor) gets SIGTERM and, together, `grace` seconds to take its worker
+    tree down; then everything below the driver but `spare` is killed."""
+    live = [p for p in procs if p.proc.poll() is None]
+    for p in live:
+        proctree.kill_group(p.proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    # not proc.wait(): nox dies at once, the supervisor (re-parented here when it does) takes a moment
+    while time.monotonic() < deadline and any(q not in spare for q in proctree.descendants()):
+        time.sleep(0.1)
+    for p in procs:
+        proctree.kill_group(p.proc.pid, signal.SIGKILL)
+        p.proc.wait()  # before kill_descendants, whose reaping would take its exit status
+    proctree.kill_descendants(spare=spare)
 
 
 def _selftest_into(run_dir: Path) -> None:
@@ -379,17 +484,45 @@ def run_all(args) -> int:
     handlers = {sig: signal.signal(sig, _raise_interrupted) for sig in STOP_SIGNALS}
     before = set(proctree.descendants())
     where = {"backend": None, "phase": None}
+    procs: dict[str, BackendProcess] = {}
+
+    def spare_of(backend: str):
+        """The driver's own children and every other backend's live process tree: not this backend's to kill."""
+        def spare() -> set[int]:
+            out = set(before)
+            for other, q in procs.items():
+                if other != backend and q.alive:
+                    out |= {q.proc.pid, *proctree.descendants(q.proc.pid)}
+            return out
+        return spare
+
     try:
-        for phase in PHASES:
-            for b in backends:
-                where.update(backend=b, phase=phase)
-                manifest["backend_status"][b]["phases"][phase] = run_backend_phase(b, phase, args, run_dir, run_id)
-                write_manifest(run_dir, manifest)
+        # One process, so one engine start and compile, per backend: it generates, then holds its engine until
+        # every backend has generated (the score phase scores them all).
+        for b in backends:
+            where.update(backend=b, phase="generate")
+            procs[b] = BackendProcess(b, "all", args, run_dir, run_id, spare=spare_of(b))
+            manifest["backend_status"][b]["phases"]["generate"] = procs[b].generate()
+            write_manifest(run_dir, manifest)
+        # Last to generate, first to score: that engine never waits, and the engines that do wait idle the
+        # shortest time in total.
+        for b in reversed(backends):
+            where.update(backend=b, phase="score")
+            if not procs[b].alive:  # it failed to generate, or died holding: a process of its own scores
+                procs[b].stop(grace=0)
+                procs[b] = BackendProcess(b, "score", args, run_dir, run_id, spare=spare_of(b))
+            manifest["backend_status"][b]["phases"]["score"] = procs[b].score()
+            write_manifest(run_dir, manifest)
         where.update(backend=None, phase="compare")
         return _compare_and_report(args, run_dir, out, manifest, summary_start=t_start)
     except Interrupted as e:
-        for sig in STOP_SIGNALS:
+        for sig in STOP_SIGNALS:  # the cleanup below is bounded; a second Ctrl-C must not cut it short
             signal.signal(sig, signal.SIG_IGN)
+        live = [p for p in procs.values() if p.alive]
+        _stop_all(live, STOP_GRACE_S, before)
+        for p in live:
+            p.reader.join(timeout=5)
+            p._note(f"stopped by {e.signal}")
         proctree.kill_descendants(spare=before)
         stop = {"signal": e.signal, "at": time.time(), **where}
         manifest["interrupted"] = stop

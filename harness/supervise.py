@@ -15,6 +15,16 @@ so are the records of a case that was in flight when a process was killed
 supervisor owns its worker's process tree (harness/proctree.py): a signal, or
 the death of the driver that started it, kills the worker and the engine's
 processes before the supervisor exits, and a lock refuses a second writer.
+
+Held between the phases (`parity record --phase all --hold`, what `parity run`
+asks for): one engine serves both phases. The score phase needs every
+backend's generations, so after its generate phase the worker keeps its
+engine and waits (no case in flight: the state file says `waiting`); the
+supervisor then reports the generate phase's exit code in
+state/<backend>.generated.json, and the driver starts the score phase by
+creating state/<backend>.score-go once the other backends have generated.
+When there is nothing left to generate (a resumed run), no engine starts
+until the score phase has work.
 """
 
 from __future__ import annotations
@@ -26,11 +36,27 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 from harness import proctree
 from harness.records import CaseKey, ErrorRecord, RecordWriter, prune_records, records_path
 
 MAX_RESTARTS = 5
+
+
+def generated_path(run_dir: Path, backend: str) -> Path:
+    """Written by a holding supervisor when the generate phase is over: {"exit_code": N}."""
+    return Path(run_dir) / "state" / f"{backend}.generated.json"
+
+
+def score_gate(run_dir: Path, backend: str) -> Path:
+    """Created by the driver when a holding backend may score (every backend's generations are recorded)."""
+    return Path(run_dir) / "state" / f"{backend}.score-go"
+
+
+def wait_for(path: Path, poll: float = 0.1) -> None:
+    while not path.exists():
+        time.sleep(poll)
 
 
 def _describe(code: int) -> str:
@@ -67,7 +93,8 @@ def repair(run_dir: Path, backend: str, phases: list[str]) -> None:
             if doc.get("kind") == "error":
                 return True
             key = doc.get("key") or {}
-            return bool(state) and state["phase"] == phase and key.get("case_hash") == state["case_hash"] \
+            return bool(state) and not state.get("waiting") and state["phase"] == phase \
+                and key.get("case_hash") == state["case_hash"] \
                 and (doc.get("source_backend") or "") == (state.get("source_backend") or "")
 
         dropped = prune_records(records_path(run_dir, backend, phase), stale)
@@ -88,9 +115,11 @@ def take_lock(run_dir: Path, backend: str) -> int:
 
 
 def supervise(worker_argv: list[str], *, lock: int, run_dir: Path, backend: str, run_id: str, suite_name: str,
-              case_timeout: float, poll: float = 0.25) -> int:
+              case_timeout: float, poll: float = 0.25, phase: str = "all", hold: bool = False,
+              todo: Callable[[str], bool] | None = None) -> int:
     """Run the worker until every case is recorded (or given up on); `lock` is take_lock's, taken before the
-    caller's repair()."""
+    caller's repair(). `worker_argv` is the worker's `record` command line without --phase. With `hold` (both
+    phases, one engine; the module docstring), `todo(phase)` says whether a phase has cases left."""
     state = Path(run_dir) / "state" / f"{backend}.json"
     state.parent.mkdir(parents=True, exist_ok=True)
     proctree.become_subreaper()
@@ -103,9 +132,25 @@ def supervise(worker_argv: list[str], *, lock: int, run_dir: Path, backend: str,
 
     proctree.watch_owner(proctree.owner_from_env(), owner_gone)
     old = {s: signal.signal(s, _raise_stopped) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+    run = lambda argv, hold_: _supervise(argv, state, lock, current, run_dir=run_dir, backend=backend,  # noqa: E731
+                                         run_id=run_id, suite_name=suite_name, case_timeout=case_timeout,
+                                         poll=poll, hold=hold_)
     try:
-        return _supervise(worker_argv, state, lock, current, run_dir=run_dir, backend=backend, run_id=run_id,
-                          suite_name=suite_name, case_timeout=case_timeout, poll=poll)
+        if not hold:
+            return run([*worker_argv, "--phase", phase], False)
+        generated_path(run_dir, backend).unlink(missing_ok=True)  # an earlier attempt's report and go
+        score_gate(run_dir, backend).unlink(missing_ok=True)
+        if todo is None or todo("generate"):
+            return run([*worker_argv, "--phase", "all", "--hold"], True)
+        # a resumed run with every generation recorded: no engine until the score phase has work
+        _report_generated(run_dir, backend, 0)
+        print(f"[supervisor] {backend} generate: every case already recorded; waiting for the score phase",
+              file=sys.stderr, flush=True)
+        wait_for(score_gate(run_dir, backend))
+        if not todo("score"):
+            print(f"[supervisor] {backend} score: every case already recorded", file=sys.stderr, flush=True)
+            return 0
+        return run([*worker_argv, "--phase", "score"], False)
     except _Stopped as e:
         for sig in old:  # a second signal (nox follows Ctrl-C with SIGTERM) must not cut the cleanup short
             signal.signal(sig, signal.SIG_IGN)
@@ -119,9 +164,18 @@ def supervise(worker_argv: list[str], *, lock: int, run_dir: Path, backend: str,
             signal.signal(s, h)
 
 
+def _report_generated(run_dir: Path, backend: str, code: int) -> None:
+    path = generated_path(run_dir, backend)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"exit_code": code, "at": time.time()}) + "\n")
+    tmp.replace(path)
+
+
 def _supervise(worker_argv: list[str], state: Path, lock: int, current: list, *, run_dir: Path, backend: str,
-               run_id: str, suite_name: str, case_timeout: float, poll: float) -> int:
-    restarts = 0
+               run_id: str, suite_name: str, case_timeout: float, poll: float, hold: bool) -> int:
+    restarts = 0  # in the phase under way: a holding worker's generate restarts are the generate phase's code
+    total = 0
+    reported = not hold
     while True:
         state.unlink(missing_ok=True)
         proc = subprocess.Popen([sys.executable, "-m", "harness", *worker_argv, "--worker", "--state", str(state)],
@@ -131,6 +185,11 @@ def _supervise(worker_argv: list[str], state: Path, lock: int, current: list, *,
         while proc.poll() is None:
             time.sleep(poll)
             info = _read(state)
+            if info and info.get("waiting"):  # between the phases, engine kept: no case, so no case timeout
+                if not reported:
+                    _report_generated(run_dir, backend, 2 if info.get("generate_errors") or restarts else 0)
+                    reported, restarts = True, 0
+                continue
             if info and time.time() - info["started_at"] > case_timeout:
                 _kill(proc)
                 reason = f"case timed out after {case_timeout:.0f}s (worker killed)"
@@ -142,17 +201,29 @@ def _supervise(worker_argv: list[str], state: Path, lock: int, current: list, *,
             if code in (0, 2):
                 return 2 if restarts else code
             _write_error(run_dir, backend, run_id, None, suite_name,
-                         f"{_describe(code)} before its first case (engine start failed?)", "WorkerCrashed")
+                         f"{_describe(code)} before its first case (engine start failed?)", "WorkerCrashed",
+                         phase="score" if reported and hold else "generate")
             return 2
-        reason = reason or f"{_describe(code)} during this case"
-        print(f"[supervisor] {backend} {info['phase']} case {info['case_id']}: {reason}; recorded as an error, "
-              "continuing with the remaining cases", file=sys.stderr, flush=True)
-        _write_error(run_dir, backend, run_id, info, suite_name, reason,
-                     "CaseTimeout" if "timed out" in reason else "WorkerCrashed")
+        if info.get("waiting"):
+            if not reported:  # it had finished generating
+                _report_generated(run_dir, backend, 2 if info.get("generate_errors") or restarts else 0)
+                reported, restarts = True, 0
+            reason = f"{_describe(code)} while it held the engine between the phases (no case in flight)"
+            print(f"[supervisor] {backend}: {reason}; recorded as an error, starting a new worker",
+                  file=sys.stderr, flush=True)
+            _write_error(run_dir, backend, run_id, None, suite_name, reason, "WorkerCrashed", phase="score")
+        else:
+            reason = reason or f"{_describe(code)} during this case"
+            print(f"[supervisor] {backend} {info['phase']} case {info['case_id']}: {reason}; recorded as an error, "
+                  "continuing with the remaining cases", file=sys.stderr, flush=True)
+            _write_error(run_dir, backend, run_id, info, suite_name, reason,
+                         "CaseTimeout" if "timed out" in reason else "WorkerCrashed")
         restarts += 1
-        if restarts > MAX_RESTARTS:
+        total += 1
+        if total > MAX_RESTARTS:
             _write_error(run_dir, backend, run_id, None, suite_name,
-                         f"gave up after {MAX_RESTARTS} worker restarts", "TooManyRestarts")
+                         f"gave up after {MAX_RESTARTS} worker restarts", "TooManyRestarts",
+                         phase="score" if reported and hold else "generate")
             return 2
 
 
@@ -164,8 +235,8 @@ def _read(state: Path) -> dict | None:
 
 
 def _write_error(run_dir: Path, backend: str, run_id: str, info: dict | None, suite_name: str, reason: str,
-                 error_type: str) -> None:
-    phase = info["phase"] if info else "generate"
+                 error_type: str, phase: str = "generate") -> None:
+    phase = info["phase"] if info else phase
     key = None
     if info:
         key = CaseKey(suite=suite_name, case_id=info["case_id"], case_hash=info["case_hash"],
