@@ -112,7 +112,7 @@ def run_worker(backend: str, args, out: Path) -> dict:
     log = out / f"{backend}.worker.log"
     cmd = [str(backend_python(backend)), "-m", "harness.bench_worker", "--backend", backend,
            "--suite", str(Path(args.suite).resolve()), "--json", str(js), "--new-tokens", str(args.new_tokens),
-           "--repeats", str(args.repeats)]
+           "--repeats", str(args.repeats), "--attribution", getattr(args, "attribution", "on")]
     if args.model:
         cmd += ["--model", str(Path(args.model).resolve())]
     print(f"[bench] {backend}: measuring (log {log})", file=sys.stderr, flush=True)
@@ -153,6 +153,73 @@ FIGURES = [
 ]
 
 
+LAYERS = ("bare_engine", "compat_engine", "rollout")
+WORK = ("generate", "get_per_token_logps")
+
+
+def attribution(results: dict[str, dict]) -> dict:
+    """Per backend and work (the same batch through each layer, bench_worker): median wall per layer, the ratios
+    rollout_overhead_ratio = rollout / bare engine (our whole share), compat_overhead_ratio = compat engine / bare
+    engine (our patches), boundary_ratio = rollout / compat engine (process boundary + bookkeeping), and the
+    per-decode-step breakdown of each layer. Backends without attribution are left out."""
+    out: dict[str, dict] = {}
+    for b, r in results.items():
+        att = r.get("attribution") if "error" not in r else None
+        if not att:
+            continue
+        out[b] = {}
+        for work in WORK:
+            w = att.get(work) or {}
+            t = {layer: _get(w, layer, "median_s") for layer in LAYERS}
+
+            def ratio(a, c):
+                return t[a] / t[c] if t.get(a) and t.get(c) else None
+
+            out[b][work] = {
+                "median_s": t,
+                "rollout_overhead_ratio": ratio("rollout", "bare_engine"),
+                "compat_overhead_ratio": ratio("compat_engine", "bare_engine"),
+                "boundary_ratio": ratio("rollout", "compat_engine"),
+                "steps": {layer: _get(w, layer, "steps") for layer in LAYERS if _get(w, layer, "steps")},
+            }
+    return out
+
+
+def _ratios_by(att: dict, key: str) -> dict:
+    return {b: {work: v[key] for work, v in works.items()} for b, works in att.items()}
+
+
+def format_attribution(att: dict) -> list[str]:
+    if not att:
+        return []
+    lines = ["attribution (same batch through each layer; median wall s; ratios = our share):",
+             f"  {'backend':11s} {'work':20s} {'bare':>8s} {'compat':>8s} {'rollout':>8s} "
+             f"{'compat/bare':>11s} {'rollout/bare':>12s} {'rollout/compat':>14s}"]
+    for b, works in att.items():
+        for work, v in works.items():
+            t = v["median_s"]
+            lines.append(f"  {b:11s} {work:20s} {_fmt(t['bare_engine']):>8s} {_fmt(t['compat_engine']):>8s} "
+                         f"{_fmt(t['rollout']):>8s} {_fmt(v['compat_overhead_ratio']):>11s} "
+                         f"{_fmt(v['rollout_overhead_ratio']):>12s} {_fmt(v['boundary_ratio']):>14s}")
+    lines.append("per step (ms; device = the jitted forward + sampler alone, host = the rest of the step; outside ="
+                 " call wall - its steps, s per call):")
+    lines.append(f"  {'backend':11s} {'work':20s} {'layer':13s} {'mode':7s} {'steps':>6s} {'step':>7s} "
+                 f"{'forward':>8s} {'sample':>7s} {'host':>7s} {'outside':>8s} {'device %':>8s}")
+    for b, works in att.items():
+        for work, v in works.items():
+            for layer, st in v["steps"].items():
+                for mode in ("prefill", "decode"):
+                    m = st.get(mode)
+                    if not m:
+                        continue
+                    share = (st.get("shares") or {}).get("device")
+                    lines.append(f"  {b:11s} {work:20s} {layer:13s} {mode:7s} {m['steps_per_call']:6.1f} "
+                                 f"{m['step_ms']:7.2f} {m['forward_ms']:8.2f} {m['sample_ms']:7.2f} "
+                                 f"{m['host_ms']:7.2f} {_fmt(st.get('outside_steps_s')):>8s} "
+                                 f"{'' if share is None else f'{100 * share:.0f}':>8s}")
+    return lines
+
+
 def build_bench(results: dict[str, dict], overhead: dict | None, note: str) -> dict:
     figures, ratios = [], {}
     for title, unit, lower, path in FIGURES:
@@ -172,8 +239,11 @@ def build_bench(results: dict[str, dict], overhead: dict | None, note: str) -> d
                         "values": {"compare": overhead["compare_s"], "report": overhead["report_s"]},
                         "note": f"total {overhead['compare_report_s']:.1f} s (aim < 10 s)"})
     devices = sorted({str(r.get("device")) for r in results.values() if r.get("device")})
+    att = attribution(results)
     return {"device": "; ".join(devices) or platform.processor() or platform.machine(), "note": note,
             "figures": figures, "ratios": ratios, "backends": results, "overhead": overhead,
+            "attribution": att, "rollout_overhead_ratio": _ratios_by(att, "rollout_overhead_ratio"),
+            "compat_overhead_ratio": _ratios_by(att, "compat_overhead_ratio"),
             "machine": {"cpus": os.cpu_count(), "load_avg": list(os.getloadavg()), "platform": platform.platform()}}
 
 
@@ -195,6 +265,7 @@ def format_table(bench: dict) -> str:
         r = bench["ratios"].get(f["title"])
         lines.append(f"{f['title'] + ' (' + f['unit'] + ')':42s} " + " ".join(f"{_fmt(vals.get(b)):>12s}" for b in backends)
                      + f" {_fmt(r):>18s}")
+    lines += format_attribution(bench.get("attribution") or {})
     for b, r in (bench.get("backends") or {}).items():
         if "error" in r:
             lines.append(f"{b}: FAILED: {r['error']}")

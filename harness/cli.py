@@ -162,6 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--model", default=None, help="local HF model directory (default: the embedded tiny model)")
     bench.add_argument("--new-tokens", type=int, default=32, help="new tokens per prompt (default 32)")
     bench.add_argument("--repeats", type=int, default=3, help="timed repeats per figure (default 3; median)")
+    bench.add_argument("--attribution", choices=["on", "off", "only"], default="on",
+                       help="the same batch through bare engine, engine + compat patches and rollout, steps timed "
+                            "(docs/bench.md); only: nothing else (default on)")
     bench.add_argument("--records", type=int, default=100_000,
                        help="synthetic records for the compare+report timing (default 100000; 0 skips)")
     bench.add_argument("--overhead-only", action="store_true", help="no engines: only the compare+report timing")

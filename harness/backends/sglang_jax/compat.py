@@ -206,6 +206,13 @@ NOT_APPLICABLE = {
 }
 
 
+#: the workarounds without which 0.0.2 cannot start, sample or return logprobs on CPU at all: the "bare" engine of
+#: `parity bench` keeps these and turns every other one off (harness/bench_worker.py)
+TO_RUN = ("flax_always_shard_variable_off", "flax_pytree_module_off", "min_p_filter_arity",
+          "sampler_logprobs_escape_jit", "top_logprobs_on_device", "prefill_logprob_rows_padded",
+          "unseeded_key_advances")
+
+
 class CompatError(ValueError):
     pass
 

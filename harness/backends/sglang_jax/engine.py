@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from harness import steptimer
 from harness.backends.sglang_jax import compat
 
 #: Engine kwargs measured to work on CPU (docs/sglang_jax.md); every one can be overridden.
@@ -89,6 +90,9 @@ class LocalEngine:
         self.engine = Engine(model_path=self.model_path, **kwargs)
         self.t_start = time.perf_counter() - t1
         self.weight_swaps = 0
+        self._timing = False  # steptimer installed (`parity bench` attribution only)
+        self.last_call: dict = {}
+        self.last_kwargs: dict = {}
 
     # ---------------------------------------------------------------- internals
     @property
@@ -128,10 +132,33 @@ class LocalEngine:
         }
 
     def generate(self, **kwargs) -> list[dict]:
+        t = time.perf_counter()
         out = self.engine.generate(**kwargs)
+        self.last_call = {"engine_s": time.perf_counter() - t, "steps": steptimer.take() if self._timing else None}
+        self.last_kwargs = kwargs
         if isinstance(out, dict):
             out = [out]
         return [_plain(o) for o in out]
+
+    # ---------------------------------------------------------------- attribution (`parity bench`)
+    def step_timing(self) -> None:
+        """Time every step, forward and sample from now on (harness/steptimer.py)."""
+        steptimer.install_sglang_jax()
+        steptimer.take()
+        self._timing = True
+
+    def last_timing(self) -> dict:
+        """The last generate's wall time inside this process, and its steps when timed."""
+        return self.last_call
+
+    def last_request(self) -> dict:
+        """The last generate's Engine.generate keyword arguments, to send the same work again."""
+        return self.last_kwargs
+
+    def timed_generate(self, **kwargs) -> dict:
+        """Engine.generate without sending the outputs back: last_timing() of the call."""
+        self.generate(**kwargs)
+        return self.last_call
 
     def update_weights(self, path: str | None = None, named: dict | None = None, flush: bool = True) -> dict:
         """Swap weights in memory: HF-named arrays (or every *.safetensors under `path`) are mapped
