@@ -324,7 +324,7 @@ def _record(args, suite, models, dtype, run_dir, run_id, prompt_ids, phases, opt
         rec.state_path = Path(args.state) if args.state else None
         for phase in phases:
             if phase == "score" and args.hold:  # the generate phase's errors went to the supervisor's report
-                rec.hold_for_score(errors)
+                rec.hold_for_score(errors, args.backend)
                 errors = 0
             errors += rec.run_generate() if phase == "generate" else rec.run_score()
         if rec.state_path is not None:

@@ -140,7 +140,7 @@ class Recorder:
             tmp.replace(self.state_path)
             _pause_point(phase, case.id)
 
-    def hold_for_score(self, generate_errors: int) -> None:
+    def hold_for_score(self, generate_errors: int, backend: str) -> None:
         """Between the phases of a holding worker (`record --hold`): no case in flight, the engine kept, until the
         supervisor has reported the generate phase and the driver lets this backend score."""
         from harness.supervise import generated_path, score_gate, wait_for
@@ -153,8 +153,8 @@ class Recorder:
         if not self.quiet:
             print(f"[{self.runner.name}] generate phase over; engine kept, waiting for the score phase",
                   file=sys.stderr, flush=True)
-        wait_for(generated_path(self.run_dir, self.runner.name))
-        wait_for(score_gate(self.run_dir, self.runner.name))
+        wait_for(generated_path(self.run_dir, backend))  # the supervisor's name for it (--backend)
+        wait_for(score_gate(self.run_dir, backend))
 
     def _base(self, phase: str) -> dict:
         return {"run_id": self.run_id, "backend": self.runner.name, "phase": phase}
