@@ -70,38 +70,34 @@ def wrap(cls: type, name: str, kind: str, mode_of: Callable[..., str] | None = N
 
 
 def breakdown(call_s: list[float], stats: list[dict[str, dict[str, float]]]) -> dict:
-    """Per call (its wall time and take() after it) -> medians per decode step and the call's split.
-
-    Returns {calls, call_s (median), decode: {steps, step_ms, forward_ms, sample_ms, host_ms} per step,
-    prefill: the same, outside_steps_s (median of wall - sum of steps), shares: fraction of the summed
-    wall time in device compute (forward + sample), step host work, and outside the steps}."""
+    """Per call (its wall time and take() after it) -> medians over the calls, so that one call slowed by the
+    machine moves no figure: per step of each mode {steps_per_call, step_ms, forward_ms, sample_ms, host_ms},
+    outside_steps_s (wall - the sum of the steps), and shares (device = forward + sample, host = the rest of the
+    steps, outside) of the median call's wall time."""
     import statistics
 
     if not call_s or len(call_s) != len(stats):
         raise ValueError(f"{len(call_s)} call times for {len(stats)} step records")
-    out: dict[str, Any] = {"calls": len(call_s), "call_s": statistics.median(call_s)}
-    totals = {"device": 0.0, "host": 0.0, "outside": 0.0}
-    outside = []
-    for wall, st in zip(call_s, stats):
-        steps = sum(m["step_s"] for m in st.values())
-        device = sum(m["forward_s"] + m["sample_s"] for m in st.values())
-        totals["device"] += device
-        totals["host"] += steps - device
-        totals["outside"] += max(wall - steps, 0.0)
-        outside.append(wall - steps)
-    out["outside_steps_s"] = statistics.median(outside)
+    med = statistics.median
+    out: dict[str, Any] = {"calls": len(call_s), "call_s": med(call_s)}
+    outside = [wall - sum(m["step_s"] for m in st.values()) for wall, st in zip(call_s, stats)]
+    out["outside_steps_s"] = med(outside)
     for mode in ("decode", "prefill"):
         per = [st[mode] for st in stats if mode in st and st[mode]["steps"]]
         if not per:
             out[mode] = None
             continue
-        n = sum(p["steps"] for p in per)
-        ms = lambda k: 1000.0 * sum(p[k] for p in per) / n  # noqa: E731
-        out[mode] = {"steps_per_call": n / len(per), "step_ms": ms("step_s"), "forward_ms": ms("forward_s"),
-                     "sample_ms": ms("sample_s"),
-                     "host_ms": ms("step_s") - ms("forward_s") - ms("sample_s")}
-    whole = sum(call_s)
-    out["shares"] = {k: v / whole for k, v in totals.items()} if whole > 0 else None
+        ms = {k: med([1000.0 * p[f"{k}_s"] / p["steps"] for p in per]) for k in ("step", "forward", "sample")}
+        out[mode] = {"steps_per_call": med([p["steps"] for p in per]), "step_ms": ms["step"],
+                     "forward_ms": ms["forward"], "sample_ms": ms["sample"],
+                     "host_ms": med([1000.0 * (p["step_s"] - p["forward_s"] - p["sample_s"]) / p["steps"]
+                                     for p in per])}
+    i = sorted(range(len(call_s)), key=call_s.__getitem__)[(len(call_s) - 1) // 2]  # the median call
+    wall, st = call_s[i], stats[i]
+    device = sum(m["forward_s"] + m["sample_s"] for m in st.values())
+    steps = sum(m["step_s"] for m in st.values())
+    out["shares"] = ({"device": device / wall, "host": (steps - device) / wall, "outside": (wall - steps) / wall}
+                     if wall > 0 else None)
     return out
 
 

@@ -49,19 +49,22 @@ def test_wrap_counts_steps_by_mode_and_the_forward_and_sample_inside_them():
     assert steptimer.take() == {}  # take() resets
 
 
-def test_breakdown_splits_a_call_into_device_host_and_outside():
+def test_breakdown_gives_medians_over_calls_and_splits_the_median_call():
     st = {"decode": {"steps": 4, "step_s": 0.4, "forward_s": 0.2, "sample_s": 0.1},
           "prefill": {"steps": 1, "step_s": 0.2, "forward_s": 0.15, "sample_s": 0.0}}
-    b = steptimer.breakdown([1.0, 1.2], [st, st])
-    assert b["calls"] == 2 and b["call_s"] == pytest.approx(1.1)
+    slow = {"decode": {"steps": 4, "step_s": 4.0, "forward_s": 2.0, "sample_s": 1.0}}  # a call the machine slowed
+    b = steptimer.breakdown([1.0, 1.2, 9.0], [st, st, slow])
+    assert b["calls"] == 3 and b["call_s"] == pytest.approx(1.2)
     assert b["decode"]["steps_per_call"] == 4
-    assert b["decode"]["step_ms"] == pytest.approx(100.0)
+    assert b["decode"]["step_ms"] == pytest.approx(100.0)  # the median, not the slow call's mean
     assert b["decode"]["forward_ms"] == pytest.approx(50.0) and b["decode"]["sample_ms"] == pytest.approx(25.0)
     assert b["decode"]["host_ms"] == pytest.approx(25.0)
-    assert b["outside_steps_s"] == pytest.approx(0.5)  # median of 1.0 - 0.6 and 1.2 - 0.6
-    assert b["shares"]["device"] == pytest.approx(2 * 0.45 / 2.2)
-    assert b["shares"]["host"] == pytest.approx(2 * 0.15 / 2.2)
-    assert b["shares"]["outside"] == pytest.approx((0.4 + 0.6) / 2.2)
+    assert b["prefill"]["step_ms"] == pytest.approx(200.0)
+    assert b["outside_steps_s"] == pytest.approx(0.6)  # median of 0.4, 0.6 and 5.0
+    # the median call (1.2 s): device 0.45, host 0.15, outside 0.6
+    assert b["shares"]["device"] == pytest.approx(0.45 / 1.2)
+    assert b["shares"]["host"] == pytest.approx(0.15 / 1.2)
+    assert b["shares"]["outside"] == pytest.approx(0.6 / 1.2)
     assert sum(b["shares"].values()) == pytest.approx(1.0)
     with pytest.raises(ValueError):
         steptimer.breakdown([1.0], [])
