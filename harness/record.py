@@ -168,7 +168,9 @@ class Recorder:
             **self._base(phase), versions=self.runner.versions(), device=self.runner.device(), dtype=self.runner.dtype(),
             model=self.models["A"].as_dict() if self.models["A"] else {},
             models={k: m.as_dict() for k, m in self.models.items() if m is not None},
-            logprob_mode=self.runner.logprob_mode, config={**self.runner.config(), "options": dict(self.runner.backend_options)}, started_at=time.time(),
+            logprob_mode=self.runner.logprob_mode, started_at=time.time(),
+            # the typed options it was built with (harness/backends/options.py) go with its own configuration
+            config={**self.runner.config(), "options": dict(self.runner.backend_options)},
         )
 
     def _ensure_weights(self, case: Case) -> None:
