@@ -35,7 +35,9 @@ from harness.verdict import Verdict
 
 def compare_data(ctx: RunData, workers: int | None = None) -> list[Verdict]:
     """Every verdict of the run, in checks.json's order. `workers`: processes for the case checks (default:
-    PARITY_COMPARE_WORKERS, else one per available core for a run of at least PARALLEL_MIN_CASES cases)."""
+    PARITY_COMPARE_WORKERS, else 1). Measured on a 2-core machine with 100k records, two workers did not
+    shorten compare: the forked checker's copy-on-write page faults and the verdicts' trip back cost about
+    what the second core saved (docs/report.md, Large runs); more cores may differ, hence the option."""
     cases = list(ctx.suite.cases)
     verdicts = backend_ran(ctx) + tolerance_profile(ctx)
     n = _workers(workers, len(cases))
@@ -46,15 +48,13 @@ def compare_data(ctx: RunData, workers: int | None = None) -> list[Verdict]:
     return verdicts + mapping_verdicts(ctx)  # fields an engine would drop: explicit (harness/checks/sampling.py)
 
 
-# Below this many cases a run's checks take well under a second: not worth starting processes.
-PARALLEL_MIN_CASES = 200
-
-
 def _workers(asked: int | None, n_cases: int) -> int:
-    if asked is None and os.environ.get("PARITY_COMPARE_WORKERS"):
-        asked = int(os.environ["PARITY_COMPARE_WORKERS"])
     if asked is None:
-        asked = len(os.sched_getaffinity(0)) if n_cases >= PARALLEL_MIN_CASES else 1
+        raw = os.environ.get("PARITY_COMPARE_WORKERS", "1")
+        try:
+            asked = int(raw)
+        except ValueError:
+            raise ValueError(f"PARITY_COMPARE_WORKERS={raw!r}: a number of processes (1: none forked)") from None
     if asked > 1 and "fork" not in multiprocessing.get_all_start_methods():
         return 1  # the workers inherit the loaded run; without fork it would have to be pickled to each
     return max(1, min(asked, n_cases))
