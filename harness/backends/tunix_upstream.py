@@ -16,6 +16,10 @@ workarounds applied, and nothing else (none changes what tunix's code sends or r
   tunix's sampler module imports (it is read only for LoRA): defined;
 - Engine kwargs 0.0.2's ServerArgs does not know (tunix passes LoRA and daemon options
   added upstream later): dropped before `Engine(**args)`, listed in `workarounds`;
+- tunix closes the asyncio loop of every generate (it relies on the engine loop thread of
+  `enable_engine_loop_run_forever_daemon`, which 0.0.2 lacks), and 0.0.2 starts its
+  receive loop once, on the first loop: the second generate hangs. The receive loop is
+  started again on each new loop;
 - `FLAX_ALWAYS_SHARD_VARIABLE=false` and `FLAX_PYTREE_MODULE=false` (0.0.2 next to
   flax 0.12.6: "auto mesh context required", duplicate pytree registrations);
 - 0.0.2's non-TPU sampler unpacks 2 of the 3 operands it is given (every sampling call
@@ -85,6 +89,26 @@ def _sglang_start_workarounds(applied: list[str]) -> None:
 
     compat.min_p_filter_arity()
     applied.append("min_p_filter_arity (0.0.2's non-TPU sampler unpacks 2 of 3 operands)")
+    from sgl_jax.srt.managers.tokenizer_manager import TokenizerManager
+
+    if not getattr(TokenizerManager.auto_create_handle_loop, "_parity_done", False):
+        orig = TokenizerManager.auto_create_handle_loop
+
+        def auto_create_handle_loop(self):
+            # tunix runs each generate on a fresh asyncio loop and closes it after (its sampler's
+            # _generate_with_loop_guard), counting on the engine loop of enable_engine_loop_run_forever_daemon,
+            # which 0.0.2 lacks; 0.0.2 starts its receive loop once, on the first loop, so the second generate
+            # would wait forever: start it again on the loop of the call when that one is new
+            import asyncio
+
+            if self.no_create_loop and getattr(self, "event_loop", None) is not asyncio.get_event_loop():
+                self.no_create_loop = False
+            return orig(self)
+
+        auto_create_handle_loop._parity_done = True  # type: ignore[attr-defined]
+        TokenizerManager.auto_create_handle_loop = auto_create_handle_loop
+        applied.append("the engine's receive loop restarted on each new asyncio loop (tunix closes the loop of "
+                       "every generate; 0.0.2 has no enable_engine_loop_run_forever_daemon)")
     from sgl_jax.srt.server_args import ServerArgs
     from tunix.generate import sglang_jax_sampler
 
