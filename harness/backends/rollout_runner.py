@@ -51,10 +51,10 @@ from harness.spec import LOGPROB_MODES, SamplingSpec
 
 ENTRY_POINT_GROUP = "rollout_parity.backends"
 CAPABILITIES = {
-    "token_ids": "generate takes token-id prompts",
-    "n": "generate(..., n=k) returns k samples per prompt",
-    "prompt_logprobs": "generate returns prompt logprobs",
-    "top_logprobs": "generate returns top-k logprobs per completion position",
+    "token_ids": "generate taking token-id prompts",
+    "n": "generate(..., n=k) returning k samples per prompt",
+    "prompt_logprobs": "generate returning prompt logprobs",
+    "top_logprobs": "generate returning top-k logprobs per completion position",
 }
 #: the registry's runner of every rollout backend (harness/backends/registry.py: `rollout` names the factory)
 RUNNER = "harness.backends.rollout_runner:RolloutRunner"
@@ -242,7 +242,7 @@ class RolloutRunner(Runner):
             "rollout_class": f"{type(self.rollout).__module__}.{type(self.rollout).__qualname__}",
             "tunix_classes": "tunix" if self.tunix_classes else "harness stand-ins (tunix not installed here)",
             "capabilities": sorted(self.capabilities),
-            "capabilities_missing": {c: f"{self.name} lacks {c}: {what} (parity_capabilities does not declare it)"
+            "capabilities_missing": {c: f"{self.name} lacks {c} ({what}): not in its parity_capabilities"
                                      for c, what in CAPABILITIES.items() if c not in self.capabilities},
             "logprob_mode": self.logprob_mode,
             "logprob_mode_declared": self.mode_declared,
