@@ -170,3 +170,18 @@ def test_entries_and_errors_name_what_is_wrong(monkeypatch, model):
     assert venv_of("tunix_sglang_jax") == "rl_sglang" and is_backend("tunix_vllm")
     assert rollout_runner.rollout_spec("tunix_sglang_jax") == "harness.backends.tunix_upstream:TunixSglangJaxRollout"
     assert rollout_runner.rollout_spec("vllm") is None  # a built-in engine keeps its own runner
+
+
+def test_installed_plugins_come_from_the_entry_point_group(monkeypatch, model):
+    import importlib.metadata as md
+
+    seen = []
+
+    def entry_points(group=None):
+        seen.append(group)
+        return [md.EntryPoint(name="plug", value=f"{__name__}:IdsAndN", group=group)]
+
+    monkeypatch.setattr(md, "entry_points", entry_points)
+    monkeypatch.setitem(globals(), "IdsAndN", IdsAndN)
+    assert rollout_runner.rollout_spec("plug") == f"{__name__}:IdsAndN" and seen == ["rollout_parity.backends"]
+    assert is_backend("plug") and runner_class("plug")(model).capabilities == {"token_ids", "n"}
