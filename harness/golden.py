@@ -52,12 +52,12 @@ from pathlib import Path
 
 from harness.backends import registry
 from harness.dtypes import canonical as canonical_dtype
+from harness.rundir import REFERENCE
 from harness.verdict import OUTCOMES, Verdict
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN_ROOT = ROOT / "golden"
 GOLDEN_SCHEMA_VERSION = 1
-REFERENCE = registry.reference()
 DEFAULT_ATOL = 1e-4
 
 

@@ -44,13 +44,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from harness.backends import registry
 from harness.checks import inject
-from harness.rundir import read_manifest_dict, write_manifest
+from harness.rundir import REFERENCE, read_manifest_dict, write_manifest
 from harness.verdict import OUTCOMES
 
 SELFTEST_SCHEMA_VERSION = 1
-REFERENCE = registry.reference()
 CLEAN_REPEATS = 5
 CLEAN_NOISE = 2e-6  # float32-sized: engines vs the float64 reference measured at max 4.8e-6
 ALARM = ("fail", "error")
