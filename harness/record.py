@@ -86,7 +86,9 @@ def score_todo(run_dir: Path, backend: str, suite: Suite) -> tuple[list[tuple[st
     """(case id, source backend) pairs this backend has yet to score, and every backend's main generations
     by (case id, source)."""
     done = _done_keys(records_path(run_dir, backend, "score"))
-    gens = [r for r in read_run(run_dir) if r.kind == "generation" and r.key.variant == "main"]
+    # the reference also scores the tunix rows (the contract reads their semantics off its exact modes)
+    variants = ("main", "tunix") if backend == "reference" else ("main",)
+    gens = [r for r in read_run(run_dir) if r.kind == "generation" and r.key.variant in variants]
     groups: dict[tuple[str, str], list[GenerationRecord]] = defaultdict(list)
     for g in gens:
         groups[(g.key.case_id, g.backend)].append(g)
@@ -169,8 +171,10 @@ class Recorder:
             model=self.models["A"].as_dict() if self.models["A"] else {},
             models={k: m.as_dict() for k, m in self.models.items() if m is not None},
             logprob_mode=self.runner.logprob_mode, started_at=time.time(),
-            # the typed options it was built with (harness/backends/options.py) go with its own configuration
-            config={**self.runner.config(), "options": dict(self.runner.backend_options)},
+            # the typed options it was built with (harness/backends/options.py) go with its own configuration;
+            # engine_kind: whose documented seed rule and parameter spelling the checks hold it to (none: no rollout)
+            config={**self.runner.config(), "options": dict(self.runner.backend_options),
+                    "engine_kind": self.runner.seed_engine},
         )
 
     def _ensure_weights(self, case: Case) -> None:
@@ -195,6 +199,20 @@ class Recorder:
                            error_type=type(exc).__name__, detail=traceback.format_exc(limit=8))
 
     # ------------------------------------------------------------ generate
+    def _gen_record(self, case: Case, i: int, j: int, variant: str, prompt_ids: list[int], s, dt: float,
+                    native: dict, n: int, **extra) -> GenerationRecord:
+        sent = getattr(s, "sent", None)
+        return GenerationRecord(
+            **self._base("generate"), key=self._key(case, i, j, variant),
+            model_hash=self.models[case.weights].content_hash, prompt_ids=prompt_ids,
+            completion_ids=s.completion_ids, completion_logprobs=s.completion_logprobs,
+            logprob_mode=self.runner.logprob_mode, prompt_logprobs=s.prompt_logprobs,
+            completion_top=s.completion_top, finish_reason=s.finish_reason, stop_reason=s.stop_reason,
+            text=s.text, native_params=sent if sent is not None else _per_sample(native, j, n),
+            native_params_source="sent" if sent is not None else "derived",
+            timings={"batch_generate_s": dt}, **extra,
+        )
+
     def generate_case(self, case: Case) -> list:
         out = []
         prompts = self.prompt_ids[case.id]
@@ -208,15 +226,94 @@ class Recorder:
                 raise RuntimeError(f"backend returned {len(results)} prompt results for {len(idx)} prompts")
             for i, samples in zip(idx, results):
                 for j, s in enumerate(samples):
-                    out.append(GenerationRecord(
-                        **self._base("generate"), key=self._key(case, i, j, variant),
-                        model_hash=self.models[case.weights].content_hash, prompt_ids=prompts[i],
-                        completion_ids=s.completion_ids, completion_logprobs=s.completion_logprobs,
-                        logprob_mode=self.runner.logprob_mode, prompt_logprobs=s.prompt_logprobs,
-                        completion_top=s.completion_top, finish_reason=s.finish_reason, stop_reason=s.stop_reason,
-                        text=s.text, native_params=_per_sample(native, j, len(samples)),
-                        timings={"batch_generate_s": dt},
-                    ))
+                    out.append(self._gen_record(case, i, j, variant, prompts[i], s, dt, native, len(samples)))
+        if case.tunix and self.runner.rollout is not None:
+            out += self.tunix_case(case, prompts)
+        if "seed_rule" in case.checks and self.runner.seed_engine and case.sampling.seed is not None:
+            out += self.seed_rule_case(case, prompts)
+        return out
+
+    def tunix_case(self, case: Case, prompts: list[list[int]]) -> list[GenerationRecord]:
+        """The case's batch through the rollout's tunix surface, called the way tunix's RLCluster and GRPO
+        learner call it: generate(prompts, RolloutConfig) with the text prompts (token ids where the case
+        gives ids), tokens right-padded with pad_id() to max_tokens_to_generate, then
+        get_per_token_logps(left_padded_prompt_tokens, padded tokens) as arrays (jax when importable). One
+        record per row, with the rollout's rich teacher-forced score of the same unpadded tokens."""
+        import numpy as np
+
+        rollout, spec = self.runner.rollout, case.sampling
+        cfg = self.runner.tunix_config(spec)
+        given = [p.text if p.text is not None else list(ids) for p, ids in zip(case.prompts, prompts)]
+        t0 = time.perf_counter()
+        res = rollout.generate(given, cfg)
+        dt = time.perf_counter() - t0
+        sent = self.runner.last_sent()
+        pad, eos = int(rollout.pad_id()), int(rollout.eos_id())
+        width = int(cfg.max_tokens_to_generate)
+        toks = [[int(t) for t in np.asarray(row).reshape(-1)] for row in res.tokens]
+        padded = np.asarray([t[:width] + [pad] * (width - len(t[:width])) for t in toks], dtype=np.int32)
+        left = np.asarray(res.left_padded_prompt_tokens, dtype=np.int32)
+        if len(toks) != len(prompts) or left.shape[0] != len(prompts):
+            raise RuntimeError(f"tunix generate returned {len(toks)} token rows and {left.shape[0]} prompt rows "
+                               f"for {len(prompts)} prompts")
+        try:
+            import jax.numpy as jnp
+
+            arrays = (jnp.asarray(left), jnp.asarray(padded))
+        except ImportError:  # a venv without jax: the numpy arrays RLCluster would have converted
+            arrays = (left, padded)
+        logps = np.asarray(rollout.get_per_token_logps(*arrays), dtype=np.float64)
+        rows = []
+        for r in range(len(prompts)):
+            prow = [int(t) for t in left[r]]
+            start = next((k for k, t in enumerate(prow) if t != pad), len(prow))
+            crow = [int(t) for t in padded[r]]
+            end = len(crow)
+            while end > 0 and crow[end - 1] == pad:  # the GRPO learner's completion_mask: tokens != pad_id
+                end -= 1
+            rows.append((prow[start:], crow[:end]))
+        scored = self.runner.score([p for p, _ in rows], [c for _, c in rows], spec)
+        out = []
+        for r, ((p_ids, c_ids), sc) in enumerate(zip(rows, scored)):
+            lps = None if res.logprobs is None else [float(x) for x in np.asarray(res.logprobs[r]).reshape(-1)]
+            from harness.backends.base import Sample
+
+            s = Sample(completion_ids=c_ids, completion_logprobs=lps, finish_reason=None,
+                       text=str(res.text[r]), sent=sent[r] if sent is not None and r < len(sent) else None)
+            out.append(self._gen_record(
+                case, r, 0, "tunix", p_ids, s, dt, {}, 1,
+                tunix={"row": r, "pad_id": pad, "eos_id": eos, "left_padded_prompt": [int(t) for t in left[r]],
+                       "tokens": [int(t) for t in padded[r]], "per_token_logps": [float(x) for x in logps[r]],
+                       "score": [float(x) for x in sc.logprobs],
+                       "rollout_config": {"max_tokens_to_generate": width, "temperature": cfg.temperature,
+                                          "top_p": cfg.top_p, "top_k": cfg.top_k, "seed": cfg.seed,
+                                          "eos_tokens": cfg.eos_tokens}}))
+        return out
+
+    def seed_rule_case(self, case: Case, prompts: list[list[int]]) -> list[GenerationRecord]:
+        """Every seeded draw again, alone as an n = 1 request with the seed its documented rule gives
+        (harness/seeds.py): variant rule-main for sample j of n (n > 1), rule-tunix for tunix row i."""
+        from harness.seeds import documented_seed
+
+        spec, eng, b = case.sampling, self.runner.seed_engine, len(prompts)
+        draws: dict[int, list[tuple[str, int, int]]] = defaultdict(list)  # seed -> (variant, prompt, sample)
+        if spec.n > 1:
+            for i in range(b):
+                for j in range(spec.n):
+                    draws[documented_seed(eng, "rich", spec.seed, i, j, spec.n, b)].append(("rule-main", i, j))
+        if case.tunix and self.runner.rollout is not None:
+            for i in range(b):
+                draws[documented_seed(eng, "tunix", spec.seed, i, 0, 1, b)].append(("rule-tunix", i, 0))
+        out = []
+        one = spec.model_copy(update={"n": 1})
+        for seed, items in draws.items():
+            s1 = one.model_copy(update={"seed": seed})
+            native = self.runner.native_params(s1)
+            t0 = time.perf_counter()
+            got = self.runner.generate([prompts[i] for _, i, _ in items], s1)
+            dt = time.perf_counter() - t0
+            for (variant, i, j), samples in zip(items, got):
+                out.append(self._gen_record(case, i, j, variant, prompts[i], samples[0], dt, native, 1))
         return out
 
     def run_generate(self) -> int:

@@ -51,7 +51,9 @@ class CaseKey(BaseModel):
     weights: Literal["A", "B"] = Field("A", description="weight set live when recorded")
     prompt_index: int = Field(description="index into the case's prompts; -1 for a whole-case error")
     sample_index: int = Field(0, description="0..n-1 for n samples per prompt, in the engine's order")
-    variant: str = Field("main", description="'main', 'repeat-K' (same seed again), 'alone-I' (prompt I alone)")
+    variant: str = Field("main", description="'main', 'repeat-K' (same seed again), 'alone-I' (prompt I alone), "
+                                             "'tunix' (through tunix's generate), 'rule-main' / 'rule-tunix' (each "
+                                             "draw again alone, with the seed its documented rule gives)")
 
 
 class SessionRecord(_Base):
@@ -88,6 +90,14 @@ class GenerationRecord(_Base):
     stop_reason: int | str | None = Field(None, description="the stop token id when a stop_token_ids entry ended it")
     text: str = Field("", description="decoded completion")
     native_params: dict = Field({}, description="the engine's own sampling parameters, exactly as sent")
+    native_params_source: Literal["sent", "derived"] = Field(
+        "derived", description="sent: captured where the rollout calls the engine; derived: recomputed from the "
+                               "spec by the runner (a backend that cannot capture them)")
+    tunix: dict | None = Field(
+        None, description="variant 'tunix' only: this row as a trainer receives it from generate(prompts, "
+                          "RolloutConfig): row, pad_id, eos_id, left_padded_prompt, tokens (padded), logprobs, "
+                          "per_token_logps (get_per_token_logps of the padded arrays, this row) and score (the "
+                          "same rollout's rich teacher-forced score of the row's unpadded tokens)")
     timings: dict[str, float] = Field({}, description="seconds: batch_generate_s, ...")
 
 

@@ -18,6 +18,8 @@
         weights: A                # which weight set must be live (update_params before)
         repeats: 1                # >1: run again (determinism variants)
         alone: false              # also run each prompt alone (batch invariance)
+        tunix: false              # also run the batch through each rollout's tunix surface (variant tunix)
+        accept: {}                # rollout_contract_<field>: reason -- a difference between rollouts accepted
 
 A case's `content_hash` covers what changes its records (prompts, sampling,
 weights, repeats, alone), so records from different machines are compared
@@ -81,6 +83,10 @@ class Case(BaseModel):
     weights: Literal["A", "B"] = "A"
     repeats: StrictInt = Field(1, ge=1, le=10)
     alone: StrictBool = False
+    tunix: StrictBool = False
+    # rollout_contract_<field> -> why the suite accepts that difference between the rollouts (never hashed:
+    # accepting changes a verdict, not a record)
+    accept: dict[str, str] = Field(default_factory=dict)
     # the tolerance profile (a dtype name) the run's compare selected: Suite.with_profile
     _profile: str = PrivateAttr("float32")
 
@@ -99,6 +105,19 @@ class Case(BaseModel):
             raise ValueError(f"unknown check(s) {unknown}; known: {sorted(CATALOG)}")
         return v
 
+    @field_validator("accept")
+    @classmethod
+    def _accept_keys(cls, v: dict[str, str]) -> dict[str, str]:
+        from harness.checks.contract import FIELDS
+
+        known = [f"rollout_contract_{f}" for f in FIELDS]
+        bad = [k for k in v if k not in known]
+        if bad:
+            raise ValueError(f"accept: unknown contract field(s) {bad}; known: {known}")
+        if any(not str(r).strip() for r in v.values()):
+            raise ValueError("accept: every accepted difference needs its reason")
+        return v
+
     @field_validator("tolerances", mode="before")
     @classmethod
     def _flat_tolerances(cls, v: Any) -> Any:
@@ -113,7 +132,8 @@ class Case(BaseModel):
     @model_validator(mode="after")
     def _check_prerequisites(self) -> "Case":
         """Refused here, before anything runs, rather than found at compare time after every backend ran."""
-        problems = [why for check, (ok, why) in _PREREQUISITES.items() if check in self.checks and not ok(self)]
+        problems = [why for check, (ok, why) in _PREREQUISITES.items()
+                    if (check in self.checks or (check == "tunix" and self.tunix)) and not ok(self)]
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -126,6 +146,8 @@ class Case(BaseModel):
             "repeats": self.repeats,
             "alone": self.alone,
         }
+        if self.tunix:  # only when set: the hashes of cases without it stay what they were
+            payload["tunix"] = True
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
     def tolerance(self, name: str, check: str | None = None) -> float:
@@ -154,6 +176,14 @@ _PREREQUISITES = {
                                             "alone with the batch)"),
     "sampling_distribution": (lambda c: not c.sampling.greedy, "check sampling_distribution needs temperature > 0 "
                                                                "(a greedy case has no distribution)"),
+    "seed_rule": (lambda c: c.sampling.seed is not None and (c.sampling.n > 1 or c.tunix),
+                  "check seed_rule needs a seed and n > 1 or tunix: true (it reproduces each draw from its "
+                  "documented seed)"),
+    "tunix_surface": (lambda c: c.tunix, "check tunix_surface needs tunix: true"),
+    "rollout_contract": (lambda c: c.tunix, "check rollout_contract needs tunix: true (it compares the rollouts' "
+                                            "tunix outputs)"),
+    "tunix": (lambda c: not c.tunix or c.sampling.n == 1,
+              "tunix: true needs n == 1 (RLCluster repeats a prompt in the batch instead: list it n times)"),
     "sampling_effects": (lambda c: c.sampling.greedy, "check sampling_effects needs temperature 0 (its expected "
                                                       "tokens are the reference's argmax)"),
 }

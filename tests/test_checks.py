@@ -35,8 +35,12 @@ def select(vs, check=None, backend=None, case=None, outcome=None):
 
 
 def allowed_skip(v) -> bool:
-    """The only verdicts a clean run may skip: self-consistency where generate and score modes differ."""
-    return v.check == "self_consistency" and "not comparable" in v.detail
+    """The only verdicts a clean run may skip: self-consistency where generate and score modes differ, and
+    the checks of an engine rollout's own surface for backends without one (the reference, the clones)."""
+    from harness.checks.tunix import NO_ROLLOUT
+
+    return (v.check == "self_consistency" and "not comparable" in v.detail) or (
+        v.check in ("params_sent", "seed_rule", "tunix_surface", "rollout_contract") and NO_ROLLOUT in v.detail)
 
 
 # ---------------------------------------------------------------- the clean run

@@ -31,6 +31,9 @@ class Sample:
     completion_top: list[dict[str, float]] | None = None
     stop_reason: int | str | None = None
     text: str = ""
+    #: the engine's sampling parameters for this sample exactly as the rollout passed them to the engine
+    #: (captured at the engine call, not recomputed): None where the runner cannot capture them
+    sent: dict | None = None
 
 
 @dataclass
@@ -50,6 +53,13 @@ class Runner(abc.ABC):
     logprob_mode: LogprobMode = "raw"
     #: the resolved typed options it was built with (harness.backends.options), recorded in its session record
     backend_options: dict[str, Any] = {}
+    #: the tunix `BaseRollout` this runner drives (engine runners), else None. The recorder also calls its
+    #: tunix surface (generate(prompts, RolloutConfig), get_per_token_logps, pad_id, eos_id) the way tunix's
+    #: RLCluster does (harness/record.py: tunix variant)
+    rollout: Any = None
+    #: the engine whose documented seed rule (harness/seeds.py) this runner's draws follow; None: no rule
+    #: (the reference draws with its own generator)
+    seed_engine: str | None = None
 
     def __init__(self, model: ModelRef, **options: Any):
         """`options["dtype"]`: the dtype the engine must compute in (harness.dtypes.ENGINE_DTYPES)."""
@@ -93,6 +103,21 @@ class Runner(abc.ABC):
     @abc.abstractmethod
     def score(self, prompts: list[list[int]], completions: list[list[int]], spec: SamplingSpec) -> list[Scored]:
         """Teacher-forced logprobs of each completion given its prompt (one batch)."""
+
+    def tunix_config(self, spec: SamplingSpec) -> Any:
+        """The tunix RolloutConfig a trainer would give for `spec` (the rollout module's own class: tunix's
+        when importable there, else its stand-in with the same fields). Only what RolloutConfig has."""
+        import sys
+
+        cls = getattr(sys.modules[type(self.rollout).__module__], "RolloutConfig")
+        return cls(max_tokens_to_generate=spec.max_tokens, temperature=spec.temperature,
+                   top_p=None if spec.greedy else spec.top_p, top_k=spec.top_k, seed=spec.seed,
+                   eos_tokens=list(spec.stop_token_ids) or None, return_logprobs=True)
+
+    def last_sent(self) -> list[dict] | None:
+        """Per prompt of the rollout's last generate call, the sampling parameters its (first) sample was sent
+        to the engine with, as captured at the engine call; None where the rollout does not keep them."""
+        return None
 
     @abc.abstractmethod
     def set_weights(self, model: ModelRef) -> None:

@@ -381,9 +381,9 @@ class VllmRollout(BaseRollout):
             raise ValueError(f"{len(per_prompt)} sampling settings for {len(prompts)} prompts")
         params, sent = [], []
         for s in per_prompt:
-            sp, fields = self._params(s, how, prompt_top_k)
+            sp, _ = self._params(s, how, prompt_top_k)
             params.append(sp)
-            sent.append(fields)
+            sent.append(_sp_fields(sp))  # read back from the object handed to the engine: what it was sent
         from vllm.inputs import TokensPrompt
 
         outs = self.llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts], params, use_tqdm=False)

@@ -53,6 +53,7 @@ def _truthy(v: Any) -> bool:
 class VllmRunner(Runner):
     name = "vllm"
     logprob_mode = "processed"
+    seed_engine = "vllm"
 
     def __init__(self, model: ModelRef, **options: Any):
         super().__init__(model, **options)
@@ -155,6 +156,7 @@ class VllmRunner(Runner):
                     completion_top=None if s.top is None else [{str(t): v for t, v in d.items()} for d in s.top],
                     stop_reason=s.stop_reason,
                     text=s.text,
+                    sent=dict(r.native_params),
                 )
                 for s in r.samples
             ])
@@ -166,6 +168,10 @@ class VllmRunner(Runner):
             Scored(logprobs=lps, top=[{str(t): v for t, v in d.items()} for d in top])
             for lps, top in self.rollout.score_ids(prompts, completions, top_k=k)
         ]
+
+    def last_sent(self) -> list[dict] | None:
+        last = self.rollout.last_results
+        return None if last is None else [dict(r.native_params) for r in last]
 
     def set_weights(self, model: ModelRef) -> None:
         self.rollout.update_params(model.path)

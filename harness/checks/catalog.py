@@ -66,8 +66,8 @@ CATALOG: dict[str, CheckInfo] = {c.name: c for c in [
               "(per backend; needs repeats >= 2)",
               {"logprob_atol": 1e-4}),
     CheckInfo("batch_invariance",
-              "a prompt alone gives the same tokens (a divergence only as vLLM-rule tie noise) and logprobs within "
-              "tolerance as inside the batch (needs alone: true)",
+              "a prompt alone gives the same tokens (a divergence only as vLLM-rule tie noise) and completion and "
+              "prompt logprobs within tolerance as inside the batch (needs alone: true)",
               {"logprob_atol": 1e-4, "top_k_rescue": 5}),
     CheckInfo("n_samples", "n > 1 returns n samples per prompt, indices 0..n-1 grouped by prompt in order, and no "
                            "coincidence between them that is improbable (p < alpha) under the reference's exact "
@@ -80,6 +80,29 @@ CATALOG: dict[str, CheckInfo] = {c.name: c for c in [
               "after update_params(W) logprobs match the reference under W and not under the other set (the "
               "reference scores weight_update cases under both: stale-weight detection)",
               {"logprob_atol": 1e-4, **GATE}),
+    CheckInfo("params_sent",
+              "the sampling parameters each rollout passed to its engine (captured at the engine call, not "
+              "recomputed) mean the case's spec: no field dropped or rewritten (top_k, top_p, min_p, temperature, "
+              "max tokens, penalties, ...), seeds as the documented rule gives them, and no explicit seed shared by "
+              "two requests of an unseeded case; fails even when no draw shows the difference"),
+    CheckInfo("seed_rule",
+              "each seeded draw (sample j of n; each row of a tunix batch) equals the same prompt generated alone "
+              "with the seed its documented rule gives (harness/seeds.py): n samples in their order, distinct "
+              "reproducible rows for the repeated prompts of a GRPO group; a divergence passes only as tie noise",
+              {"top_k_rescue": 5}),
+    CheckInfo("tunix_surface",
+              "what a trainer receives through tunix's surface (generate(prompts, RolloutConfig), "
+              "get_per_token_logps on left-padded arrays, pad_id, eos_id) agrees with the rollout's rich API: "
+              "left-padded prompt rows, padded token rows, one logprob per completion token, eos_id a model EOS, "
+              "pad_id the tokenizer's pad, get_per_token_logps equal to the teacher-forced score of the same tokens "
+              "and 0 at padding; greedy rows equal the rich API's",
+              {"logprob_atol": 1e-4}),
+    CheckInfo("rollout_contract",
+              "swap one rollout for the other: for one RolloutConfig the two rollouts' RolloutOutput as a trainer "
+              "consumes it, field by field (verdicts rollout_contract_<field>: pad_eos, prompt, tokens, logprobs, "
+              "text, per_token_logps); each difference fails with its effect on a trainer (e.g. the per-token "
+              "IS-ratio shift), unless the suite accepts it with a reason",
+              {"logprob_atol": 1e-4}),
     CheckInfo("sampling_support",
               "every sampled token lies inside the support of the case's processed distribution (the reference's "
               "processed logprob of it is finite): top-k, top-p and min-p were obeyed"),

@@ -71,6 +71,8 @@ class RunData:
         self.gen_order: dict[tuple[str, str], list[GenerationRecord]] = defaultdict(list)
         # (scorer, case_id, source) -> (prompt, sample) -> record
         self.scores: dict[tuple[str, str, str], dict[Key, ScoreRecord]] = defaultdict(dict)
+        # (scorer, case_id, source, variant) -> (prompt, sample) -> record, for variants other than main
+        self.variant_scores: dict[tuple[str, str, str, str], dict[Key, ScoreRecord]] = defaultdict(dict)
         # (backend, phase, case_id) -> case hashes seen that are not the suite's
         self.stale: dict[tuple[str, str, str], set[str]] = defaultdict(set)
         self.seen_backends: list[str] = []
@@ -96,7 +98,11 @@ class RunData:
                 self.gens[(r.backend, key.case_id)][key.variant][(key.prompt_index, key.sample_index)] = r
                 self.gen_order[(r.backend, key.case_id)].append(r)
             elif isinstance(r, ScoreRecord):
-                self.scores[(r.backend, key.case_id, r.source_backend)][(key.prompt_index, key.sample_index)] = r
+                if key.variant == "main":
+                    self.scores[(r.backend, key.case_id, r.source_backend)][(key.prompt_index, key.sample_index)] = r
+                else:  # the reference's scores of another variant's rows (tunix)
+                    self.variant_scores[(r.backend, key.case_id, r.source_backend, key.variant)][
+                        (key.prompt_index, key.sample_index)] = r
         requested = self.manifest.backends
         if not requested:
             requested = sorted(self.seen_backends, key=lambda b: (b != REFERENCE, self.seen_backends.index(b)))

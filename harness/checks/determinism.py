@@ -105,8 +105,8 @@ def seed_determinism(ctx: RunData, case: Case) -> list[Verdict]:
 
 def batch_invariance(ctx: RunData, case: Case) -> list[Verdict]:
     """Each prompt run alone (variant alone-i) gives what it gave inside the batch: same tokens
-    (a divergence passes only as vLLM-rule tie noise, noted), same finish reason, logprobs within
-    tolerance."""
+    (a divergence passes only as vLLM-rule tie noise, noted), same finish reason, completion and prompt
+    logprobs within tolerance."""
     check, metric = "batch_invariance", "completions_differing"
     atol = case.tolerance("logprob_atol", check)
     k = int(case.tolerance("top_k_rescue", check))
@@ -132,6 +132,19 @@ def batch_invariance(ctx: RunData, case: Case) -> list[Verdict]:
                 ok, what, d = _compare_runs("in batch", main[key], "alone", alone[key], atol, k)
                 worst = max(worst, d.get("max_abs_dlogp") or 0.0)
                 ties += d["tokens"] == "tie"
+                # prompt logprobs too: a batch-only defect in the prefill shows there first
+                pa, pb = main[key].prompt_logprobs, alone[key].prompt_logprobs
+                if pa is not None or pb is not None:
+                    if pa is None or pb is None or len(pa) != len(pb) \
+                            or [v is None for v in pa] != [v is None for v in pb]:
+                        ok, what = False, ((what + "; ") if what else "") + "prompt logprobs missing or misaligned"
+                    else:
+                        dp = max((abs(u - v) for u, v in zip(pa, pb) if u is not None), default=0.0)
+                        worst = max(worst, dp)
+                        if dp > atol:
+                            ok = False
+                            what = ((what + "; ") if what else "") + (f"prompt logprobs differ by {dp:.3g} "
+                                                                      f"(atol {atol:g})")
                 if not ok:
                     bad += 1
                 if what:

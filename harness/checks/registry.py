@@ -11,7 +11,9 @@ from harness.checks.logprobs import completion_logprobs, logprob_mode, replay, s
 from harness.checks.mismatch import mismatch
 from harness.checks.prompts import prompt_ids, prompt_logprobs
 from harness.checks.sampling import SAMPLING_CHECKS
+from harness.checks.contract import rollout_contract
 from harness.checks.tokens import greedy_tokens
+from harness.checks.tunix import params_sent, seed_rule, tunix_surface
 from harness.checks.weights import weight_update
 from harness.suite import Case
 from harness.verdict import Verdict
@@ -31,6 +33,10 @@ CHECKS: dict[str, CheckFn] = {
     "eos_policy": eos_policy,
     "weight_update": weight_update,
     "sampling_support": sampling_support,
+    "params_sent": params_sent,
+    "seed_rule": seed_rule,
+    "tunix_surface": tunix_surface,
+    "rollout_contract": rollout_contract,
     **SAMPLING_CHECKS,  # sampling_distribution, sampling_effects (harness/checks/sampling.py)
 }
 

@@ -263,6 +263,27 @@ def check_rows(verdicts: list[Verdict]) -> list[dict]:
              "detail": v.detail} for v in verdicts]
 
 
+SWAP_PREFIX = "rollout_contract_"
+
+
+def swap_table(verdicts: list[Verdict]) -> list[dict]:
+    """The rollout contract per pair of rollouts: each field's verdict over the cases (the worst), and per case
+    its verdict and detail (what each rollout does, the effect of a difference on a trainer)."""
+    pairs: dict[tuple[str, ...], dict[str, list[Verdict]]] = {}
+    for v in verdicts:
+        if v.check.startswith(SWAP_PREFIX):
+            pairs.setdefault(tuple(v.backends), {}).setdefault(v.check[len(SWAP_PREFIX):], []).append(v)
+    out = []
+    for backends, fields in pairs.items():
+        rows = {}
+        for f, vs in fields.items():
+            rows[f] = {"verdict": group_verdict([v.verdict for v in vs]),
+                       "cases": {v.case: {"verdict": v.verdict, "detail": v.detail} for v in vs}}
+        out.append({"backends": list(backends), "verdict": group_verdict([r["verdict"] for r in rows.values()]),
+                    "fields": rows})
+    return out
+
+
 def build_summary(data: RunData) -> dict:
     backends = backend_status(data)
     verdict, reason = overall(data.verdicts, backends, data.problems)
@@ -283,6 +304,7 @@ def build_summary(data: RunData) -> dict:
         "provenance": provenance(data, backends),
         "checks": check_rows(data.verdicts),
         "pairs": pair_table(data.verdicts, data.backends),
+        "swap": swap_table(data.verdicts),
         "problems": list(data.problems),
         "warnings": warnings,
     }

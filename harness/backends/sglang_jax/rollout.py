@@ -376,6 +376,7 @@ class SglangJaxRollout(BaseRollout):
             if res.prompt_logprobs is None and prompt_lp is not None:
                 res.prompt_logprobs, res.prompt_top_logprobs = prompt_lp, prompt_top
             res.samples.append(sample)
+        self.last_outputs = results  # what the last call sent and got, per prompt (the tunix surface's records)
         return results
 
     def _parse(self, o: dict, prompt_ids: list[int], i: int, j: int, params: dict, want_lp: bool,

@@ -31,6 +31,7 @@ class SglangJaxRunner(Runner):
     #: generated-token logprobs are log_softmax((logits + penalties) / T), not renormalised after
     #: top-k/top-p/min-p; greedy gives raw (notes: sglang-jax output logprobs)
     logprob_mode = LOGPROB_MODE
+    seed_engine = "sglang_jax"
 
     def __init__(self, model: ModelRef, **options: Any):
         super().__init__(model, **options)
@@ -112,7 +113,7 @@ class SglangJaxRunner(Runner):
                     prompt_logprobs=pr.prompt_logprobs,
                     completion_top=None if s.top_logprobs is None else [{str(k): v for k, v in d.items()}
                                                                         for d in s.top_logprobs],
-                    stop_reason=s.stop_reason, text=s.text))
+                    stop_reason=s.stop_reason, text=s.text, sent=dict(s.native_params)))
             out.append(samples)
         return out
 
@@ -121,6 +122,10 @@ class SglangJaxRunner(Runner):
         return [Scored(logprobs=r.logprobs,
                        top=None if r.top_logprobs is None else [{str(k): v for k, v in d.items()} for d in r.top_logprobs])
                 for r in res]
+
+    def last_sent(self) -> list[dict] | None:
+        last = getattr(self.rollout, "last_outputs", None)
+        return None if last is None else [dict(pr.samples[0].native_params) for pr in last]
 
     def set_weights(self, model: ModelRef) -> None:
         self.rollout.update_params(model.path)

@@ -1,0 +1,256 @@
+"""params_sent, seed_rule, tunix_surface: what a rollout sent to its engine, whether each seeded draw is the
+one its documented seed rule gives, and whether tunix's surface hands a trainer what the rich API returned.
+
+The records these read: `native_params` captured at the engine call (`native_params_source: sent`), the
+variants `rule-main` / `rule-tunix` (each seeded draw again alone, with its documented seed) and `tunix` (the
+batch through generate(prompts, RolloutConfig) and get_per_token_logps on left-padded arrays), all written by
+harness/record.py.
+"""
+
+from __future__ import annotations
+
+from harness.checks.base import fmt_keys, guard, not_applicable, verdict
+from harness.checks.compare_fns import compare_token_streams
+from harness.checks.data import REFERENCE, RunData, Unavailable
+from harness.seeds import ENGINES, documented_seed, row_seed, sample_seed
+from harness.suite import Case
+from harness.verdict import Verdict
+
+
+NO_ROLLOUT = "has no rollout of its own (no tunix surface, no documented seed rule, no engine spelling)"
+
+
+def engine_kind(ctx: RunData, backend: str) -> str | None:
+    """vllm / sglang_jax for the engine rollouts (their documented rules and spellings), from the backend's
+    session record (harness/record.py writes config.engine_kind); None for the reference, served engines and
+    synthetic backends."""
+    s = ctx.session(backend)
+    kind = (s.config or {}).get("engine_kind") if s is not None else None
+    return kind if kind in ENGINES else None
+
+
+# ------------------------------------------------------------------------------------------ params_sent
+def _canonical(kind: str, sent: dict):
+    from harness.sampling.mapping import from_sglang_jax, from_vllm
+
+    if kind == "vllm":
+        return from_vllm({k: v for k, v in sent.items() if k not in ("logprobs", "prompt_logprobs")})
+    return from_sglang_jax({k: v for k, v in sent.items()})
+
+
+_TUNIX_FIELDS = ("temperature", "top_p", "top_k", "max_tokens")  # what a RolloutConfig carries (seed apart)
+_RICH_FIELDS = ("temperature", "top_p", "top_k", "min_p", "max_tokens", "min_tokens", "repetition_penalty",
+                "presence_penalty", "frequency_penalty", "ignore_eos", "logit_bias")
+
+
+def _expected_seed(kind: str, case: Case, variant: str, i: int, j: int, rows: int, sent_n: int) -> int | None:
+    spec = case.sampling
+    if variant.startswith("rule-"):
+        surface = "tunix" if variant == "rule-tunix" else "rich"
+        return documented_seed(kind, surface, spec.seed, i, j, 1 if surface == "tunix" else spec.n, rows)
+    if variant == "tunix":
+        return row_seed(kind, spec.seed, i, rows)
+    if kind == "vllm":  # one request with n children: the engine seeds child j with seed + j itself
+        return spec.seed
+    return sample_seed(kind, spec.seed, j, spec.n) if sent_n == 1 else spec.seed
+
+
+def params_sent(ctx: RunData, case: Case) -> list[Verdict]:
+    """Every record's captured engine parameters, mapped back to the canonical spec, equal the case's:
+    no field dropped or rewritten, seeds as documented, no explicit seed shared in an unseeded case."""
+    check, metric = "params_sent", "fields_differing"
+    spec = case.sampling
+
+    def unit(x: str) -> Verdict:
+        kind = engine_kind(ctx, x)
+        variants = ctx.variants_of(x, case)
+        recs = [(v, k, r) for v, got in sorted(variants.items()) for k, r in sorted(got.items())]
+        if any(r.native_params_source != "sent" for _, _, r in recs):
+            raise Unavailable("skipped", f"{x} records derived parameters (recomputed from the spec), not the ones "
+                                         "sent: nothing to check them against")
+        rows = len(case.prompts)
+        problems: list[str] = []
+        seeds: dict[int, list[str]] = {}
+        for variant, (i, j), r in recs:
+            where = f"{variant} {fmt_keys((i, j))}"
+            try:
+                got = _canonical(kind, r.native_params)
+            except Exception as e:  # noqa: BLE001 - an unmappable field is a finding, not a crash
+                problems.append(f"{where}: {e}")
+                continue
+            fields = _TUNIX_FIELDS if variant == "tunix" else _RICH_FIELDS
+            for f in fields:
+                if spec.greedy and f in ("top_p", "top_k", "min_p"):
+                    continue  # greedy ignores them (every engine)
+                want, have = getattr(spec, f), getattr(got, f)
+                if f == "temperature" and spec.greedy:
+                    want, have = 0.0, (0.0 if got.greedy else have)
+                if want != have:
+                    problems.append(f"{where}: {f} sent as {have!r}, the spec says {want!r}")
+            if not set(spec.stop_token_ids) <= set(got.stop_token_ids):
+                problems.append(f"{where}: stop_token_ids sent {list(got.stop_token_ids)}, missing "
+                                f"{sorted(set(spec.stop_token_ids) - set(got.stop_token_ids))}")
+            if kind == "vllm" and (variant == "main" or variant.startswith(("repeat-", "alone-"))) \
+                    and got.n != spec.n:
+                problems.append(f"{where}: n sent as {got.n}, the spec says {spec.n}")
+            if spec.greedy:
+                continue
+            if spec.seed is None:
+                if got.seed is not None:
+                    seeds.setdefault(got.seed, []).append(where)
+                continue
+            want = _expected_seed(kind, case, variant, i, j, rows, got.n)
+            if got.seed != want:
+                problems.append(f"{where}: seed sent as {got.seed}, its documented rule gives {want}")
+        for seed, where in seeds.items():
+            if len(where) > 1:
+                problems.append(f"unseeded case: {len(where)} requests sent the same explicit seed {seed} "
+                                f"({', '.join(where[:4])}{', ...' if len(where) > 4 else ''}): one default seed "
+                                "makes every 'random' request draw alike")
+        detail = "; ".join(problems[:12]) + (f"; ... {len(problems) - 12} more" if len(problems) > 12 else "") \
+            if problems else f"{len(recs)} requests sent exactly the spec's fields ({', '.join(sorted(variants))})"
+        return verdict(check, case.id, [x], metric=metric, value=len(problems), threshold=0, passed=not problems,
+                       detail=detail, data={"problems": problems, "requests": len(recs)})
+
+    out = []
+    for x in ctx.backends:
+        if engine_kind(ctx, x) is None:
+            out.append(not_applicable(check, case.id, [x], metric, f"{x} {NO_ROLLOUT}"))
+            continue
+        out += guard(check, case, [x], metric, lambda x=x: unit(x))
+    return out
+
+
+# ------------------------------------------------------------------------------------------ seed_rule
+def seed_rule(ctx: RunData, case: Case) -> list[Verdict]:
+    """Each seeded draw equals its documented-seed reproduction (rule-main for sample j of n, rule-tunix for
+    a tunix row): tokens equal, a divergence only as vLLM-rule tie noise."""
+    check, metric = "seed_rule", "draws_differing"
+    k = int(case.tolerance("top_k_rescue", check))
+
+    def unit(x: str) -> Verdict:
+        variants = ctx.variants_of(x, case)
+        pairs = []
+        if case.sampling.n > 1:
+            pairs.append(("main", "rule-main"))
+        if case.tunix:
+            pairs.append(("tunix", "rule-tunix"))
+        bad, lines, n = 0, [], 0
+        for drawn, rule in pairs:
+            if rule not in variants:
+                raise Unavailable("error", f"{x} recorded no {rule} variant (the seed-rule reproductions)")
+            got, want = ctx.gens_of(x, case, drawn), variants[rule]
+            for key in sorted(set(got) | set(want)):
+                n += 1
+                if key not in got or key not in want:
+                    bad += 1
+                    lines.append(f"{drawn} {fmt_keys(key)}: missing from {drawn if key not in got else rule}")
+                    continue
+                a, b = got[key], want[key]
+                c = compare_token_streams(name_0=drawn, ids_0=list(a.completion_ids), top_0=a.completion_top,
+                                          name_1="its seed alone", ids_1=list(b.completion_ids),
+                                          top_1=b.completion_top, k=k)
+                if c.outcome not in ("equal", "tie"):
+                    bad += 1
+                    lines.append(f"{drawn} {fmt_keys(key)} is not the draw of its documented seed "
+                                 f"{b.native_params.get('seed', b.native_params.get('sampling_seed'))}: {c.describe()}")
+        detail = "; ".join(lines[:10]) or f"{n} seeded draws each equal to the draw of its documented seed"
+        return verdict(check, case.id, [x], metric=metric, value=bad, threshold=0, passed=bad == 0, detail=detail,
+                       data={"problems": lines, "draws": n})
+
+    out = []
+    for x in ctx.backends:
+        if engine_kind(ctx, x) is None:
+            out.append(not_applicable(check, case.id, [x], metric, f"{x} {NO_ROLLOUT}"))
+            continue
+        out += guard(check, case, [x], metric, lambda x=x: unit(x))
+    return out
+
+
+# ------------------------------------------------------------------------------------------ tunix_surface
+def model_pad_id(ctx: RunData) -> int | None:
+    import json
+    from pathlib import Path
+
+    for (_, _), sessions in sorted(ctx.sessions.items()):
+        for s in sessions:
+            path = s.model.get("path")
+            for name in ("generation_config.json", "config.json"):
+                f = Path(path) / name if path else None
+                if f is not None and f.is_file():
+                    try:
+                        pad = json.loads(f.read_text()).get("pad_token_id")
+                    except (OSError, ValueError):
+                        continue
+                    if pad is not None:
+                        return int(pad)
+    return None
+
+
+def tunix_surface(ctx: RunData, case: Case) -> list[Verdict]:
+    """The tunix rows agree with the rich API: layout (left pads, right pads, logprob count), pad_id/eos_id,
+    get_per_token_logps vs the teacher-forced score of the same tokens, greedy rows vs the rich generation."""
+    check, metric = "tunix_surface", "problems"
+    atol = case.tolerance("logprob_atol", check)
+    kk = int(case.tolerance("top_k_rescue", "greedy_tokens"))
+
+    def unit(x: str) -> Verdict:
+        rows = ctx.gens_of(x, case, "tunix")
+        main = ctx.gens_of(x, case)
+        eos_ids, eos_src = ctx.eos_ids()
+        pad_model = model_pad_id(ctx)
+        problems, worst = [], 0.0
+        for (i, _), r in sorted(rows.items()):
+            t = r.tunix or {}
+            where = f"row {i}"
+            pad, eos = t.get("pad_id"), t.get("eos_id")
+            if eos_ids and eos not in eos_ids:
+                problems.append(f"{where}: eos_id() = {eos}, not a model EOS ({sorted(eos_ids)}, {eos_src}): the "
+                                "trainer masks completions at the wrong token")
+            if pad_model is not None and pad != pad_model:
+                problems.append(f"{where}: pad_id() = {pad}, the model's pad is {pad_model}")
+            want_prompt = list(main[(i, 0)].prompt_ids) if (i, 0) in main else None
+            left = list(t.get("left_padded_prompt") or [])
+            if want_prompt is not None:
+                expect = [pad] * (len(left) - len(want_prompt)) + want_prompt
+                if left != expect:
+                    problems.append(f"{where}: left_padded_prompt_tokens {left} is not the prompt {want_prompt} "
+                                    f"left-padded with pad_id {pad}")
+            comp = list(r.completion_ids)
+            toks = list(t.get("tokens") or [])
+            if toks[:len(comp)] != comp or any(v != pad for v in toks[len(comp):]):
+                problems.append(f"{where}: tokens row {toks} is not the completion right-padded with {pad}")
+            if r.completion_logprobs is not None and len(r.completion_logprobs) != len(comp):
+                problems.append(f"{where}: {len(r.completion_logprobs)} logprobs for {len(comp)} completion tokens")
+            ptl, score = list(t.get("per_token_logps") or []), list(t.get("score") or [])
+            if len(score) != len(comp):
+                problems.append(f"{where}: the rich score has {len(score)} values for {len(comp)} tokens")
+            else:
+                diffs = [abs(a - b) for a, b in zip(ptl[:len(comp)], score)]
+                d = max(diffs, default=0.0)
+                worst = max(worst, d)
+                if d > atol:
+                    pos = diffs.index(d)
+                    problems.append(f"{where}: get_per_token_logps on the left-padded arrays differs from the "
+                                    f"teacher-forced score of the same tokens by {d:.3g} at position {pos} (atol "
+                                    f"{atol:g}): the trainer's old logprobs are not the rollout's")
+            if any(v != 0.0 for v in ptl[len(comp):]):
+                problems.append(f"{where}: get_per_token_logps is not 0 at padded positions")
+            if case.sampling.greedy and (i, 0) in main:
+                m = main[(i, 0)]
+                c = compare_token_streams(name_0="tunix", ids_0=comp, top_0=None, name_1="rich",
+                                          ids_1=list(m.completion_ids), top_1=m.completion_top, k=kk)
+                if c.outcome not in ("equal", "tie"):
+                    problems.append(f"{where}: greedy tunix row differs from the rich API's: {c.describe()}")
+        detail = "; ".join(problems[:10]) or (f"{len(rows)} rows: layout, pad/eos ids and get_per_token_logps agree "
+                                              f"with the rich API (max |dlogp| {worst:.3g})")
+        return verdict(check, case.id, [x], metric=metric, value=len(problems), threshold=0, passed=not problems,
+                       detail=detail, data={"problems": problems, "max_abs_dlogp": worst})
+
+    out = []
+    for x in ctx.backends:
+        if engine_kind(ctx, x) is None:
+            out.append(not_applicable(check, case.id, [x], metric, f"{x} {NO_ROLLOUT}"))
+            continue
+        out += guard(check, case, [x], metric, lambda x=x: unit(x))
+    return out

@@ -1,0 +1,58 @@
+"""The documented seed rules of the engine rollouts: which seed draw (prompt i, sample j) must have used.
+
+This is the specification the `seed_rule` check holds each rollout to, written
+down apart from the rollouts' own code on purpose: a rollout that sends every
+row the same seed, hands row i row i-1's seed or returns its n samples in
+another order still agrees with itself, never with this. Each rule is the one
+the rollout's docstring promises (harness/backends/vllm_rollout.py,
+harness/backends/sglang_jax/rollout.py) and docs/sampling.md states.
+
+Two surfaces:
+- `rich` (generate_ids / generate_batch): one request seed s per prompt; sample j of n.
+  vLLM: s + j (its child requests). sglang-jax rollout: s itself for n == 1, else the first
+  31 bits of blake2b("sglang-jax-rollout:{s}:{j}") (0.0.2's native n shares one seed).
+- `tunix` (generate(prompts, RolloutConfig)): one RolloutConfig.seed for the batch; prompt row i
+  of B > 1 rows gets a row seed (vLLM: first 31 bits of blake2b("vllm-rollout:{s}:{i}"); sglang-jax:
+  the sglang rule above with j = i), so that the repeated prompts of a GRPO group draw distinct,
+  reproducible samples; B == 1 keeps s. Its n samples then follow the rich rule from the row seed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+SEED_MASK = 0x7FFFFFFF  # both engines keep per-request seeds in 31 bits here
+ENGINES = ("vllm", "sglang_jax")
+
+
+def _hash31(tag: str, seed: int, index: int) -> int:
+    digest = hashlib.blake2b(f"{tag}:{int(seed)}:{index}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") & SEED_MASK
+
+
+def sample_seed(engine: str, seed: int, j: int, n: int) -> int:
+    """Sample j of a request with seed `seed` and n samples, on the rich surface."""
+    if engine == "vllm":
+        return int(seed) + j
+    if engine == "sglang_jax":
+        if n == 1 and 0 <= seed <= SEED_MASK:
+            return int(seed)
+        return _hash31("sglang-jax-rollout", seed, j)
+    raise KeyError(f"no documented seed rule for engine {engine!r}")
+
+
+def row_seed(engine: str, seed: int, i: int, rows: int) -> int:
+    """Prompt row i's request seed in a tunix generate call of `rows` prompts sharing `seed`."""
+    if rows == 1:
+        return int(seed)
+    if engine == "vllm":
+        return _hash31("vllm-rollout", seed, i)
+    if engine == "sglang_jax":
+        return sample_seed(engine, seed, i, rows)
+    raise KeyError(f"no documented seed rule for engine {engine!r}")
+
+
+def documented_seed(engine: str, surface: str, seed: int, i: int, j: int, n: int, rows: int) -> int:
+    """The seed that reproduces draw (prompt i, sample j) as a single n = 1 request."""
+    base = row_seed(engine, seed, i, rows) if surface == "tunix" else int(seed)
+    return sample_seed(engine, base, j, n)
