@@ -245,7 +245,9 @@ def _run_probe(name: str, off: list[str], rollout: SglangJaxRollout | None = Non
     own = rollout is None
     try:
         if own:
-            rollout = SglangJaxRollout(model_path=MODEL_A.path, compat_off=off, engine_options=PROBE_ENGINE.get(name))
+            # the probes read the engine's own (temperature-mode) logprobs
+            rollout = SglangJaxRollout(model_path=MODEL_A.path, compat_off=off, engine_options=PROBE_ENGINE.get(name),
+                                       logprob_mode="temperature")
     except Exception as e:  # noqa: BLE001 - the observation is the failure
         return {"start_error": f"{type(e).__name__}: {e}", "seconds": time.perf_counter() - t0}
     try:
@@ -331,7 +333,7 @@ def run(tmp_path_factory) -> Run:
 @pytest.fixture(scope="module")
 def control():
     """All workarounds on: the rollout as the harness uses it, in its own engine process."""
-    with SglangJaxRollout(model_path=MODEL_A.path) as r:
+    with SglangJaxRollout(model_path=MODEL_A.path, logprob_mode="temperature") as r:  # the probes' engine view
         yield r
 
 
@@ -345,7 +347,7 @@ def test_recording_processes_succeeded(run):
 
 def test_session_records_the_compat_state(run):
     s = run.sessions["sglang_jax"][0]
-    assert s.logprob_mode == "temperature"
+    assert s.logprob_mode == "processed"  # the rollout's default (docs/sglang_jax.md)
     states = s.config["compat"]["workarounds"]
     assert set(states) == set(compat.REGISTRY)
     assert all(v == "on" for v in states.values()), states  # 0.0.2 needs every one of them

@@ -29,10 +29,12 @@ PyPI (0.0.2). This one:
   directory, or a nested state with a name mapping) and rebuilds the jitted
   forward; radix cache disabled and flushed: no stale KV.
 
-Logprob meaning (`LOGPROB_MODE`): prompt logprobs and teacher-forced scores
-are raw log_softmax(logits); generated-token logprobs are what sglang-jax's
-sampler computes: log_softmax((logits + penalties) / T), not renormalised
-after top-k/top-p/min-p ("temperature" mode); greedy gives raw.
+Logprob meaning (`logprob_mode=`, default `LOGPROB_MODE`): prompt logprobs and
+teacher-forced scores are raw log_softmax(logits); generated-token logprobs are
+"processed" (renormalised over what min_p/top_k/top_p kept, as vLLM's
+processed_logprobs and tunix's default rollout), "temperature" (what sglang-jax's
+sampler computes: log_softmax((logits + penalties) / T), not renormalised) or
+"raw"; greedy gives raw in every mode (docs/sglang_jax.md says why processed).
 """
 
 from __future__ import annotations
@@ -50,7 +52,12 @@ import numpy as np
 from harness.backends.sglang_jax import compat
 from harness.backends.sglang_jax.engine import EngineCrashed, EngineProcess, LocalEngine
 
-LOGPROB_MODE = "temperature"
+#: what the generated-token logprobs mean (harness.spec.LogprobMode), chosen per rollout (logprob_mode=):
+#: "processed" (the default: what tunix configures its vLLM rollout to return, rollout_vllm_logprobs_mode
+#: "processed_logprobs"; docs/sglang_jax.md says why), "temperature" (what sglang-jax's sampler computes),
+#: "raw" (the model's log_softmax, as the trainer's teacher-forced recompute at T = 1)
+LOGPROB_MODES = ("processed", "temperature", "raw")
+LOGPROB_MODE = "processed"
 
 # tunix's contract (or its stand-ins), the row-seed, unpadding and padding rules: shared with VllmRollout
 from harness.backends.tunix_contract import (  # noqa: E402
@@ -135,9 +142,13 @@ class SglangJaxRollout(BaseRollout):
                  rollout_config: Any = None, *, model_path: str | Path | None = None,
                  engine_options: dict | None = None, compat_off: Sequence[str] | str | None = None,
                  isolated: bool = True, param_mapping: Any = None,
-                 weight_swap: str = "leaves", **unknown: Any):
+                 weight_swap: str = "leaves", logprob_mode: str | None = None, **unknown: Any):
         if unknown:  # tolerated (a newer RLCluster may pass more), never silently
             warnings.warn(f"SglangJaxRollout ignores unknown arguments {sorted(unknown)}", stacklevel=2)
+        mode = (logprob_mode or LOGPROB_MODE).lower().removesuffix("_logprobs")
+        if mode not in LOGPROB_MODES:
+            raise ValueError(f"SglangJaxRollout logprob_mode={logprob_mode!r}: choose one of {LOGPROB_MODES}")
+        self.logprob_mode = mode
         self._actor = rollout_actor
         self._model_view = None
         self._mesh = mesh  # the engine builds its own mesh (tp_size); kept for tunix
@@ -337,7 +348,7 @@ class SglangJaxRollout(BaseRollout):
                 req_params.append(p)
                 req_rl.append(bool(rl[i]))
                 req_lsl.append(-1 if lsl[i] is None else int(lsl[i]))
-                req_top.append(int(top[i] or 0))
+                req_top.append(self._vocab_top(params[i], int(top[i] or 0)) if rl[i] else int(top[i] or 0))
                 req_tids.append(list(tids[i]) if tids[i] else None)
                 owner.append((i, j, n))
                 native.append(p)
@@ -376,8 +387,71 @@ class SglangJaxRollout(BaseRollout):
             if res.prompt_logprobs is None and prompt_lp is not None:
                 res.prompt_logprobs, res.prompt_top_logprobs = prompt_lp, prompt_top
             res.samples.append(sample)
+        self._to_mode(results, params, rl, top)
         self.last_outputs = results  # what the last call sent and got, per prompt (the tunix surface's records)
         return results
+
+    # ---------------------------------------------------------------- logprob modes
+    @staticmethod
+    def _truncating(params: dict) -> bool:
+        greedy = float(params.get("temperature", 1.0)) < 1e-6 or params.get("top_k") == 1
+        k = int(params.get("top_k", -1) if params.get("top_k") is not None else -1)
+        return not greedy and (k > 0 or float(params.get("top_p", 1.0)) < 1.0 or float(params.get("min_p", 0.0)) > 0)
+
+    def _vocab_top(self, params: dict, asked: int) -> int:
+        """processed mode under top-k/top-p/min-p: the whole temperature distribution at every generated
+        position (its kept mass renormalises the sampled token's logprob); else what was asked."""
+        return self.vocab_size if self.logprob_mode == "processed" and self._truncating(params) else asked
+
+    def _to_mode(self, results: list[PromptOutput], params: list[dict], rl: list, top: list) -> None:
+        """sglang-jax returns temperature-mode logprobs (log_softmax((logits + penalties) / T)); turn them into
+        this rollout's mode, in place. processed: minus the log of the mass the sampler kept (min_p, top_k,
+        top_p in vLLM's order, which the top_p_renormalised workaround gives the sampler too), computed from the
+        full distribution asked for above; raw: the teacher-forced raw logprob of the same tokens (one prefill).
+        Greedy is the same in every mode."""
+        if self.logprob_mode == "temperature":
+            return
+        from harness.processing import log_softmax, processed_logits
+        from harness.spec import SamplingSpec
+
+        rescore = []
+        for i, pr in enumerate(results):
+            p = params[i]
+            if not rl[i] or float(p.get("temperature", 1.0)) < 1e-6 or p.get("top_k") == 1:
+                continue
+            asked = int(top[i] or 0)
+            if self.logprob_mode == "raw":
+                rescore += [(pr, smp, asked) for smp in pr.samples if smp.logprobs]
+                continue
+            if not self._truncating(p):
+                continue  # nothing masked: processed = temperature
+            k = int(p.get("top_k", -1) if p.get("top_k") is not None else -1)
+            spec = SamplingSpec(temperature=1.0, top_k=k if k > 0 else None, top_p=float(p.get("top_p", 1.0)),
+                                min_p=float(p.get("min_p", 0.0)))
+            for smp in pr.samples:
+                if not smp.logprobs:
+                    continue
+                if not smp.top_logprobs or len(smp.top_logprobs) != len(smp.token_ids) \
+                        or any(len(d) < self.vocab_size for d in smp.top_logprobs):
+                    raise EngineOutputError(f"prompt {i}: processed logprobs need the whole distribution at each "
+                                            f"position; the engine returned fewer entries")
+                lps, tops = [], []
+                for tok, dist in zip(smp.token_ids, smp.top_logprobs):
+                    ids = np.fromiter(dist.keys(), dtype=np.int64)
+                    lp = log_softmax(processed_logits(np.fromiter(dist.values(), dtype=np.float64), spec))
+                    at = dict(zip(ids.tolist(), lp.tolist()))
+                    lps.append(float(at[int(tok)]))
+                    order = np.argsort(-lp, kind="stable")[:asked]
+                    tops.append({int(ids[o]): float(lp[o]) for o in order})
+                smp.logprobs = lps
+                smp.top_logprobs = tops if asked > 0 else None
+        if rescore:
+            scored = self.score_batch([pr.prompt_ids for pr, _, _ in rescore], [smp.token_ids for _, smp, _ in rescore],
+                                      top_logprobs_num=max(a for _, _, a in rescore))
+            for (pr, smp, asked), sc in zip(rescore, scored):
+                smp.logprobs = list(sc.logprobs)
+                smp.top_logprobs = None if not asked or sc.top_logprobs is None else [
+                    dict(sorted(d.items(), key=lambda kv: -kv[1])[:asked]) for d in sc.top_logprobs]
 
     def _parse(self, o: dict, prompt_ids: list[int], i: int, j: int, params: dict, want_lp: bool,
                start: int, ntop: int) -> tuple:
@@ -534,7 +608,7 @@ class SglangJaxRollout(BaseRollout):
         each prompt n times so rows align (width max_prompt_length, or the next power of two of
         the longest prompt if that is longer: nothing is truncated). `tokens` is right-padded with
         pad_id to max_tokens_to_generate; `logprobs` holds one unpadded float32 array per row, the
-        EOS/stop token included, in the "temperature" mode. `text` is decoded without special tokens.
+        EOS/stop token included, in the rollout's logprob_mode. `text` is decoded without special tokens.
 
         Seeds: RolloutConfig.seed seeds the whole batch: prompt i's request seed is
         `tunix_contract.row_seed(seed, i, len(prompts))`, and its n samples get the per-sample seeds

@@ -9,7 +9,9 @@ with the weights that were live. Options (also from the environment, since
   (compat.REGISTRY names, comma-separated, or ``all``);
 - ``engine`` / ``PARITY_SGLANG_ENGINE`` (JSON): sgl_jax Engine kwargs over the
   CPU defaults (engine.CPU_ENGINE_DEFAULTS);
-- ``isolated`` (default True): engine in its own process.
+- ``isolated`` (default True): engine in its own process;
+- ``logprob_mode`` / ``PARITY_SGLANG_LOGPROB_MODE``: processed (default) | temperature | raw, what the
+  generated-token logprobs mean (SglangJaxRollout's option; docs/sglang_jax.md).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 
 from harness.backends.base import Runner, Sample, Scored
 from harness.backends.sglang_jax import compat
-from harness.backends.sglang_jax.rollout import LOGPROB_MODE, SglangJaxRollout, derive_seed
+from harness.backends.sglang_jax.rollout import LOGPROB_MODE, LOGPROB_MODES, SglangJaxRollout, derive_seed
 from harness.model import ModelRef
 from harness.sampling.mapping import to_sglang_jax
 from harness.spec import SamplingSpec
@@ -42,11 +44,17 @@ class SglangJaxRunner(Runner):
                 raise ValueError(f"sglang-jax engine option dtype={engine['dtype']!r} conflicts with the run's "
                                  f"dtype {options['dtype']!r} (PARITY_SGLANG_ENGINE / engine=): use --dtype")
             engine["dtype"] = options["dtype"]
-        self.rollout = self._rollout(model, engine, options)
+        mode = str(options.get("logprob_mode") or os.environ.get("PARITY_SGLANG_LOGPROB_MODE") or LOGPROB_MODE)
+        mode = mode.lower().removesuffix("_logprobs")
+        if mode not in LOGPROB_MODES:
+            raise ValueError(f"sglang-jax logprob mode {mode!r}: choose one of {list(LOGPROB_MODES)} "
+                             "(option logprob_mode or PARITY_SGLANG_LOGPROB_MODE)")
+        self.logprob_mode = mode  # type: ignore[assignment]
+        self.rollout = self._rollout(model, engine, {**options, "logprob_mode": mode})
 
     def _rollout(self, model: ModelRef, engine: dict, options: dict) -> SglangJaxRollout:
         return SglangJaxRollout(model_path=model.path, engine_options=engine, compat_off=options.get("compat_off"),
-                                isolated=bool(options.get("isolated", True)))
+                                isolated=bool(options.get("isolated", True)), logprob_mode=options.get("logprob_mode"))
 
     def close(self) -> None:
         self.rollout.close()
@@ -68,7 +76,11 @@ class SglangJaxRunner(Runner):
             "isolated_engine_process": self.rollout.isolated,
             "compat": self.rollout.compat.describe(),
             "lm_head_dtype": info.get("lm_head_dtype"),
-            "logprob_mode": f"{LOGPROB_MODE}: log_softmax((logits + penalties) / T), not renormalised; greedy = raw",
+            "logprob_mode": {
+                "processed": "processed: log_softmax((logits + penalties) / T) renormalised over what min_p, top_k, "
+                             "top_p kept (as vLLM processed_logprobs); greedy = raw",
+                "temperature": "temperature: log_softmax((logits + penalties) / T), not renormalised; greedy = raw",
+                "raw": "raw: log_softmax(logits), the teacher-forced score of the sampled tokens"}[self.logprob_mode],
             "stop_token_policy": "EOS/stop token included in completion ids and logprobs",
             "n_policy": "n > 1 -> n requests, per-sample seed derive_seed(seed, j) = first 31 bits of "
                         "blake2b('sglang-jax-rollout:{seed}:{j}'); prompt-major order",
