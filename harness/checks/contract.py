@@ -44,6 +44,17 @@ def _pairs(ctx: RunData, case: Case) -> list[tuple[str, str]]:
     return list(itertools.combinations([x for x in ctx.engines if engine_kind(ctx, x) is not None], 2))
 
 
+def _broken(ctx: RunData, case: Case) -> list[Verdict]:
+    """An engine whose generate phase failed before saying what it is: an error naming it, never a skip."""
+    out = []
+    for x in ctx.engines:
+        if ctx.session(x) is None:
+            problem = ctx.phase_problem(x, "generate") or f"{x} has no session record"
+            out.append(not_applicable("rollout_contract", case.id, [x], "differences",
+                                      f"{x} cannot be held to the contract: {problem}", "error"))
+    return out
+
+
 def _ref(ctx: RunData, case: Case, x: str) -> dict:
     if not ctx.has_reference:
         raise Unavailable("skipped", "the logprob semantics need the reference's exact modes (run with reference)")
@@ -92,13 +103,15 @@ def rollout_contract(ctx: RunData, case: Case) -> list[Verdict]:
     k = int(case.tolerance("top_k_rescue", "greedy_tokens"))
     accepted = dict(getattr(case, "accept", {}) or {})
     pairs = _pairs(ctx, case)
+    broken = _broken(ctx, case)
     if not pairs:
         from harness.checks.tunix import NO_ROLLOUT
 
-        return [not_applicable("rollout_contract", case.id, ctx.backends, "differences",
+        named = [x for x in ctx.backends if ctx.session(x) is not None]
+        return broken + [not_applicable("rollout_contract", case.id, named, "differences",
                                "rollout_contract needs two engine rollouts (vllm, sglang_jax); in this run every "
                                f"backend but at most one {NO_ROLLOUT}")]
-    out = []
+    out = broken
     for a, b in pairs:
         for f in FIELDS:
             name = f"rollout_contract_{f}"

@@ -29,6 +29,17 @@ def engine_kind(ctx: RunData, backend: str) -> str | None:
     return kind if kind in ENGINES else None
 
 
+def _no_rollout(ctx: RunData, case: Case, x: str, check: str, metric: str) -> Verdict:
+    ctx.gens_of(x, case)  # the case's own error or skip comes first (it says more)
+    return not_applicable(check, case.id, [x], metric, f"{x} {NO_ROLLOUT}")
+
+
+def without_rollout(ctx: RunData, backend: str) -> bool:
+    """The backend recorded (it has a session) and says it has no rollout of its own. A backend whose phase
+    failed before saying anything is not: its checks must be errors, never skips."""
+    return ctx.session(backend) is not None and engine_kind(ctx, backend) is None
+
+
 # ------------------------------------------------------------------------------------------ params_sent
 def _canonical(kind: str, sent: dict):
     from harness.sampling.mapping import from_sglang_jax, from_vllm
@@ -114,8 +125,8 @@ def params_sent(ctx: RunData, case: Case) -> list[Verdict]:
 
     out = []
     for x in ctx.backends:
-        if engine_kind(ctx, x) is None:
-            out.append(not_applicable(check, case.id, [x], metric, f"{x} {NO_ROLLOUT}"))
+        if without_rollout(ctx, x):
+            out += guard(check, case, [x], metric, lambda x=x: _no_rollout(ctx, case, x, check, metric))
             continue
         out += guard(check, case, [x], metric, lambda x=x: unit(x))
     return out
@@ -160,8 +171,8 @@ def seed_rule(ctx: RunData, case: Case) -> list[Verdict]:
 
     out = []
     for x in ctx.backends:
-        if engine_kind(ctx, x) is None:
-            out.append(not_applicable(check, case.id, [x], metric, f"{x} {NO_ROLLOUT}"))
+        if without_rollout(ctx, x):
+            out += guard(check, case, [x], metric, lambda x=x: _no_rollout(ctx, case, x, check, metric))
             continue
         out += guard(check, case, [x], metric, lambda x=x: unit(x))
     return out
@@ -249,8 +260,8 @@ def tunix_surface(ctx: RunData, case: Case) -> list[Verdict]:
 
     out = []
     for x in ctx.backends:
-        if engine_kind(ctx, x) is None:
-            out.append(not_applicable(check, case.id, [x], metric, f"{x} {NO_ROLLOUT}"))
+        if without_rollout(ctx, x):
+            out += guard(check, case, [x], metric, lambda x=x: _no_rollout(ctx, case, x, check, metric))
             continue
         out += guard(check, case, [x], metric, lambda x=x: unit(x))
     return out

@@ -660,7 +660,8 @@ def install_logprob_path() -> None:
         lp = jax.nn.log_softmax(logits[m.pruned_rows].astype(jnp.float32), axis=-1)  # [T, V]
         extras = {"input_token_logprobs": jnp.take_along_axis(lp, m.row_tokens[:, None], axis=1)[:, 0]}
         if m.top_k > 0:
-            extras["in_top_val"], extras["in_top_idx"] = lax.top_k(lp, m.top_k)
+            # the bucket may exceed the vocabulary (a whole-distribution request): the shape is static here
+            extras["in_top_val"], extras["in_top_idx"] = lax.top_k(lp, min(m.top_k, lp.shape[-1]))
         if m.tokid is not None:
             extras["in_tokid_val"] = jnp.take_along_axis(lp, m.tokid, axis=1)
         out = ParityLogitsOutput(next_token_logits=sampled, input_token_logprobs=extras["input_token_logprobs"])
