@@ -293,7 +293,7 @@ def test_case_error_gives_error_verdicts_with_the_reason(run_copy):
     vs = compare_run(d)
     mine = [v for v in select(vs, case="greedy-eos", backend=TARGET) if v.check != "replay" or v.backends[1] == TARGET]
     assert mine and all(v.verdict == "error" and "boom" in v.detail for v in mine)
-    assert all(v.verdict == "pass" for v in select(vs, case="greedy-basic", backend=TARGET))
+    assert all(v.verdict == "pass" or allowed_skip(v) for v in select(vs, case="greedy-basic", backend=TARGET))
 
 
 def test_records_of_another_case_version_are_not_compared(run_copy, tmp_path):

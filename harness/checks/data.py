@@ -26,6 +26,9 @@ from harness.suite import Case, Suite, load_suite
 
 PHASES = ("generate", "score")
 DEFAULT_SUITE = "cases/default.yaml"
+#: the variant recorded through the tunix surface: a trainer's rows (no prompt logprobs, no finish reason),
+#: judged by tunix_surface and rollout_contract_*, not by the checks of the rich API's records
+TUNIX = "tunix"
 
 Key = tuple[int, int]  # (prompt_index, sample_index)
 

@@ -9,7 +9,7 @@ output_ids by default, which this check catches.
 from __future__ import annotations
 
 from harness.checks.base import fmt_keys, guard, verdict
-from harness.checks.data import REFERENCE, RunData, Unavailable
+from harness.checks.data import REFERENCE, TUNIX, RunData, Unavailable
 from harness.suite import Case
 from harness.verdict import Verdict
 
@@ -56,7 +56,7 @@ def eos_policy(ctx: RunData, case: Case) -> list[Verdict]:
     def unit(x: str) -> Verdict:
         stops, source = stop_ids(ctx, case)
         problems, n = [], 0
-        for variant, recs in sorted(ctx.variants_of(x, case).items()):
+        for variant, recs in sorted((v, r) for v, r in ctx.variants_of(x, case).items() if v != TUNIX):
             for key, rec in sorted(recs.items()):
                 n += 1
                 problems += [f"{variant} {fmt_keys(key)}: {p}"
@@ -79,7 +79,7 @@ def eos_policy(ctx: RunData, case: Case) -> list[Verdict]:
                 elif mine[key].finish_reason != ref[key].finish_reason:
                     problems.append(f"{fmt_keys(key)}: finish reason {x} {mine[key].finish_reason!r} vs reference "
                                     f"{ref[key].finish_reason!r} on identical tokens")
-        finishes = sorted({r.finish_reason or "None" for recs in ctx.variants_of(x, case).values()
+        finishes = sorted({r.finish_reason or "None" for v, recs in ctx.variants_of(x, case).items() if v != TUNIX
                            for r in recs.values()})
         detail = "; ".join(problems[:5]) + (f" (+{len(problems) - 5} more)" if len(problems) > 5 else "") or (
             f"{n} completions end consistently (finish reasons {finishes}; stop ids {sorted(stops)} from {source})"

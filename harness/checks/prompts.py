@@ -5,7 +5,7 @@ from __future__ import annotations
 from harness.checks.base import engine_pairs, fmt_keys, guard, no_units, pairs_vs_reference, verdict
 from harness.checks.compare_fns import compare_prompt_logprobs
 from harness.checks.logprobs import Gate, Worst
-from harness.checks.data import REFERENCE, RunData, Unavailable
+from harness.checks.data import REFERENCE, TUNIX, RunData, Unavailable
 from harness.suite import Case
 from harness.verdict import Verdict
 
@@ -69,7 +69,7 @@ def prompt_logprobs(ctx: RunData, case: Case) -> list[Verdict]:
             raise Unavailable("skipped", why)
         ref = ctx.gens_of(REFERENCE, case)
         w = Worst()
-        for variant, recs in sorted(ctx.variants_of(x, case).items()):
+        for variant, recs in sorted((v, r) for v, r in ctx.variants_of(x, case).items() if v != TUNIX):
             for key, r in sorted(recs.items()):
                 truth = ref.get((key[0], 0))
                 where = f"{variant} {fmt_keys(key)}"

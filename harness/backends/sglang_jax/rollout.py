@@ -636,10 +636,18 @@ class SglangJaxRollout(BaseRollout):
                 p["sampling_seed"] = row_seed(seed, i, len(ids))
             params.append(p)
         res = self.generate_batch(input_ids=ids, sampling_params=params, return_logprob=True)
-        rows = [Row(prompt_ids=pr.prompt_ids, token_ids=smp.token_ids, text=self._decode(smp.token_ids),
+        rows = [Row(prompt_ids=pr.prompt_ids, token_ids=smp.token_ids, text=self._decode_after(pr.prompt_ids, smp.token_ids),
                     logprobs=smp.logprobs) for pr in res for smp in pr.samples]
         self.output = rollout_output(rows, cfg, self.pad_id())
         return self.output
+
+    def _decode_after(self, prompt_ids: list[int], ids: list[int]) -> str:
+        """The completion's text as it continues the prompt, special tokens skipped: what vLLM's incremental
+        detokenizer returns. Decoding the completion alone loses a leading space with some tokenizers (the
+        rollout contract's text field caught it: ' said that' vs 'said that')."""
+        pre = self._decode(prompt_ids)
+        full = self._decode(list(prompt_ids) + list(ids))
+        return full[len(pre):] if full.startswith(pre) else self._decode(ids)
 
     def _decode(self, ids: list[int]) -> str:
         try:
