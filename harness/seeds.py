@@ -12,9 +12,10 @@ Two surfaces:
   vLLM: s + j (its child requests). sglang-jax rollout: s itself for n == 1, else the first
   31 bits of blake2b("sglang-jax-rollout:{s}:{j}") (0.0.2's native n shares one seed).
 - `tunix` (generate(prompts, RolloutConfig)): one RolloutConfig.seed for the batch; prompt row i
-  of B > 1 rows gets a row seed (vLLM: first 31 bits of blake2b("vllm-rollout:{s}:{i}"); sglang-jax:
-  the sglang rule above with j = i), so that the repeated prompts of a GRPO group draw distinct,
-  reproducible samples; B == 1 keeps s. Its n samples then follow the rich rule from the row seed.
+  of B rows gets the row seed of harness/backends/tunix_contract.py's `row_seed` (both rollouts: B == 1
+  keeps the seed, else the first 31 bits of blake2b("rollout-row:{s}:{i}")), so that the repeated
+  prompts of a GRPO group draw distinct, reproducible samples. Its n samples then follow the rich rule
+  from the row seed.
 """
 
 from __future__ import annotations
@@ -42,14 +43,13 @@ def sample_seed(engine: str, seed: int, j: int, n: int) -> int:
 
 
 def row_seed(engine: str, seed: int, i: int, rows: int) -> int:
-    """Prompt row i's request seed in a tunix generate call of `rows` prompts sharing `seed`."""
-    if rows == 1:
-        return int(seed)
-    if engine == "vllm":
-        return _hash31("vllm-rollout", seed, i)
-    if engine == "sglang_jax":
-        return sample_seed(engine, seed, i, rows)
-    raise KeyError(f"no documented seed rule for engine {engine!r}")
+    """Prompt row i's request seed in a tunix generate call of `rows` prompts sharing `seed` (one rule for
+    both rollouts, defined once in tunix_contract; a rollout that does not apply it is what the checks catch)."""
+    if engine not in ENGINES:
+        raise KeyError(f"no documented seed rule for engine {engine!r}")
+    from harness.backends.tunix_contract import row_seed as rule
+
+    return rule(seed, i, rows)
 
 
 def documented_seed(engine: str, surface: str, seed: int, i: int, j: int, n: int, rows: int) -> int:

@@ -57,13 +57,13 @@ def test_temperature_mode_and_untruncated_processed_leave_the_engine_values():
 def test_documented_rules_are_what_the_clean_rollouts_do(seed):
     """harness/seeds.py states the rules; the unmodified rollouts follow them (a rollout that does not
     fails seed_rule and params_sent with real engines)."""
-    from harness.backends import vllm_rollout
+    from harness.backends.tunix_contract import row_seed as rule
 
     for j in range(4):
         assert sample_seed("sglang_jax", seed, j, 4) == derive_seed(seed, j, 4)
         assert documented_seed("sglang_jax", "rich", seed, 0, j, 4, 2) == derive_seed(seed, j, 4)
     assert sample_seed("sglang_jax", seed, 0, 1) == derive_seed(seed, 0, 1)
     for i in range(3):
-        assert row_seed("vllm", seed, i, 3) == vllm_rollout._row_seed(seed, i)
-        assert row_seed("sglang_jax", seed, i, 3) == derive_seed(seed, i, 3)
-    assert row_seed("vllm", seed, 0, 1) == seed and sample_seed("vllm", seed, 2, 4) == seed + 2
+        assert row_seed("vllm", seed, i, 3) == row_seed("sglang_jax", seed, i, 3) == rule(seed, i, 3)
+    assert len({row_seed("vllm", seed, i, 3) for i in range(3)}) == 3  # a GRPO group's rows differ
+    assert sample_seed("vllm", seed, 2, 4) == seed + 2

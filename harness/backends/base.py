@@ -105,12 +105,11 @@ class Runner(abc.ABC):
         """Teacher-forced logprobs of each completion given its prompt (one batch)."""
 
     def tunix_config(self, spec: SamplingSpec) -> Any:
-        """The tunix RolloutConfig a trainer would give for `spec` (the rollout module's own class: tunix's
-        when importable there, else its stand-in with the same fields). Only what RolloutConfig has."""
-        import sys
+        """The tunix RolloutConfig a trainer would give for `spec` (tunix's when importable, else the stand-in
+        with the same fields: harness/backends/tunix_contract.py). Only what RolloutConfig has."""
+        from harness.backends.tunix_contract import RolloutConfig
 
-        cls = getattr(sys.modules[type(self.rollout).__module__], "RolloutConfig")
-        return cls(max_tokens_to_generate=spec.max_tokens, temperature=spec.temperature,
+        return RolloutConfig(max_tokens_to_generate=spec.max_tokens, temperature=spec.temperature,
                    top_p=None if spec.greedy else spec.top_p, top_k=spec.top_k, seed=spec.seed,
                    eos_tokens=list(spec.stop_token_ids) or None, return_logprobs=True)
 

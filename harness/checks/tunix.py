@@ -17,7 +17,8 @@ from harness.suite import Case
 from harness.verdict import Verdict
 
 
-NO_ROLLOUT = "has no rollout of its own (no tunix surface, no documented seed rule, no engine spelling)"
+NO_ROLLOUT = ("is not one of the engine rollouts this check holds to a documented seed rule, parameter spelling "
+              "and tunix surface (vllm, sglang_jax)")
 
 
 def engine_kind(ctx: RunData, backend: str) -> str | None:
