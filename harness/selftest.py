@@ -144,6 +144,9 @@ class Defect:
     expected: Callable[[dict], list[str]]  # target's declared modes (case id -> mode) -> checks that must catch it
     inject: Callable[[Path, str, dict], str]
     core: bool = True  # one of the core defect classes (the others are extra coverage)
+    #: needs engine records of the rollout surface (variant tunix, parameters captured as sent): a base run
+    #: recorded before they existed (an older golden) cannot express it, and says so
+    needs_rollout: bool = False
 
 
 def _always(*checks: str) -> Callable[[dict], list[str]]:
@@ -188,7 +191,32 @@ DEFECTS: list[Defect] = [
            _always("prompt_ids"), lambda d, b, dv: inject.inject_prompt_ids(d, b), core=False),
     Defect("score-path-shifted", "get_per_token_logps one position late",
            _always("replay", "self_consistency"), lambda d, b, dv: inject.inject_replay_shift(d, b), core=False),
+    # the rollout surface and the parameters sent (records of variant tunix / rule-*, native_params as sent)
+    Defect("row-seeds-shared", "every row of a seeded tunix batch sent the batch seed (a GRPO group collapses)",
+           _always("params_sent", "seed_rule"), lambda d, b, dv: inject.inject_row_seeds_shared(d, b),
+           core=False, needs_rollout=True),
+    Defect("samples-reversed", "n > 1: sample j is the draw of sample n-1-j's seed",
+           _always("seed_rule"), lambda d, b, dv: inject.inject_samples_reversed(d, b), core=False,
+           needs_rollout=True),
+    Defect("eos-id-is-pad", "the rollout's eos_id() returns its pad id",
+           _always("tunix_surface", "rollout_contract_pad_eos"), lambda d, b, dv: inject.inject_eos_id_is_pad(d, b),
+           core=False, needs_rollout=True),
+    Defect("top-k-not-sent", "top_k not sent to the engine", _always("params_sent"),
+           lambda d, b, dv: inject.inject_field_dropped(d, b, "top_k"), core=False, needs_rollout=True),
+    Defect("top-p-not-sent", "top_p not sent to the engine", _always("params_sent"),
+           lambda d, b, dv: inject.inject_field_dropped(d, b, "top_p"), core=False, needs_rollout=True),
+    Defect("min-p-not-sent", "min_p not sent to the engine", _always("params_sent"),
+           lambda d, b, dv: inject.inject_field_dropped(d, b, "min_p"), core=False, needs_rollout=True),
+    Defect("one-default-seed", "every unseeded request sent one default seed", _always("params_sent"),
+           lambda d, b, dv: inject.inject_default_seed(d, b), core=False, needs_rollout=True),
 ]
+
+
+def has_rollout_records(run_dir: Path) -> bool:
+    """Whether the run's engines recorded through their tunix surface with the parameters they sent."""
+    files = inject.load(run_dir)
+    return any(r.get("kind") == "generation" and r.get("native_params_source") == "sent"
+               for name, rows in files.items() if name.endswith(".generate.jsonl") for r in rows)
 
 
 # ---------------------------------------------------------------- the base run
@@ -342,6 +370,13 @@ def run_selftest(source: Path, targets: list[str] | None = None, defects: list[s
         chosen = [d for d in DEFECTS if defects is None or d.name in defects]
         if defects is not None and len(chosen) != len(set(defects)):
             raise SelftestError(f"unknown defect in {defects}; known: {[d.name for d in DEFECTS]}")
+        inexpressible = []
+        if not has_rollout_records(base):
+            inexpressible = [d.name for d in chosen if d.needs_rollout]
+            chosen = [d for d in chosen if not d.needs_rollout]
+            if inexpressible:
+                log(f"[selftest] not run: {', '.join(inexpressible)} (the base run was recorded without the rollout "
+                    "surface's records: re-record it, e.g. `parity golden update`)")
 
         # ---- clean
         clean = []
@@ -450,7 +485,9 @@ def run_selftest(source: Path, targets: list[str] | None = None, defects: list[s
         note = (f"Defects injected into copies of {info['manifest'].get('run_id') or Path(source).name} "
                 f"(real engines: {', '.join(engines)}), one engine at a time. Clean run: compared as recorded and "
                 f"{repeats}x with engine logprobs + Gaussian noise sd {noise:g} (seeds 1..{repeats}): "
-                f"{clean_alarms} alarms" + (f", smallest headroom {min(heads):.3g}x" if heads else "") + ".")
+                f"{clean_alarms} alarms" + (f", smallest headroom {min(heads):.3g}x" if heads else "") + "."
+                + (f" Not run (the base run has no rollout-surface records): {', '.join(inexpressible)}."
+                   if inexpressible else ""))
         return {"schema_version": SELFTEST_SCHEMA_VERSION, "passed": passed, "checks": checks, "faults": faults,
                 "profile": profile_of(base), "uncaught_classes": uncaught,
                 "min_detection_headroom": list(detect) if detect else None,

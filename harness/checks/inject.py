@@ -429,3 +429,103 @@ if __name__ == "__main__":
     if len(sys.argv) != 4 or sys.argv[1] != "t2":
         sys.exit("usage: python -m harness.checks.inject t2 RUN_DIR OUT.json")
     Path(sys.argv[3]).write_text(json.dumps(temperature_squared(Path(sys.argv[2]))))
+
+
+# ---------------------------------------------------------------- the rollout surface and the params sent
+# These need a run whose engines recorded through their tunix surface and captured what they sent (variants
+# tunix / rule-*, native_params_source "sent"): LookupError otherwise.
+
+def _seed_field(rec: dict) -> str:
+    return "sampling_seed" if "sampling_seed" in rec["native_params"] or "max_new_tokens" in rec["native_params"] \
+        else "seed"
+
+
+def inject_row_seeds_shared(run_dir: Path, backend: str) -> str:
+    """Every row of a seeded tunix batch sent RolloutConfig.seed itself: a prompt repeated in the batch (a GRPO
+    group) gets the same draw, every row the draw of the batch seed instead of its row seed."""
+    files = load(run_dir)
+    cases = {c.id: c for c in _suite(run_dir).cases}
+    rows = [r for r in _gens(files, backend) if r["key"]["variant"] == "tunix"
+            and cases.get(r["key"]["case_id"]) is not None and cases[r["key"]["case_id"]].sampling.seed is not None
+            and not cases[r["key"]["case_id"]].sampling.greedy and r.get("native_params_source") == "sent"]
+    if not rows:
+        raise LookupError(f"{backend} has no seeded tunix rows with captured parameters")
+    first: dict[tuple, dict] = {}
+    for r in sorted(rows, key=lambda r: r["key"]["prompt_index"]):
+        case = cases[r["key"]["case_id"]]
+        r["native_params"][_seed_field(r)] = case.sampling.seed
+        prompt = (r["key"]["case_id"], tuple(r["prompt_ids"]))
+        if prompt in first:  # the same prompt with the same seed: the same draw
+            src = first[prompt]
+            for f in ("completion_ids", "completion_logprobs", "completion_top", "text", "tunix"):
+                r[f] = copy.deepcopy(src[f])
+            r["tunix"]["row"] = r["key"]["prompt_index"]
+        else:
+            first[prompt] = r
+    save(run_dir, files)
+    return f"{len(rows)} tunix rows of {backend} sent the batch seed"
+
+
+def inject_samples_reversed(run_dir: Path, backend: str) -> str:
+    """n > 1: each prompt's samples returned in reverse order (sample j is sample n-1-j's draw)."""
+    files = load(run_dir)
+    groups: dict[tuple, list[dict]] = {}
+    for r in _gens(files, backend):
+        if r["key"]["variant"] == "main":
+            groups.setdefault((r["key"]["case_id"], r["key"]["prompt_index"]), []).append(r)
+    n = 0
+    for recs in groups.values():
+        if len(recs) < 2:
+            continue
+        recs.sort(key=lambda r: r["key"]["sample_index"])
+        payload = [{f: copy.deepcopy(r[f]) for f in ("completion_ids", "completion_logprobs", "completion_top",
+                                                      "finish_reason", "stop_reason", "text")} for r in recs]
+        for r, p in zip(recs, reversed(payload)):
+            r.update(p)
+        n += len(recs)
+        # every scorer scored the tokens as recorded: its score records follow the completions
+        case_id, prompt = recs[0]["key"]["case_id"], recs[0]["key"]["prompt_index"]
+        by_scorer: dict[str, list[dict]] = {}
+        for sc in _scores(files, source=backend):
+            if sc["key"]["case_id"] == case_id and sc["key"]["prompt_index"] == prompt \
+                    and sc["key"]["variant"] == "main":
+                by_scorer.setdefault(sc["backend"], []).append(sc)
+        for scs in by_scorer.values():
+            scs.sort(key=lambda sc: sc["key"]["sample_index"])
+            moved = [{f: copy.deepcopy(sc[f]) for f in ("completion_ids", "logprobs", "by_mode", "top")} for sc in scs]
+            for sc, m in zip(scs, reversed(moved)):
+                sc.update(m)
+    if not n:
+        raise LookupError(f"{backend} has no n > 1 case")
+    save(run_dir, files)
+    return f"{n} samples of {backend} in reverse order"
+
+
+def inject_eos_id_is_pad(run_dir: Path, backend: str) -> str:
+    """The rollout's eos_id() returns its pad id."""
+    def fn(case, r):
+        r["tunix"]["eos_id"] = r["tunix"]["pad_id"]
+    n = _edit_gens(run_dir, backend, fn, lambda case, r: r["key"]["variant"] == "tunix" and r.get("tunix"))
+    return f"eos_id() = pad_id() in {n} tunix rows of {backend}"
+
+
+def inject_field_dropped(run_dir: Path, backend: str, field: str = "top_k") -> str:
+    """A sampling field not sent to the engine (the engine's default applies): removed from the parameters
+    captured at the engine call, in sampled cases that set it."""
+    def fn(case, r):
+        r["native_params"].pop(field, None)
+    n = _edit_gens(run_dir, backend, fn, lambda case, r: r.get("native_params_source") == "sent"
+                   and not case.sampling.greedy and field in r["native_params"]
+                   and getattr(case.sampling, field, None) not in (None, 0.0, 1.0))
+    return f"{field} dropped from {n} requests of {backend}"
+
+
+def inject_default_seed(run_dir: Path, backend: str) -> str:
+    """Every unseeded sampled request sent one default seed (42)."""
+    def fn(case, r):
+        r["native_params"][_seed_field(r)] = 42
+    n = _edit_gens(run_dir, backend, fn, lambda case, r: r.get("native_params_source") == "sent"
+                   and not case.sampling.greedy and case.sampling.seed is None)
+    if n < 2:
+        raise LookupError(f"{backend} has fewer than two unseeded sampled requests")
+    return f"{n} unseeded requests of {backend} sent seed 42"
