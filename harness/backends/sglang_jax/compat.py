@@ -309,6 +309,12 @@ def flush_cache_direct(engine) -> None:
     (single-process mode), since Engine.flush_cache() is broken in 0.0.2. Call it while idle."""
     sched = engine.scheduler_info["scheduler"]
     sched.tree_cache.reset()
+    # and free what the tree held, as upstream's Scheduler.flush_cache does: resetting the tree alone leaks
+    # every cached prefix's KV slots (no longer in the tree, never returned to the allocator). With the radix
+    # cache on, the next large request then waits forever for KV space: the hang at update-b (cases 1-7 in
+    # 17 s, then idle). With it off the tree holds nothing and the reset alone was enough.
+    sched.req_to_token_pool.clear()
+    sched.token_to_kv_pool_allocator.clear()
 
 
 def flush_cache(engine, cfg: CompatConfig) -> None:
