@@ -83,8 +83,14 @@ class SglangJaxOptions(BackendOptions):
                                    description="sgl_jax Engine kwargs over the CPU defaults (engine.CPU_ENGINE_DEFAULTS)")
     compat_off: list[str] = Field(default_factory=list,
                                   description="compat workarounds to switch off (compat.REGISTRY names, or all)")
+    logprob_mode: Literal["processed", "temperature", "raw"] = Field(
+        "processed", description="what SglangJaxRollout's generated-token logprobs are: processed (renormalised over "
+                                 "what min_p/top_k/top_p kept, as tunix configures its vLLM rollout), temperature "
+                                 "(what sglang-jax's sampler computes) or raw; prompt logprobs and scores are raw "
+                                 "(docs/sglang_jax.md; the in-process rollout: a served engine returns its own)")
 
-    ENV: ClassVar[dict[str, str]] = {"engine": "PARITY_SGLANG_ENGINE", "compat_off": "PARITY_SGLANG_COMPAT_OFF"}
+    ENV: ClassVar[dict[str, str]] = {"engine": "PARITY_SGLANG_ENGINE", "compat_off": "PARITY_SGLANG_COMPAT_OFF",
+                                     "logprob_mode": "PARITY_SGLANG_LOGPROB_MODE"}
     PROFILES: ClassVar[dict[str, dict[str, Any]]] = {
         "no_compat": {"compat_off": ["all"]},  # the engine as released: every workaround off
     }

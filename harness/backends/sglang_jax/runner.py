@@ -10,8 +10,8 @@ with the weights that were live. Options (also from the environment, since
 - ``engine`` / ``PARITY_SGLANG_ENGINE`` (JSON): sgl_jax Engine kwargs over the
   CPU defaults (engine.CPU_ENGINE_DEFAULTS);
 - ``isolated`` (default True): engine in its own process;
-- ``logprob_mode`` / ``PARITY_SGLANG_LOGPROB_MODE``: processed (default) | temperature | raw, what the
-  generated-token logprobs mean (SglangJaxRollout's option; docs/sglang_jax.md).
+- ``logprob_mode`` (SglangJaxOptions, ``PARITY_SGLANG_LOGPROB_MODE``): processed (default) | temperature |
+  raw, what the generated-token logprobs mean (SglangJaxRollout's option; docs/sglang_jax.md).
 """
 
 from __future__ import annotations
@@ -44,11 +44,11 @@ class SglangJaxRunner(Runner):
                 raise ValueError(f"sglang-jax engine option dtype={engine['dtype']!r} conflicts with the run's "
                                  f"dtype {options['dtype']!r} (PARITY_SGLANG_ENGINE / engine=): use --dtype")
             engine["dtype"] = options["dtype"]
-        mode = str(options.get("logprob_mode") or os.environ.get("PARITY_SGLANG_LOGPROB_MODE") or LOGPROB_MODE)
-        mode = mode.lower().removesuffix("_logprobs")
+        # resolved by harness.backends.options (SglangJaxOptions.logprob_mode, PARITY_SGLANG_LOGPROB_MODE, a suite's
+        # backends: block, --backend-opt); a runner built directly may pass it or take the rollout's default
+        mode = str(options.get("logprob_mode") or LOGPROB_MODE).lower().removesuffix("_logprobs")
         if mode not in LOGPROB_MODES:
-            raise ValueError(f"sglang-jax logprob mode {mode!r}: choose one of {list(LOGPROB_MODES)} "
-                             "(option logprob_mode or PARITY_SGLANG_LOGPROB_MODE)")
+            raise ValueError(f"sglang-jax logprob mode {mode!r}: choose one of {list(LOGPROB_MODES)}")
         self.logprob_mode = mode  # type: ignore[assignment]
         self.rollout = self._rollout(model, engine, {**options, "logprob_mode": mode})
 
