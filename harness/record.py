@@ -87,7 +87,7 @@ def score_todo(run_dir: Path, backend: str, suite: Suite) -> tuple[list[tuple[st
     by (case id, source)."""
     done = _done_keys(records_path(run_dir, backend, "score"))
     # the reference also scores the tunix rows (the contract reads their semantics off its exact modes)
-    variants = ("main", "tunix") if backend == "reference" else ("main",)
+    variants = ("main", "tunix") if backend == registry.reference() else ("main",)
     gens = [r for r in read_run(run_dir) if r.kind == "generation" and r.key.variant in variants]
     groups: dict[tuple[str, str], list[GenerationRecord]] = defaultdict(list)
     for g in gens:
@@ -292,8 +292,8 @@ class Recorder:
 
     def seed_rule_case(self, case: Case, prompts: list[list[int]]) -> list[GenerationRecord]:
         """Every seeded draw again, alone as an n = 1 request with the seed its documented rule gives
-        (harness/seeds.py): variant rule-main for sample j of n (n > 1), rule-tunix for tunix row i."""
-        from harness.seeds import documented_seed
+        (harness/backends/seeds.py): variant rule-main for sample j of n (n > 1), rule-tunix for tunix row i."""
+        from harness.backends.seeds import documented_seed
 
         spec, eng, b = case.sampling, self.runner.seed_engine, len(prompts)
         draws: dict[int, list[tuple[str, int, int]]] = defaultdict(list)  # seed -> (variant, prompt, sample)

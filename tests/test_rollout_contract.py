@@ -9,7 +9,7 @@ import pytest
 
 from harness.backends.sglang_jax.rollout import PromptOutput, SampleOutput, SglangJaxRollout, derive_seed
 from harness.processing import log_softmax, mode_logprobs
-from harness.seeds import documented_seed, row_seed, sample_seed
+from harness.backends.seeds import documented_seed, row_seed, sample_seed
 from harness.spec import SamplingSpec
 
 
@@ -55,7 +55,7 @@ def test_temperature_mode_and_untruncated_processed_leave_the_engine_values():
 
 @pytest.mark.parametrize("seed", [0, 5, 99, 2**31 - 1, 2**40])
 def test_documented_rules_are_what_the_clean_rollouts_do(seed):
-    """harness/seeds.py states the rules; the unmodified rollouts follow them (a rollout that does not
+    """harness/backends/seeds.py states the rules; the unmodified rollouts follow them (a rollout that does not
     fails seed_rule and params_sent with real engines)."""
     from harness.backends.tunix_contract import row_seed as rule
 

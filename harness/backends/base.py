@@ -57,7 +57,7 @@ class Runner(abc.ABC):
     #: tunix surface (generate(prompts, RolloutConfig), get_per_token_logps, pad_id, eos_id) the way tunix's
     #: RLCluster does (harness/record.py: tunix variant)
     rollout: Any = None
-    #: the engine whose documented seed rule (harness/seeds.py) this runner's draws follow; None: no rule
+    #: the engine whose documented seed rule (harness/backends/seeds.py) this runner's draws follow; None: no rule
     #: (the reference draws with its own generator)
     seed_engine: str | None = None
 

@@ -87,7 +87,7 @@ CATALOG: dict[str, CheckInfo] = {c.name: c for c in [
               "two requests of an unseeded case; fails even when no draw shows the difference"),
     CheckInfo("seed_rule",
               "each seeded draw (sample j of n; each row of a tunix batch) equals the same prompt generated alone "
-              "with the seed its documented rule gives (harness/seeds.py): n samples in their order, distinct "
+              "with the seed its documented rule gives (harness/backends/seeds.py): n samples in their order, distinct "
               "reproducible rows for the repeated prompts of a GRPO group; a divergence passes only as tie noise",
               {"top_k_rescue": 5}),
     CheckInfo("tunix_surface",

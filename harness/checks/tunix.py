@@ -12,7 +12,7 @@ from __future__ import annotations
 from harness.checks.base import fmt_keys, guard, not_applicable, verdict
 from harness.checks.compare_fns import compare_token_streams
 from harness.checks.data import REFERENCE, RunData, Unavailable
-from harness.seeds import ENGINES, documented_seed, row_seed, sample_seed
+from harness.backends.seeds import ENGINES, documented_seed, request_seed, row_seed, sends_n, sent_spec
 from harness.suite import Case
 from harness.verdict import Verdict
 
@@ -42,14 +42,6 @@ def without_rollout(ctx: RunData, backend: str) -> bool:
 
 
 # ------------------------------------------------------------------------------------------ params_sent
-def _canonical(kind: str, sent: dict):
-    from harness.sampling.mapping import from_sglang_jax, from_vllm
-
-    if kind == "vllm":
-        return from_vllm({k: v for k, v in sent.items() if k not in ("logprobs", "prompt_logprobs")})
-    return from_sglang_jax({k: v for k, v in sent.items()})
-
-
 _TUNIX_FIELDS = ("temperature", "top_p", "top_k", "max_tokens")  # what a RolloutConfig carries (seed apart)
 _RICH_FIELDS = ("temperature", "top_p", "top_k", "min_p", "max_tokens", "min_tokens", "repetition_penalty",
                 "presence_penalty", "frequency_penalty", "ignore_eos", "logit_bias")
@@ -62,9 +54,7 @@ def _expected_seed(kind: str, case: Case, variant: str, i: int, j: int, rows: in
         return documented_seed(kind, surface, spec.seed, i, j, 1 if surface == "tunix" else spec.n, rows)
     if variant == "tunix":
         return row_seed(kind, spec.seed, i, rows)
-    if kind == "vllm":  # one request with n children: the engine seeds child j with seed + j itself
-        return spec.seed
-    return sample_seed(kind, spec.seed, j, spec.n) if sent_n == 1 else spec.seed
+    return request_seed(kind, spec.seed, j, spec.n, sent_n)
 
 
 def params_sent(ctx: RunData, case: Case) -> list[Verdict]:
@@ -86,7 +76,7 @@ def params_sent(ctx: RunData, case: Case) -> list[Verdict]:
         for variant, (i, j), r in recs:
             where = f"{variant} {fmt_keys((i, j))}"
             try:
-                got = _canonical(kind, r.native_params)
+                got = sent_spec(kind, r.native_params)
             except Exception as e:  # noqa: BLE001 - an unmappable field is a finding, not a crash
                 problems.append(f"{where}: {e}")
                 continue
@@ -102,7 +92,7 @@ def params_sent(ctx: RunData, case: Case) -> list[Verdict]:
             if not set(spec.stop_token_ids) <= set(got.stop_token_ids):
                 problems.append(f"{where}: stop_token_ids sent {list(got.stop_token_ids)}, missing "
                                 f"{sorted(set(spec.stop_token_ids) - set(got.stop_token_ids))}")
-            if kind == "vllm" and (variant == "main" or variant.startswith(("repeat-", "alone-"))) \
+            if sends_n(kind) and (variant == "main" or variant.startswith(("repeat-", "alone-"))) \
                     and got.n != spec.n:
                 problems.append(f"{where}: n sent as {got.n}, the spec says {spec.n}")
             if spec.greedy:

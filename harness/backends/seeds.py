@@ -1,4 +1,4 @@
-"""The documented seed rules of the engine rollouts: which seed draw (prompt i, sample j) must have used.
+"""The engine rollouts' documented seed rules and parameter spellings: what each request must have been sent.
 
 This is the specification the `seed_rule` check holds each rollout to, written
 down apart from the rollouts' own code on purpose: a rollout that sends every
@@ -56,3 +56,28 @@ def documented_seed(engine: str, surface: str, seed: int, i: int, j: int, n: int
     """The seed that reproduces draw (prompt i, sample j) as a single n = 1 request."""
     base = row_seed(engine, seed, i, rows) if surface == "tunix" else int(seed)
     return sample_seed(engine, base, j, n)
+
+
+def sent_spec(engine: str, sent: dict):
+    """The canonical SamplingSpec that parameters captured at `engine`'s call mean (its own spelling undone)."""
+    from harness.sampling.mapping import from_sglang_jax, from_vllm
+
+    if engine == "vllm":
+        return from_vllm({k: v for k, v in sent.items() if k not in ("logprobs", "prompt_logprobs")})
+    if engine == "sglang_jax":
+        return from_sglang_jax(dict(sent))
+    raise KeyError(f"no parameter spelling for engine {engine!r}")
+
+
+def request_seed(engine: str, seed: int, j: int, n: int, sent_n: int) -> int:
+    """The seed the request carrying sample j of n (rich surface) must have been sent: vLLM sends one request
+    with the seed (it seeds child j with seed + j itself); the sglang-jax rollout sends one request per sample
+    with its own seed, unless the engine's native n was used (sent_n > 1: the request seed)."""
+    if engine == "vllm" or sent_n > 1:
+        return int(seed)
+    return sample_seed(engine, seed, j, n)
+
+
+def sends_n(engine: str) -> bool:
+    """Whether one request carries all n samples (vLLM), so that its `n` must be the spec's."""
+    return engine == "vllm"
