@@ -122,6 +122,28 @@ def measure(runs: list[Path], models: dict[str, str]) -> list[dict]:
     return rows
 
 
+def appended(study: dict, new: dict, why: str) -> dict:
+    """`study` with `new`'s runs added to its calibration set. A run that was held out leaves the held-out set
+    (it can no longer count false alarms); `history` keeps what was added and why, so the study says which of its
+    runs were chosen after a held-out result was seen."""
+    if not why:
+        raise ValueError("--append needs --why: the study must say why runs joined its calibration set")
+    if study["dtype"] != new["dtype"]:
+        raise ValueError(f"study is {study['dtype']}, the runs are {new['dtype']}")
+    names = new["calibration_runs"]
+    again = sorted(set(names) & set(study["calibration_runs"]))
+    if again:
+        raise ValueError(f"already in the calibration set: {', '.join(again)}")
+    out = dict(study)
+    out["calibration_runs"] = study["calibration_runs"] + names
+    out["held_out_runs"] = [r for r in study["held_out_runs"] if r not in names] + \
+        [r for r in new["held_out_runs"] if r not in study["held_out_runs"]]
+    out["models"] = {**study["models"], **new["models"]}
+    out["rows"] = study["rows"] + new["rows"]
+    out["history"] = study.get("history", []) + [{"added_to_calibration": names, "why": why}]
+    return out
+
+
 # ---------------------------------------------------------------- derive
 def derive(study: dict) -> dict:
     """The profile (harness/checks/profiles/<dtype>.yaml's content) the study's rows give by RULE."""
@@ -245,6 +267,10 @@ def main(argv: list[str]) -> int:
     m.add_argument("--dtype", default="bfloat16")
     m.add_argument("--models", nargs="*", default=[], help="RUN=MODEL labels for the data")
     m.add_argument("--held-out", nargs="*", default=[], help="run directories kept for `count` (named in the data)")
+    m.add_argument("--append", action="store_true",
+                   help="add the runs to the calibration set of the existing study at --out (its rows are kept)")
+    m.add_argument("--why", default="", help="with --append: why these runs join the calibration set (kept in the "
+                   "study's history, e.g. the held-out alarms that showed a shape the calibration had not seen)")
     d = sub.add_parser("derive")
     d.add_argument("study")
     d.add_argument("--check", action="store_true", help="exit 1 when the committed profile differs")
@@ -265,6 +291,8 @@ def main(argv: list[str]) -> int:
         rows = measure(runs, models)
         doc = {"dtype": a.dtype, "path": a.out, "rule": RULE, "calibration_runs": [r.name for r in runs],
                "held_out_runs": [Path(r).name for r in a.held_out], "models": models, "rows": rows}
+        if a.append:
+            doc = appended(json.loads(Path(a.out).read_text()), doc, a.why)
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
         Path(a.out).write_text(json.dumps(doc, indent=0, default=str) + "\n")
         print(f"{len(rows)} unit statistics from {len(runs)} runs -> {a.out}")

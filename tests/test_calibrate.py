@@ -71,3 +71,18 @@ def test_docs_show_the_committed_study(study):
     doc = json.loads(study.read_text())
     assert calibrate.table(doc) in (ROOT / "docs" / "checks.md").read_text(), \
         f"docs/checks.md: paste `python -m harness.calibrate table {study.relative_to(ROOT)}`"
+
+
+def test_appending_runs_moves_them_out_of_the_held_out_set_and_says_why():
+    study = {"dtype": "bfloat16", "path": "s.json", "calibration_runs": ["a"], "held_out_runs": ["b", "c"],
+             "models": {"a": "m1"}, "rows": [_row("replay", "vllm", max=0.1)]}
+    new = {"dtype": "bfloat16", "calibration_runs": ["b"], "held_out_runs": ["d"], "models": {"b": "m2"},
+           "rows": [_row("replay", "vllm", max=0.3)]}
+    out = calibrate.appended(study, new, "b raised alarms on a shape a lacks")
+    assert out["calibration_runs"] == ["a", "b"] and out["held_out_runs"] == ["c", "d"]
+    assert len(out["rows"]) == 2 and out["models"] == {"a": "m1", "b": "m2"}
+    assert out["history"] == [{"added_to_calibration": ["b"], "why": "b raised alarms on a shape a lacks"}]
+    with pytest.raises(ValueError, match="--why"):
+        calibrate.appended(study, new, "")
+    with pytest.raises(ValueError, match="already"):
+        calibrate.appended(out, new, "again")
