@@ -197,6 +197,15 @@ def resolve(backend: str, suite_block: dict[str, dict] | None = None, cli: dict[
                            f"{_describe(e)}") from None
 
 
+def runner_options(backend: str, kwargs: dict[str, Any]) -> BackendOptions:
+    """A runner's typed options from its constructor keywords (the fields its model declares; None = not given)
+    over the deprecated environment variables: the one reading of both, whether `parity record` built the runner
+    (it passes every field) or a test or trainer did."""
+    cls = options_class(backend)
+    given = {k: kwargs[k] for k in cls.model_fields if kwargs.get(k) is not None}
+    return resolve(backend, cli={backend: given})
+
+
 def check_block(block: Any, where: str) -> dict[str, dict[str, Any]]:
     """A suite's `backends:` block, validated on its own (names and values): the suite loader calls this."""
     if not isinstance(block, dict):

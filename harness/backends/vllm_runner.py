@@ -4,8 +4,9 @@ Maps the canonical SamplingSpec (harness.spec) onto vLLM's SamplingParams,
 drives `VllmRollout.generate_ids` / `score_ids` / `update_params`, and turns
 the results into the recorder's Sample / Scored objects.
 
-Options (constructor keywords, or environment variables for `parity record`,
-which builds runners with no options):
+Options (constructor keywords; typed as VllmOptions in harness/backends/options.py, which
+`parity record` resolves from the suite's `backends:` block and --backend-opt; the environment
+variables below are deprecated and still honoured, with a warning):
 
 - `logprobs_mode` / PARITY_VLLM_LOGPROBS_MODE = processed (default, as tunix) | raw
   (`raw=True` is short for logprobs_mode="raw").
@@ -31,23 +32,13 @@ import platform
 from typing import Any
 
 from harness.backends.base import Runner, Sample, Scored
+from harness.backends.options import runner_options
 from harness.backends.vllm_rollout import VllmRollout
 from harness.model import ModelRef
 from harness.sampling.mapping import to_vllm
 from harness.spec import SamplingSpec
 
 _MODES = {"processed": "processed_logprobs", "raw": "raw_logprobs"}
-
-
-def _option(options: dict, key: str, env: str, default: Any) -> Any:
-    if options.get(key) is not None:
-        return options[key]
-    v = os.environ.get(env)
-    return v if v not in (None, "") else default
-
-
-def _truthy(v: Any) -> bool:
-    return str(v).strip().lower() not in ("0", "false", "no", "off", "")
 
 
 class VllmRunner(Runner):
@@ -59,17 +50,9 @@ class VllmRunner(Runner):
         super().__init__(model, **options)
         if options.get("raw"):  # VllmRunner(model, raw=True)
             options["logprobs_mode"] = "raw"
-        mode = str(_option(options, "logprobs_mode", "PARITY_VLLM_LOGPROBS_MODE", "processed")).lower()
-        mode = mode.removesuffix("_logprobs")
-        if mode not in _MODES:
-            raise ValueError(f"vLLM logprobs mode {mode!r}: choose one of {sorted(_MODES)} "
-                             "(option logprobs_mode or PARITY_VLLM_LOGPROBS_MODE)")
+        typed = runner_options(type(self).name, options)  # VllmOptions: keywords over the deprecated variables
+        mode, how, block, eager = typed.logprobs_mode, typed.prompt_logprobs, typed.block_size, typed.enforce_eager
         self.logprob_mode = mode  # type: ignore[assignment]
-        how = str(_option(options, "prompt_logprobs", "PARITY_VLLM_PROMPT_LOGPROBS", "separate")).lower()
-        if how not in ("separate", "inline"):
-            raise ValueError(f"PARITY_VLLM_PROMPT_LOGPROBS={how!r}: choose separate or inline")
-        block = int(_option(options, "block_size", "PARITY_VLLM_BLOCK_SIZE", 32))
-        eager = _truthy(_option(options, "enforce_eager", "PARITY_VLLM_EAGER", "1"))
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
         engine_kwargs = dict(options.get("engine_kwargs") or {})
         engine_kwargs.setdefault("block_size", block)

@@ -29,11 +29,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harness.backends.http.options import HttpOptions, option
+from harness.backends.http.options import HttpOptions
 from harness.backends.http.pool import Pool
 from harness.backends.http.server import Client, Server, ServerError, free_port, log_dir, same_model
 from harness.backends.vllm_rollout import Completion, PromptResult
-from harness.backends.vllm_runner import _MODES, VllmRunner, _truthy
+from harness.backends.options import runner_options
+from harness.backends.vllm_runner import _MODES, VllmRunner
 from harness.model import ModelRef
 
 SERVED_MODEL = "parity"
@@ -289,18 +290,12 @@ class VllmHttpRunner(VllmRunner):
         self.name = options.get("name") or type(self).name
         if options.get("raw"):
             options["logprobs_mode"] = "raw"
-        mode = str(option(options, "logprobs_mode", "PARITY_VLLM_LOGPROBS_MODE", "processed")).lower()
-        mode = mode.removesuffix("_logprobs")
-        if mode not in _MODES:
-            raise ValueError(f"vLLM logprobs mode {mode!r}: choose one of {sorted(_MODES)}")
+        typed = runner_options(type(self).name, options)  # the in-process runner's options, served
+        mode, how = typed.logprobs_mode, typed.prompt_logprobs
         self.logprob_mode = mode  # type: ignore[assignment]
-        how = str(option(options, "prompt_logprobs", "PARITY_VLLM_PROMPT_LOGPROBS", "separate")).lower()
-        if how not in ("separate", "inline"):
-            raise ValueError(f"PARITY_VLLM_PROMPT_LOGPROBS={how!r}: choose separate or inline")
         engine_kwargs = {
             "dtype": options.get("dtype") or "float32", "seed": 0, "max_logprobs": 20,
-            "block_size": int(option(options, "block_size", "PARITY_VLLM_BLOCK_SIZE", 32)),
-            "enforce_eager": _truthy(option(options, "enforce_eager", "PARITY_VLLM_EAGER", "1")),
+            "block_size": typed.block_size, "enforce_eager": typed.enforce_eager,
             "kv_cache_memory_bytes": options.get("kv_cache_memory_bytes", 32 << 20),
         }
         self.rollout = HttpVllmRollout(model, self.name, HttpOptions.read(self.name, options),
