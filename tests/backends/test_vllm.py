@@ -7,7 +7,7 @@ python records the reference in a subprocess; override with PARITY_REFERENCE_PYT
 Two recordings, each a vLLM process and a reference process writing into one run directory:
 - processed: the default suite through `parity record --backend vllm` (processed_logprobs,
   tunix's mode), then the reference (which also scores vLLM's completions exactly in every mode);
-- raw: tests/backends/data/vllm_raw.yaml with PARITY_VLLM_LOGPROBS_MODE=raw, including a
+- raw: tests/backends/data/vllm_raw.yaml, whose `backends:` block sets vllm.logprobs_mode=raw, including a
   162-token prompt cached under A and generated again right after update_params(B).
 Then an in-process engine exercises the tunix API (generate / get_per_token_logps /
 update_params) directly, including a negative control for the prefix-cache reset.
@@ -44,13 +44,17 @@ GREEDY_CASES = ("greedy-basic", "greedy-eos", "greedy-ids", "update-b", "update-
 
 
 # ----------------------------------------------------------------------------- recordings
-def _start(python: Path, backend: str, suite: Path, out: Path, phase: str = "all", **env: str) -> subprocess.Popen:
-    """`parity record` in its own process (the CLI path a nox session runs), output to a log in the run dir."""
+def _start(python: Path, backend: str, suite: Path, out: Path, phase: str = "all", opts: tuple[str, ...] = (),
+           **env: str) -> subprocess.Popen:
+    """`parity record` in its own process (the CLI path a nox session runs), output to a log in the run dir;
+    OPTS are --backend-opt values. The deprecated mode variable is only passed when given here: the modes come
+    from the suite (the raw suite's `backends:` block) and --backend-opt."""
     cmd = [str(python), "-m", "harness", "record", "--backend", backend, "--suite", str(suite), "--out", str(out),
-           "--phase", phase, "--quiet"]
+           "--phase", phase, "--quiet", *(a for o in opts for a in ("--backend-opt", o))]
     out.mkdir(parents=True, exist_ok=True)
     log = open(out / f"{backend}.{phase}.log", "w")
-    p = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT)
+    full_env = {k: v for k, v in os.environ.items() if k != "PARITY_VLLM_LOGPROBS_MODE"} | env
+    p = subprocess.Popen(cmd, cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT)
     p.args_text, p.log_path, p.t0 = " ".join(cmd), out / f"{backend}.{phase}.log", time.perf_counter()  # type: ignore[attr-defined]
     return p
 
@@ -105,10 +109,10 @@ def runs(tmp_path_factory) -> dict[str, Run]:
     me = Path(sys.executable)
     proc, raw = tmp_path_factory.mktemp("vllm-processed"), tmp_path_factory.mktemp("vllm-raw")
     wall: dict[str, dict[str, float]] = {"processed": {}, "raw": {}}
-    v, r = _start(me, "vllm", DEFAULT_SUITE, proc, PARITY_VLLM_LOGPROBS_MODE="processed"), \
+    v, r = _start(me, "vllm", DEFAULT_SUITE, proc, opts=("vllm.logprobs_mode=processed",)), \
         _start(REFERENCE_PYTHON, "reference", DEFAULT_SUITE, proc, "generate")
     wall["processed"]["vllm"], wall["processed"]["reference generate"] = _wait(v), _wait(r)
-    v, r = _start(me, "vllm", RAW_SUITE, raw, PARITY_VLLM_LOGPROBS_MODE="raw"), \
+    v, r = _start(me, "vllm", RAW_SUITE, raw), \
         _start(REFERENCE_PYTHON, "reference", DEFAULT_SUITE, proc, "score")
     wall["raw"]["vllm"], wall["processed"]["reference score"] = _wait(v), _wait(r)
     wall["raw"]["reference"] = _wait(_start(REFERENCE_PYTHON, "reference", RAW_SUITE, raw))
@@ -144,6 +148,8 @@ def test_recording_clean_and_mode_declared(which, request):
     sess = run.sessions[("vllm", "generate")]
     assert sess.logprob_mode == which
     assert sess.config["logprobs_mode"] == f"{which}_logprobs"
+    # the raw run's mode comes from the raw suite's `backends:` block alone, recorded as a typed option
+    assert sess.config["options"]["logprobs_mode"] == which
     assert sess.config["prompt_logprobs"] == "separate" and sess.config["enable_prefix_caching"]
     assert all(g.logprob_mode == which for g in run.gens("vllm"))
     assert sess.versions["vllm"] and sess.device
