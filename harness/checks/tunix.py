@@ -41,6 +41,15 @@ def without_rollout(ctx: RunData, backend: str) -> bool:
     return ctx.session(backend) is not None and engine_kind(ctx, backend) is None
 
 
+def per_rollout(ctx: RunData, case: Case, check: str, metric: str, unit) -> list[Verdict]:
+    """`unit(backend)` guarded for each backend with a rollout of its own; the others are not applicable."""
+    out = []
+    for x in ctx.backends:
+        fn = (lambda x=x: _no_rollout(ctx, case, x, check, metric)) if without_rollout(ctx, x) else (lambda x=x: unit(x))
+        out += guard(check, case, [x], metric, fn)
+    return out
+
+
 # ------------------------------------------------------------------------------------------ params_sent
 _TUNIX_FIELDS = ("temperature", "top_p", "top_k", "max_tokens")  # what a RolloutConfig carries (seed apart)
 _RICH_FIELDS = ("temperature", "top_p", "top_k", "min_p", "max_tokens", "min_tokens", "repetition_penalty",
@@ -114,13 +123,7 @@ def params_sent(ctx: RunData, case: Case) -> list[Verdict]:
         return verdict(check, case.id, [x], metric=metric, value=len(problems), threshold=0, passed=not problems,
                        detail=detail, data={"problems": problems, "requests": len(recs)})
 
-    out = []
-    for x in ctx.backends:
-        if without_rollout(ctx, x):
-            out += guard(check, case, [x], metric, lambda x=x: _no_rollout(ctx, case, x, check, metric))
-            continue
-        out += guard(check, case, [x], metric, lambda x=x: unit(x))
-    return out
+    return per_rollout(ctx, case, check, metric, unit)
 
 
 # ------------------------------------------------------------------------------------------ seed_rule
@@ -160,13 +163,7 @@ def seed_rule(ctx: RunData, case: Case) -> list[Verdict]:
         return verdict(check, case.id, [x], metric=metric, value=bad, threshold=0, passed=bad == 0, detail=detail,
                        data={"problems": lines, "draws": n})
 
-    out = []
-    for x in ctx.backends:
-        if without_rollout(ctx, x):
-            out += guard(check, case, [x], metric, lambda x=x: _no_rollout(ctx, case, x, check, metric))
-            continue
-        out += guard(check, case, [x], metric, lambda x=x: unit(x))
-    return out
+    return per_rollout(ctx, case, check, metric, unit)
 
 
 # ------------------------------------------------------------------------------------------ tunix_surface
@@ -249,10 +246,4 @@ def tunix_surface(ctx: RunData, case: Case) -> list[Verdict]:
         return verdict(check, case.id, [x], metric=metric, value=len(problems), threshold=0, passed=not problems,
                        detail=detail, data={"problems": problems, "max_abs_dlogp": worst})
 
-    out = []
-    for x in ctx.backends:
-        if without_rollout(ctx, x):
-            out += guard(check, case, [x], metric, lambda x=x: _no_rollout(ctx, case, x, check, metric))
-            continue
-        out += guard(check, case, [x], metric, lambda x=x: unit(x))
-    return out
+    return per_rollout(ctx, case, check, metric, unit)
