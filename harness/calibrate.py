@@ -35,7 +35,8 @@ SEED_STRIDE = 7919
 RULE = (f"per check, over every engine, model, case and calibration run: the |dlogp| checks gate the "
         f"q{GATE_QUANTILE:g} quantile of |dlogp| over a unit's tokens at {MARGIN:g} x its largest calibration value "
         f"and the max at {MARGIN:g} x the largest calibration max (logprob_mode takes completion_logprobs' "
-        f"thresholds: it measures the same tokens against each mode); k3_max = {MARGIN:g}^2 x the largest k3 "
+        f"thresholds: it measures the same tokens against each mode; rollout_contract, which compares a row's max "
+        f"|dlogp| to the reference's modes, takes completion_logprobs' max cap as its logprob_atol); k3_max = {MARGIN:g}^2 x the largest k3 "
         f"(k3 is quadratic in dlogp), is_outside_max = {MARGIN:g} x the largest fraction of IS ratios outside "
         f"[0.9, 1.1], and at least {1 - GATE_QUANTILE:g}, the fraction of tokens the quantile gate lets past its atol; "
         f"each rounded up to 2 significant digits and never below float32's default. batch_invariance and "
@@ -167,6 +168,8 @@ def derive(study: dict) -> dict:
         tol[c] = {name: floor(c, name, MARGIN * observed[c][qk]), "logprob_quantile": GATE_QUANTILE,
                   "logprob_max_atol": floor(c, name, MARGIN * observed[c]["max"])}
     tol["logprob_mode"] = {k: v for k, v in tol["completion_logprobs"].items()}
+    # rollout_contract compares each rollout's logprobs (max |dlogp| per row) with the reference's exact modes
+    tol["rollout_contract"] = {"logprob_atol": tol["completion_logprobs"]["logprob_max_atol"]}
     observed["mismatch"] = {"k3": top("mismatch", "k3"), "is_outside_frac": top("mismatch", "is_outside_frac")}
     tol["mismatch"] = {"k3_max": floor("mismatch", "k3_max", MARGIN ** 2 * observed["mismatch"]["k3"]),
                        "is_outside_max": min(1.0, max(_round_up(MARGIN * observed["mismatch"]["is_outside_frac"]),
