@@ -283,6 +283,9 @@ def _start_compat_off_probes():
 
 
 # ============================================================================ the recorded run
+SURFACE_VARIANTS = ("tunix", "rule-main", "rule-tunix")
+
+
 class Run:
     def __init__(self, path: Path, procs: dict, suite: Path):
         self.path, self.procs, self.suite = path, procs, suite
@@ -291,10 +294,14 @@ class Run:
         self.errors = []
         self.sessions = defaultdict(list)
         for r in read_run(path):
+            if r.kind in ("generation", "score") and r.key.variant in SURFACE_VARIANTS:
+                continue  # the rollout-surface variants have checks of their own (harness/checks/tunix.py)
             if r.kind == "generation":
                 self.gen[r.backend][(r.key.case_id, r.key.prompt_index, r.key.sample_index, r.key.variant)] = r
             elif r.kind == "score":
-                self.score[(r.backend, r.source_backend)][(r.key.case_id, r.key.prompt_index, r.key.sample_index)] = r
+                if r.key.variant == "main":  # other variants' scores would overwrite the main one's key
+                    self.score[(r.backend, r.source_backend)][(r.key.case_id, r.key.prompt_index,
+                                                               r.key.sample_index)] = r
             elif r.kind == "error":
                 self.errors.append(r)
             elif r.kind == "session":

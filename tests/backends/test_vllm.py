@@ -70,6 +70,9 @@ def _wait(p: subprocess.Popen, timeout: float = 600) -> float:
     return time.perf_counter() - p.t0  # type: ignore[attr-defined]
 
 
+SURFACE_VARIANTS = ("tunix", "rule-main", "rule-tunix")
+
+
 class Run:
     """The records of one run directory, indexed for comparisons."""
 
@@ -78,10 +81,11 @@ class Run:
         self.path, self.wall = path, wall
         self.errors = [r for r in recs if r.kind == "error"]
         self.sessions = {(r.backend, r.phase): r for r in recs if r.kind == "session"}
+        # the rollout-surface variants (tunix, rule-*) have checks of their own (harness/checks/tunix.py)
         self.gen = {(g.backend, g.key.case_id, g.key.prompt_index, g.key.sample_index, g.key.variant): g
-                    for g in recs if g.kind == "generation"}
+                    for g in recs if g.kind == "generation" and g.key.variant not in SURFACE_VARIANTS}
         self.score = {(s.backend, s.source_backend, s.key.case_id, s.key.prompt_index, s.key.sample_index): s
-                      for s in recs if s.kind == "score"}
+                      for s in recs if s.kind == "score" and s.key.variant == "main"}
 
     def gens(self, backend: str, case: str | None = None, variant: str | None = None) -> list:
         return [g for (b, c, _, _, v), g in sorted(self.gen.items(), key=lambda kv: kv[0])
