@@ -56,6 +56,11 @@ class CaseKey(BaseModel):
                                              "draw again alone, with the seed its documented rule gives)")
 
 
+#: variants recorded through the tunix rollout surface and its seed-rule reproductions (harness/checks/tunix.py
+#: checks them); the per-engine comparisons of the rich API read the other variants
+SURFACE_VARIANTS = ("tunix", "rule-main", "rule-tunix")
+
+
 class SessionRecord(_Base):
     """One per backend process and phase: what produced the records that follow."""
 

@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from harness.records import SURFACE_VARIANTS
 from harness.backends.sglang_jax import compat
 from harness.backends.sglang_jax.engine import EngineCallError, EngineCrashed
 from harness.backends.sglang_jax.rollout import (
@@ -283,9 +284,6 @@ def _start_compat_off_probes():
 
 
 # ============================================================================ the recorded run
-SURFACE_VARIANTS = ("tunix", "rule-main", "rule-tunix")
-
-
 class Run:
     def __init__(self, path: Path, procs: dict, suite: Path):
         self.path, self.procs, self.suite = path, procs, suite

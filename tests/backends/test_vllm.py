@@ -28,6 +28,7 @@ import pytest
 
 pytest.importorskip("vllm", reason="tests/backends/test_vllm.py runs in the vLLM venv (nox -s vllm_tests)")
 
+from harness.records import SURFACE_VARIANTS  # noqa: E402
 from harness.backends import registry  # noqa: E402
 from harness.model import embedded  # noqa: E402
 from harness.rundir import read_run  # noqa: E402
@@ -68,9 +69,6 @@ def _wait(p: subprocess.Popen, timeout: float = 600) -> float:
     tail = p.log_path.read_text()[-6000:]  # type: ignore[attr-defined]
     assert rc == 0, f"`{p.args_text}` exited {rc}:\n{tail}"  # type: ignore[attr-defined]
     return time.perf_counter() - p.t0  # type: ignore[attr-defined]
-
-
-SURFACE_VARIANTS = ("tunix", "rule-main", "rule-tunix")
 
 
 class Run:
