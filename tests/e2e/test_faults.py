@@ -106,7 +106,8 @@ def uninterrupted(tmp_path_factory) -> dict:
     return recs
 
 
-@pytest.mark.parametrize("victim, phase", [("worker", "generate"), ("supervisor", "score"), ("driver", "generate")])
+@pytest.mark.parametrize("phase", ["generate", "score"])
+@pytest.mark.parametrize("victim", ["worker", "supervisor", "driver"])
 def test_kill_then_resume_gives_the_uninterrupted_records(uninterrupted, tmp_path, victim, phase):
     out, run_dir = tmp_path / "reports", tmp_path / "reports" / "r"
     # The reference scores a case in milliseconds: the worker holds case two (harness/record.py _pause_point) so
