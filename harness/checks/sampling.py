@@ -38,7 +38,8 @@ from pathlib import Path
 import numpy as np
 
 from harness.backends import registry
-from harness.checks.base import guard, no_units, not_applicable, verdict
+from harness.checks.base import check, guard, no_units, not_applicable, verdict
+from harness.checks.catalog import DISTRIBUTION, EFFECTS
 from harness.checks.data import REFERENCE, RunData, Unavailable
 from harness.sampling import mapping
 from harness.sampling.stats import (
@@ -80,6 +81,17 @@ def _first_tokens(gens: dict, prompt: int) -> list[int]:
 
 
 # ============================================================================ sampling_distribution
+@check("sampling_distribution", units=None, metric="p_value", tolerances={"alpha": 1e-3}, needs=[DISTRIBUTION],
+       scored_by_engines=False, unit_doc="backend vs reference's exact processed distribution",
+       prerequisite=(lambda c: not c.sampling.greedy, "check sampling_distribution needs temperature > 0 (a greedy "
+                                                      "case has no distribution)"),
+       summary="empirical next-token distribution matches the exact processed distribution from the reference logits "
+               "(chi-square, stated false-alarm rate)",
+       measures="chi-square p-value (and, with unseeded repeats, the repeat-independence p-value) vs `alpha` per "
+                "prompt; power >= 0.95 against binned TV 0.1 or the verdict is an error",
+       fails="temperature/top-k/top-p/min-p meaning something else, a near-uniform sampler (sglang-jax's seeded "
+             "sampler, compat `seeded_sampler_exact`), a frozen PRNG key (`unseeded_key_advances`), sglang-jax's top-p "
+             "convention")
 def sampling_distribution(ctx: RunData, case: Case) -> list[Verdict]:
     check, metric = "sampling_distribution", "p_value"
     spec = case.sampling
@@ -229,6 +241,15 @@ def _exercised(ctx: RunData, case: Case) -> tuple[dict[str, bool], dict[str, str
     return done, how
 
 
+@check("sampling_effects", units=None, metric="problems", tolerances={"logprob_atol": 1e-4}, needs=[EFFECTS],
+       scored_by_engines=False, unit_doc="backend vs reference (greedy, teacher-forced)",
+       prerequisite=(lambda c: c.sampling.greedy, "check sampling_effects needs temperature 0 (its expected tokens "
+                                                  "are the reference's argmax)"),
+       summary="deterministic effect of stop_token_ids, ignore_eos, max_tokens, min_tokens, penalties and logit_bias "
+               "equals the expectation computed from the reference",
+       measures="tokens that are not the reference's argmax under the spec (a logit margin within `logprob_atol` is a "
+                "tie), wrong stopping",
+       fails="stop_token_ids, ignore_eos, min_tokens, penalties, logit_bias ignored or mis-applied")
 def sampling_effects(ctx: RunData, case: Case) -> list[Verdict]:
     check, metric = "sampling_effects", "problems"
     spec = case.sampling
@@ -306,9 +327,6 @@ def sampling_effects(ctx: RunData, case: Case) -> list[Verdict]:
                               + "; ".join(f"{f}: {h}" for f, h in how.items()), data=data)
 
     return [v for x in ctx.backends for v in guard(check, case, [x], metric, lambda x=x: unit(x))]
-
-
-SAMPLING_CHECKS = {"sampling_distribution": sampling_distribution, "sampling_effects": sampling_effects}
 
 
 # ============================================================================ run level: mapping verdicts + table
@@ -401,6 +419,6 @@ def write_sampling_table(run_dir: Path, ctx: RunData | None = None) -> Path | No
         return None
 
 
-__all__ = ["SAMPLING_CHECKS", "sampling_distribution", "sampling_effects", "mapping_verdicts", "write_sampling_table",
+__all__ = ["sampling_distribution", "sampling_effects", "mapping_verdicts", "write_sampling_table",
            "sampling_table", "case_issues", "MIN_TV", "POWER_TARGET"]
 
