@@ -182,8 +182,10 @@ def build_parser() -> argparse.ArgumentParser:
     tok.add_argument("--backend", default=None, help="recorded in the output (nox backend sessions pass it)")
 
     sub.add_parser("build-model", help="build (or find) the embedded tiny model and print its hashes")
-    sch = sub.add_parser("schema", help="print the record JSON schema (or the markdown of docs/records.md)")
+    sch = sub.add_parser("schema", help="print the record JSON schema (or the markdown of docs/records.md, or of "
+                                        "docs/check-reference.md)")
     sch.add_argument("--markdown", action="store_true")
+    sch.add_argument("--checks", action="store_true", help="the check reference (docs/check-reference.md)")
     return ap
 
 
@@ -395,7 +397,12 @@ def cmd_build_model(args) -> int:
 def cmd_schema(args) -> int:
     from harness.records import json_schema, schema_markdown
 
-    print(schema_markdown() if args.markdown else json.dumps(json_schema(), indent=2))
+    if args.checks:
+        from harness.checks.catalog import reference_markdown
+
+        print(reference_markdown())
+    else:
+        print(schema_markdown() if args.markdown else json.dumps(json_schema(), indent=2))
     return EXIT_PASS
 
 

@@ -4,9 +4,11 @@ Phase `generate` runs every case's prompts through `generate` (plus repeat
 and alone variants). Phase `score` reads every backend's generation records
 of the run and scores each completion with this backend's teacher-forced
 `score` (get_per_token_logps): the reference gives the truth, an engine gives
-forced-token replay. Cases that name only checks reading the reference's scores
-(sampling_distribution, sampling_effects) are scored by the reference alone, which
-also adds their exact distributions / greedy expectations (harness/sampling/expect.py).
+forced-token replay. What else a case's records must hold the recorder asks of the
+checks it names (harness/checks/catalog.py: `needs`, `scored_by_engines`), never
+their names: cases that name only checks reading the reference's scores
+(the sampling checks) are scored by the reference alone, which also adds their
+exact distributions / greedy expectations (harness/sampling/expect.py).
 A case's records are written together, so `--resume` skips whole cases and never
 duplicates one; a case that failed is recorded as an error, which a new
 `parity record` on the run drops and runs again (harness/supervise.py).
@@ -36,7 +38,8 @@ from harness.records import (
     records_path,
 )
 from harness.rundir import read_run
-from harness.sampling.expect import REFERENCE_SCORE_ONLY, score_extras
+from harness.checks.catalog import OTHER_WEIGHTS, SEED_RULE_VARIANTS, needs, scored_by_engines
+from harness.sampling.expect import score_extras
 from harness.suite import Case, Suite
 
 
@@ -97,8 +100,7 @@ def score_todo(run_dir: Path, backend: str, suite: Suite) -> tuple[list[tuple[st
             if cid in cases and (cases[cid].content_hash(), src) not in done
             # recorded from another version of the case: never compared, so never scored
             and all(g.key.case_hash == cases[cid].content_hash() for g in groups[(cid, src)])
-            and (backend == registry.reference() or not cases[cid].checks
-                 or not set(cases[cid].checks) <= REFERENCE_SCORE_ONLY)]
+            and (backend == registry.reference() or scored_by_engines(cases[cid].checks))]
     return todo, groups
 
 
@@ -178,7 +180,7 @@ class Recorder:
         )
 
     def _ensure_weights(self, case: Case) -> None:
-        if self.no_swap and "weight_update" in case.checks:
+        if self.no_swap and OTHER_WEIGHTS in needs(case.checks):
             raise Unsupported(self.no_swap)  # its verdict needs a swap this backend cannot make
         if case.weights != self.live:
             # Unknown until the swap succeeds: a swap that fails half-way must be retried by the
@@ -229,7 +231,7 @@ class Recorder:
                     out.append(self._gen_record(case, i, j, variant, prompts[i], s, dt, native, len(samples)))
         if case.tunix and self.runner.rollout is not None:
             out += self.tunix_case(case, prompts)
-        if "seed_rule" in case.checks and self.runner.seed_engine and case.sampling.seed is not None:
+        if SEED_RULE_VARIANTS in needs(case.checks) and self.runner.seed_engine and case.sampling.seed is not None:
             out += self.seed_rule_case(case, prompts)
         return out
 
@@ -370,7 +372,7 @@ class Recorder:
                     # can say what the other set gives: it scores the same tokens under it too, stored as
                     # by_mode["<mode>@<set>"] next to the live set's by_mode["<mode>"].
                     other = "B" if case.weights == "A" else "A"
-                    if self.runner.name == registry.reference() and "weight_update" in case.checks \
+                    if self.runner.name == registry.reference() and OTHER_WEIGHTS in needs(case.checks) \
                             and self.models.get(other) is not None:
                         self.runner.set_weights(self.models[other])
                         self.live = other

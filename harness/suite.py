@@ -132,7 +132,7 @@ class Case(BaseModel):
     @model_validator(mode="after")
     def _check_prerequisites(self) -> "Case":
         """Refused here, before anything runs, rather than found at compare time after every backend ran."""
-        problems = [why for check, (ok, why) in _PREREQUISITES.items()
+        problems = [why for check, (ok, why) in prerequisites().items()
                     if (check in self.checks or (check == "tunix" and self.tunix)) and not ok(self)]
         if problems:
             raise ValueError("; ".join(problems))
@@ -169,26 +169,13 @@ class Case(BaseModel):
         return self._profile
 
 
-# check -> (does this case record what it needs, the error otherwise)
-_PREREQUISITES = {
-    "seed_determinism": (lambda c: c.repeats >= 2, "check seed_determinism needs repeats >= 2 (it compares repeats)"),
-    "batch_invariance": (lambda c: c.alone, "check batch_invariance needs alone: true (it compares each prompt "
-                                            "alone with the batch)"),
-    "sampling_distribution": (lambda c: not c.sampling.greedy, "check sampling_distribution needs temperature > 0 "
-                                                               "(a greedy case has no distribution)"),
-    "sampling_sequence": (lambda c: not c.sampling.greedy, "check sampling_sequence needs temperature > 0 "
-                                                           "(a greedy case has no distribution)"),
-    "seed_rule": (lambda c: c.sampling.seed is not None and (c.sampling.n > 1 or c.tunix),
-                  "check seed_rule needs a seed and n > 1 or tunix: true (it reproduces each draw from its "
-                  "documented seed)"),
-    "tunix_surface": (lambda c: c.tunix, "check tunix_surface needs tunix: true"),
-    "rollout_contract": (lambda c: c.tunix, "check rollout_contract needs tunix: true (it compares the rollouts' "
-                                            "tunix outputs)"),
-    "tunix": (lambda c: not c.tunix or c.sampling.n == 1,
-              "tunix: true needs n == 1 (RLCluster repeats a prompt in the batch instead: list it n times)"),
-    "sampling_effects": (lambda c: c.sampling.greedy, "check sampling_effects needs temperature 0 (its expected "
-                                                      "tokens are the reference's argmax)"),
-}
+def prerequisites() -> dict:
+    """check (or "tunix") -> (does this case record what it needs, the error otherwise): each check's
+    declared prerequisite (harness/checks/base.py: Check), and the tunix variant's own."""
+    out = {name: c.prerequisite for name, c in CATALOG.items() if c.prerequisite is not None}
+    out["tunix"] = (lambda c: not c.tunix or c.sampling.n == 1,
+                    "tunix: true needs n == 1 (RLCluster repeats a prompt in the batch instead: list it n times)")
+    return out
 
 
 class Suite(BaseModel):
@@ -230,15 +217,17 @@ def flatten_tolerances(v: dict) -> dict:
 
 
 def check_tolerance_keys(v: dict) -> None:
-    """Raise ValueError naming every key that is neither a known tolerance nor check.tolerance."""
+    """Raise ValueError naming every key that is neither a known tolerance nor `check.tolerance` of a
+    tolerance that check declares."""
     bad = []
     for k in v:
         check, _, name = k.rpartition(".")
-        if name not in known_tolerances() or (check and check not in CATALOG):
+        if name not in known_tolerances() or (check and (check not in CATALOG or name not in CATALOG[check].tolerances)):
             bad.append(k)
     if bad:
+        per_check = "; ".join(f"{c}: {', '.join(sorted(ch.tolerances))}" for c, ch in CATALOG.items() if ch.tolerances)
         raise ValueError(f"unknown tolerance(s) {sorted(bad)}; known: {sorted(known_tolerances())}, each also "
-                         f"per check as `check: {{name: value}}` (checks: {sorted(CATALOG)})")
+                         f"per check as `check: {{name: value}}` for the tolerances that check declares ({per_check})")
 
 
 _TOP_KEYS = {"suite", "description", "dtype", "backends", "defaults", "cases"}

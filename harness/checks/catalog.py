@@ -1,127 +1,95 @@
-"""Every check a suite may name, with its default tolerances and why they are what they are.
+"""Every check a suite may name: the declarations of the check modules, gathered by name.
 
-This is data shared by the suite loader (a case naming an unknown check is a
-configuration error) and by the checks themselves (harness/checks/registry.py
-maps each name to its implementation). Defaults are float32's profile (on CPU,
-engines agree with the float64 reference to ~5e-6: measured, vLLM and
-sglang-jax, max |dlogp| 4.8e-6, k3 ~1e-12); other dtypes take their calibrated
-profile (harness/checks/profiles.py). A suite overrides any of these in
-`tolerances:` at suite or case level, for every check or for one; docs/checks.md
+A check is declared once, where it is implemented (`@check(...)`, harness/checks/base.py): its name,
+summary, default tolerances, units, what it needs recorded, its suite prerequisite and its row of
+docs/check-reference.md. This module collects those declarations without importing anything heavy
+itself: the suite loader (which runs in every backend's venv) imports it, and the check modules,
+which import the suite, are imported the first time the catalog is read (every module of this
+package but the framework's own, so a new check is one new module).
+
+Defaults are float32's profile (on CPU, engines agree with the float64 reference to ~5e-6:
+measured, vLLM and sglang-jax, max |dlogp| 4.8e-6, k3 ~1e-12); other dtypes take their calibrated
+profile (harness/checks/profiles.py). A suite overrides any of these in `tolerances:` at suite or
+case level, for every check (`name: value`) or for one (`check: {name: value}`); docs/checks.md
 justifies each default.
 """
 
 from __future__ import annotations
 
+import importlib
 import math
-from dataclasses import dataclass, field
+import pkgutil
+from collections.abc import Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    from harness.checks.base import Check
 
 # the |dlogp| gate (harness/checks/logprobs.py: Gate): float32 gates the max (quantile 1, no separate cap)
 GATE = {"logprob_quantile": 1.0, "logprob_max_atol": math.inf}
 
+# What a check may need the recorder to produce besides every backend's generate and score phases
+# (Check.needs; harness/record.py asks `needs(case.checks)` and never a check's name):
+OTHER_WEIGHTS = "other_weights"  # the reference also scores the case under the other weight set ("<mode>@<set>");
+#                                  a backend that cannot swap weights skips the case
+SEED_RULE_VARIANTS = "seed_rule_variants"  # generate: each seeded draw again alone, with its documented seed
+DISTRIBUTION = "distribution"  # the reference's exact first-step distribution (dist:*, harness/sampling/expect.py)
+EFFECTS = "effects"  # the reference's greedy expectations (fx:*, harness/sampling/expect.py)
+NEEDS = frozenset({OTHER_WEIGHTS, SEED_RULE_VARIANTS, DISTRIBUTION, EFFECTS})
 
-@dataclass(frozen=True)
-class CheckInfo:
-    name: str
-    summary: str
-    tolerances: dict[str, float] = field(default_factory=dict)
+# The order of the reference table and of the self-test's detection matrix (presentation only: a check
+# not listed follows these, in the order its module declares it).
+DISPLAY_ORDER = ("prompt_ids", "prompt_logprobs", "completion_logprobs", "logprob_mode", "greedy_tokens", "replay",
+                 "self_consistency", "mismatch", "seed_determinism", "batch_invariance", "n_samples", "eos_policy",
+                 "weight_update", "params_sent", "seed_rule", "tunix_surface", "rollout_contract", "sampling_support",
+                 "sampling_distribution", "sampling_effects")
 
+# modules of this package that declare no check (imported by the checks, never scanned for declarations)
+FRAMEWORK = frozenset({"base", "catalog", "compare_fns", "data", "inject", "profiles", "pytest_plugin", "registry"})
 
-CATALOG: dict[str, CheckInfo] = {c.name: c for c in [
-    CheckInfo("prompt_ids",
-              "every backend was given the same prompt token ids (each engine tokenizes in its own venv), in every "
-              "variant, and id prompts arrive unchanged; per engine vs the reference (engine pairs without one)"),
-    CheckInfo("prompt_logprobs",
-              "one entry per prompt token, the first None, each within tolerance of the reference's teacher-forced "
-              "value (vLLM's structure rule plus values); metric max |dlogp|",
-              {"prompt_logprob_atol": 1e-4, **GATE}),
-    CheckInfo("completion_logprobs",
-              "each backend's completion logprobs equal the reference's teacher-forced logprobs of that backend's own "
-              "tokens, in the logprob mode the backend declares; metric max |dlogp|",
-              {"logprob_atol": 1e-4, **GATE}),
-    CheckInfo("logprob_mode",
-              "the logprob mode detected from the data (distance to the reference's exact raw / temperature / "
-              "processed values) includes the one the backend declares: catches processed labelled raw and "
-              "temperature applied twice (no mode matches); greedy cases cannot tell modes apart and say so",
-              {"logprob_atol": 1e-4, **GATE}),
-    CheckInfo("greedy_tokens",
-              "greedy token streams equal the reference's (and each other's) up to the first divergence; at a "
-              "divergence each side's token must be in the other's top-k (vLLM's rule: tie noise, not a defect); "
-              "a stream that is a proper prefix of the other fails",
-              {"top_k_rescue": 5}),
-    CheckInfo("replay",
-              "forced-token replay: engine B's get_per_token_logps of backend A's completion equals A's own logprobs "
-              "where the modes coincide (greedy, or the same mode) and the reference's score of the same tokens",
-              {"logprob_atol": 1e-4, **GATE}),
-    CheckInfo("self_consistency",
-              "a backend's get_per_token_logps of its own completion equals the logprobs its generate returned "
-              "where the modes coincide (skipped, with the reason, where they cannot); k3 reported",
-              {"logprob_atol": 1e-4, **GATE}),
-    CheckInfo("mismatch",
-              "trainer-vs-rollout mismatch metrics of each engine against the reference, the way verl and tunix "
-              "define them (max/mean |dlogp|, k1, k3, chi2, Pearson of probs, prob diffs, IS ratios outside "
-              "[0.9, 1.1], PPL ratio); gated on k3 and on the IS fraction",
-              {"k3_max": 1e-6, "is_outside_max": 0.0}),
-    CheckInfo("seed_determinism",
-              "the same seed gives the same tokens, finish reasons and logprobs (within logprob_atol) on a repeat "
-              "(per backend; needs repeats >= 2)",
-              {"logprob_atol": 1e-4}),
-    CheckInfo("batch_invariance",
-              "a prompt alone gives the same tokens (a divergence only as vLLM-rule tie noise) and completion and "
-              "prompt logprobs within tolerance as inside the batch (needs alone: true)",
-              {"logprob_atol": 1e-4, "top_k_rescue": 5}),
-    CheckInfo("n_samples", "n > 1 returns n samples per prompt, indices 0..n-1 grouped by prompt in order, and no "
-                           "coincidence between them that is improbable (p < alpha) under the reference's exact "
-                           "sampling distribution", {"alpha": 1e-3}),
-    CheckInfo("eos_policy",
-              "a completion that stops on EOS or a stop token includes it in tokens and logprobs, with finish "
-              "reason 'stop'; 'length' means max_tokens; no stop token inside; on identical greedy streams the "
-              "finish reasons equal the reference's"),
-    CheckInfo("weight_update",
-              "after update_params(W) logprobs match the reference under W and not under the other set (the "
-              "reference scores weight_update cases under both: stale-weight detection)",
-              {"logprob_atol": 1e-4, **GATE}),
-    CheckInfo("params_sent",
-              "the sampling parameters each rollout passed to its engine (captured at the engine call, not "
-              "recomputed) mean the case's spec: no field dropped or rewritten (top_k, top_p, min_p, temperature, "
-              "max tokens, penalties, ...), seeds as the documented rule gives them, and no explicit seed shared by "
-              "two requests of an unseeded case; fails even when no draw shows the difference"),
-    CheckInfo("seed_rule",
-              "each seeded draw (sample j of n; each row of a tunix batch) equals the same prompt generated alone "
-              "with the seed its documented rule gives (harness/backends/seeds.py): n samples in their order, distinct "
-              "reproducible rows for the repeated prompts of a GRPO group; a divergence passes only as tie noise",
-              {"top_k_rescue": 5}),
-    CheckInfo("tunix_surface",
-              "what a trainer receives through tunix's surface (generate(prompts, RolloutConfig), "
-              "get_per_token_logps on left-padded arrays, pad_id, eos_id) agrees with the rollout's rich API: "
-              "left-padded prompt rows, padded token rows, one logprob per completion token, eos_id a model EOS, "
-              "pad_id the tokenizer's pad, get_per_token_logps equal to the teacher-forced score of the same tokens "
-              "and 0 at padding; greedy rows equal the rich API's",
-              {"logprob_atol": 1e-4}),
-    CheckInfo("rollout_contract",
-              "swap one rollout for the other: for one RolloutConfig the two rollouts' RolloutOutput as a trainer "
-              "consumes it, field by field (verdicts rollout_contract_<field>: pad_eos, prompt, tokens, logprobs, "
-              "text, per_token_logps); each difference fails with its effect on a trainer (e.g. the per-token "
-              "IS-ratio shift), unless the suite accepts it with a reason",
-              {"logprob_atol": 1e-4}),
-    CheckInfo("sampling_support",
-              "every sampled token lies inside the support of the case's processed distribution (the reference's "
-              "processed logprob of it is finite): top-k, top-p and min-p were obeyed"),
-    CheckInfo("sampling_distribution",
-              "empirical next-token distribution matches the exact processed distribution from the reference logits "
-              "(chi-square, stated false-alarm rate)",
-              {"alpha": 1e-3}),
-    CheckInfo("sampling_sequence",
-              "whole sampled sequences: the randomised PIT of every sampled token under the exact processed "
-              "distribution at its position is i.i.d. Uniform(0,1) (uniformity and lag-1 independence; stated "
-              "false-alarm rate); a sampler reusing its noise across positions fails",
-              {"alpha": 1e-3}),
-    CheckInfo("sampling_effects",
-              "deterministic effect of stop_token_ids, ignore_eos, max_tokens, min_tokens, penalties and logit_bias "
-              "equals the expectation computed from the reference"),
-]}
+_DECLARED: dict[str, "Check"] = {}
 
 
-def default_tolerances(names: list[str] | tuple[str, ...]) -> dict[str, float]:
+def declare(check: "Check") -> None:
+    """Called by @check (harness/checks/base.py) as a check module is imported."""
+    other = _DECLARED.get(check.name)
+    if other is not None and other.module != check.module:
+        raise ValueError(f"check {check.name!r} declared twice: in {other.module} and in {check.module}")
+    _DECLARED[check.name] = check
+
+
+class _Catalog(Mapping):
+    """name -> Check, in DISPLAY_ORDER; the check modules are imported on first use."""
+
+    def __init__(self) -> None:
+        self._ordered: dict[str, "Check"] | None = None
+
+    def _load(self) -> dict[str, "Check"]:
+        if self._ordered is None:
+            import harness.checks as pkg
+
+            for m in pkgutil.iter_modules(pkg.__path__):
+                if m.name not in FRAMEWORK and not m.ispkg:
+                    importlib.import_module(f"harness.checks.{m.name}")
+            rank = {n: i for i, n in enumerate(DISPLAY_ORDER)}
+            names = sorted(_DECLARED, key=lambda n: (rank.get(n, len(rank)), list(_DECLARED).index(n)))
+            self._ordered = {n: _DECLARED[n] for n in names}
+        return self._ordered
+
+    def __getitem__(self, name: str) -> "Check":
+        return self._load()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._load())
+
+    def __len__(self) -> int:
+        return len(self._load())
+
+
+CATALOG: Mapping[str, "Check"] = _Catalog()
+
+
+def default_tolerances(names: Iterable[str]) -> dict[str, float]:
     out: dict[str, float] = {}
     for n in names:
         out.update(CATALOG[n].tolerances)
@@ -130,3 +98,59 @@ def default_tolerances(names: list[str] | tuple[str, ...]) -> dict[str, float]:
 
 def known_tolerances() -> set[str]:
     return {t for c in CATALOG.values() for t in c.tolerances}
+
+
+def needs(names: Iterable[str]) -> frozenset[str]:
+    """What the recorder must produce for a case naming these checks (the NEEDS above)."""
+    return frozenset(n for c in names if c in CATALOG for n in CATALOG[c].needs)
+
+
+def scored_by_engines(names: Iterable[str]) -> bool:
+    """Whether the engines' score phase scores a case naming these checks: yes unless every one of them
+    reads the reference's scores alone (a distribution case's 1280 one-token completions per backend are
+    most of a run's time), and yes for a case naming none."""
+    names = list(names)
+    return not names or any(CATALOG[c].scored_by_engines for c in names if c in CATALOG)
+
+
+def _value(x: float) -> str:
+    return "inf" if x == math.inf else f"{x:g}"
+
+
+def reference_markdown() -> str:
+    """docs/check-reference.md, generated from the declarations so the table cannot drift from the code."""
+    out = ["# Check reference", "",
+           "Generated by `python -m harness schema --checks` from the check declarations (`@check` in "
+           "`harness/checks/*.py`); a test keeps it in sync. [checks.md](checks.md) explains outcomes, units, "
+           "tolerance profiles and why the defaults are what they are.", "",
+           "A suite names checks in a case's `checks:` and may override any default tolerance in `tolerances:` "
+           "(suite defaults or per case) for every check (`name: value`) or for one check (`check: {name: value}`, "
+           "only a tolerance that check declares). Count checks (no tolerance of their own) pass at 0.", "",
+           "| check | unit | value vs threshold | default tolerances | what fails it |", "|---|---|---|---|---|"]
+    for name, c in CATALOG.items():
+        tol = ", ".join(f"`{t}` {_value(v)}" for t, v in c.tolerances.items()) or "0 (a count)"
+        unit = c.unit_doc or (c.units.doc if c.units is not None else "")
+        out.append(f"| `{name}` | {unit} | {c.measures} | {tol} | {c.fails} |")
+    out += ["", "## Summaries", ""]
+    for name, c in CATALOG.items():
+        extra = []
+        if c.prerequisite is not None:
+            extra.append(f"Suite prerequisite: {c.prerequisite[1]}.")
+        if c.needs:
+            extra.append("The recorder also records: " + ", ".join(f"`{n}` ({NEEDS_DOC[n]})" for n in sorted(c.needs))
+                         + ".")
+        if not c.scored_by_engines:
+            extra.append("Reads the reference's scores alone: a case naming only such checks is not scored by the "
+                         "engines.")
+        out += [f"- **`{name}`** (`{c.module}`): {c.summary}." + "".join(f" {e}" for e in extra)]
+    return "\n".join(out)
+
+
+NEEDS_DOC = {
+    OTHER_WEIGHTS: "the reference scores the case under the other weight set too, `by_mode[\"<mode>@<set>\"]`; a "
+                   "backend that cannot swap weights skips the case",
+    SEED_RULE_VARIANTS: "each seeded draw generated again alone with its documented seed, variants `rule-main` / "
+                        "`rule-tunix`",
+    DISTRIBUTION: "the reference's exact first-step distribution, `by_mode[\"dist:*\"]`",
+    EFFECTS: "the reference's greedy expectations, `by_mode[\"fx:*\"]`",
+}

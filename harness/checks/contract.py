@@ -27,7 +27,7 @@ from __future__ import annotations
 import itertools
 import math
 
-from harness.checks.base import guard, not_applicable, verdict
+from harness.checks.base import Unit, Units, check, not_applicable, verdict
 from harness.checks.compare_fns import compare_token_streams
 from harness.checks.data import REFERENCE, RunData, Unavailable
 from harness.suite import Case
@@ -98,26 +98,39 @@ def _shift(rows: dict, ref: dict, ma: str, mb: str) -> dict:
             "is_ratio_min": math.exp(min(ds)), "is_ratio_max": math.exp(max(ds))}
 
 
-def rollout_contract(ctx: RunData, case: Case) -> list[Verdict]:
-    atol = case.tolerance("logprob_atol", "rollout_contract")
-    k = int(case.tolerance("top_k_rescue", "greedy_tokens"))
-    accepted = dict(getattr(case, "accept", {}) or {})
+def _units(ctx: RunData, case: Case) -> list[Unit]:
+    """An error for each engine that cannot be held to the contract, then a verdict per pair of engine rollouts
+    and field (verdict rollout_contract_<field>); with fewer than two rollouts, one verdict saying so."""
+    units = [Unit((), [v.backends[0]], instead=lambda c, m, v=v: v) for v in _broken(ctx, case)]
     pairs = _pairs(ctx, case)
-    broken = _broken(ctx, case)
     if not pairs:
         from harness.checks.tunix import NO_ROLLOUT
 
         named = [x for x in ctx.backends if ctx.session(x) is not None]
-        return broken + [not_applicable("rollout_contract", case.id, named, "differences",
-                               "rollout_contract needs two engine rollouts (vllm, sglang_jax); in this run every "
-                               f"backend but at most one {NO_ROLLOUT}")]
-    out = broken
-    for a, b in pairs:
-        for f in FIELDS:
-            name = f"rollout_contract_{f}"
-            out += guard(name, case, [a, b], "differences",
-                         lambda f=f, a=a, b=b: _field(ctx, case, f, a, b, atol, k, accepted.get(f"rollout_contract_{f}")))
-    return out
+        return units + [Unit((), named, instead=lambda c, m: not_applicable(
+            c, case.id, named, m, "rollout_contract needs two engine rollouts (vllm, sglang_jax); in this run every "
+                                  f"backend but at most one {NO_ROLLOUT}"))]
+    return units + [Unit((f, a, b), [a, b], check=f"rollout_contract_{f}") for a, b in pairs for f in FIELDS]
+
+
+@check("rollout_contract", units=Units("pair of engine rollouts (`tunix: true`)", _units), metric="differences",
+       tolerances={"logprob_atol": 1e-4},
+       prerequisite=(lambda c: c.tunix, "check rollout_contract needs tunix: true (it compares the rollouts' tunix "
+                                        "outputs)"),
+       summary="swap one rollout for the other: for one RolloutConfig the two rollouts' RolloutOutput as a trainer "
+               "consumes it, field by field (verdicts rollout_contract_<field>: pad_eos, prompt, tokens, logprobs, "
+               "text, per_token_logps); each difference fails with its effect on a trainer (e.g. the per-token "
+               "IS-ratio shift), unless the suite accepts it with a reason",
+       measures="differences in one field of what a trainer consumes (verdicts `rollout_contract_<field>`: "
+                + ", ".join(f"`{f}`" for f in FIELDS) + "; greedy rows: `greedy_tokens`' `top_k_rescue`)",
+       fails="the rollouts cannot be swapped: each difference named with its effect on a trainer; `logprobs` fails "
+             "when the two return different modes (detected against the reference's exact modes of each rollout's "
+             "rows), with the per-token log IS-ratio shift measured on those rows")
+def rollout_contract(ctx: RunData, case: Case, f: str, a: str, b: str) -> Verdict:
+    atol = case.tolerance("logprob_atol", "rollout_contract")
+    k = int(case.tolerance("top_k_rescue", "greedy_tokens"))
+    accepted = dict(getattr(case, "accept", {}) or {})
+    return _field(ctx, case, f, a, b, atol, k, accepted.get(f"rollout_contract_{f}"))
 
 
 def _field(ctx: RunData, case: Case, f: str, a: str, b: str, atol: float, k: int, accept: str | None) -> Verdict:

@@ -1,44 +1,16 @@
-"""Check name (harness.checks.catalog) -> implementation, and the run-level backend_ran check."""
+"""Check name -> its declaration (harness/checks/catalog.py gathers them), and the run-level checks:
+backend_ran and tolerance_profile."""
 
 from __future__ import annotations
 
 from harness.checks.base import CheckFn, not_applicable
 from harness.checks.catalog import CATALOG
 from harness.checks.data import PHASES, RunData
-from harness.checks.determinism import batch_invariance, n_samples, seed_determinism
-from harness.checks.eos import eos_policy
-from harness.checks.logprobs import completion_logprobs, logprob_mode, replay, sampling_support, self_consistency
-from harness.checks.mismatch import mismatch
-from harness.checks.prompts import prompt_ids, prompt_logprobs
-from harness.checks.sampling import SAMPLING_CHECKS
-from harness.checks.contract import rollout_contract
-from harness.checks.tokens import greedy_tokens
-from harness.checks.tunix import params_sent, seed_rule, tunix_surface
-from harness.checks.weights import weight_update
 from harness.suite import Case
 from harness.verdict import Verdict
 
-CHECKS: dict[str, CheckFn] = {
-    "prompt_ids": prompt_ids,
-    "prompt_logprobs": prompt_logprobs,
-    "completion_logprobs": completion_logprobs,
-    "logprob_mode": logprob_mode,
-    "greedy_tokens": greedy_tokens,
-    "replay": replay,
-    "self_consistency": self_consistency,
-    "mismatch": mismatch,
-    "seed_determinism": seed_determinism,
-    "batch_invariance": batch_invariance,
-    "n_samples": n_samples,
-    "eos_policy": eos_policy,
-    "weight_update": weight_update,
-    "sampling_support": sampling_support,
-    "params_sent": params_sent,
-    "seed_rule": seed_rule,
-    "tunix_surface": tunix_surface,
-    "rollout_contract": rollout_contract,
-    **SAMPLING_CHECKS,  # sampling_distribution, sampling_effects (harness/checks/sampling.py)
-}
+#: every declared check, callable as fn(ctx, case) -> [Verdict] (a test may swap one for a fake)
+CHECKS: dict[str, CheckFn] = dict(CATALOG)
 
 RUN_CASE = "run:{phase}"  # Verdict.case of backend_ran verdicts
 

@@ -30,7 +30,6 @@ verdict for each (case, engine) whose spec sets a field that engine drops or ign
 from __future__ import annotations
 
 import json
-import zlib
 
 import os
 import sys
@@ -39,13 +38,12 @@ from pathlib import Path
 import numpy as np
 
 from harness.backends import registry
-from harness.checks.base import guard, no_units, not_applicable, verdict
+from harness.checks.base import check, guard, no_units, not_applicable, verdict
+from harness.checks.catalog import DISTRIBUTION, EFFECTS
 from harness.checks.data import REFERENCE, RunData, Unavailable
 from harness.sampling import mapping
 from harness.sampling.stats import (
     bonferroni,
-    pit_sequence_test,
-    pit_values,
     fmt_p,
     goodness_of_fit,
     repeat_independence,
@@ -83,6 +81,17 @@ def _first_tokens(gens: dict, prompt: int) -> list[int]:
 
 
 # ============================================================================ sampling_distribution
+@check("sampling_distribution", units=None, metric="p_value", tolerances={"alpha": 1e-3}, needs=[DISTRIBUTION],
+       scored_by_engines=False, unit_doc="backend vs reference's exact processed distribution",
+       prerequisite=(lambda c: not c.sampling.greedy, "check sampling_distribution needs temperature > 0 (a greedy "
+                                                      "case has no distribution)"),
+       summary="empirical next-token distribution matches the exact processed distribution from the reference logits "
+               "(chi-square, stated false-alarm rate)",
+       measures="chi-square p-value (and, with unseeded repeats, the repeat-independence p-value) vs `alpha` per "
+                "prompt; power >= 0.95 against binned TV 0.1 or the verdict is an error",
+       fails="temperature/top-k/top-p/min-p meaning something else, a near-uniform sampler (sglang-jax's seeded "
+             "sampler, compat `seeded_sampler_exact`), a frozen PRNG key (`unseeded_key_advances`), sglang-jax's top-p "
+             "convention")
 def sampling_distribution(ctx: RunData, case: Case) -> list[Verdict]:
     check, metric = "sampling_distribution", "p_value"
     spec = case.sampling
@@ -123,18 +132,6 @@ def sampling_distribution(ctx: RunData, case: Case) -> list[Verdict]:
                 p_alt = _probs(d["dist:processed:sglang_jax"])
                 row["sglang_jax_semantics"] = {"p_value": alt.p_value, "out_of_support": alt.out_of_support,
                                                "tv_between_semantics": 0.5 * float(np.abs(p - p_alt).sum())}
-            if g.p_value < a_each:  # which alternative explains the draws (the diagnosis), best fit first
-                alts = {("sglang-jax's top-p convention" if k == "dist:processed:sglang_jax" else
-                         f"{k.rsplit(':', 1)[1]} not applied"): k for k in d
-                        if k == "dist:processed:sglang_jax" and combo or k.startswith("dist:processed:without:")}
-                fits = []
-                for name, k in alts.items():
-                    q = _probs(d[k])
-                    ga = goodness_of_fit(draws, q, alpha=a_each, tv=MIN_TV, borderline=border)
-                    if ga.p_value >= a_each:
-                        fits.append({"explanation": name, "p_value": ga.p_value,
-                                     "tv_from_canonical": 0.5 * float(np.abs(p - q).sum())})
-                row["explained_by"] = sorted(fits, key=lambda f: -f["p_value"])
             if g.power < POWER_TARGET:
                 row["required_n"] = required_n(p, MIN_TV, a_each, POWER_TARGET)
                 weak.append(row)
@@ -161,15 +158,8 @@ def sampling_distribution(ctx: RunData, case: Case) -> list[Verdict]:
         if fails:
             why = []
             for r in fails:
-                fits = r.get("explained_by") or []
-                if fits and fits[0]["explanation"] == "sglang-jax's top-p convention":
+                if "sglang_jax_semantics" in r and r["sglang_jax_semantics"]["p_value"] >= a_each:
                     why.append(f"prompt {r['prompt']} follows sglang-jax's top-p convention, not the canonical one")
-                elif fits:
-                    why.append(f"prompt {r['prompt']}'s draws fit the distribution with {fits[0]['explanation']} "
-                               f"(p={fmt_p(fits[0]['p_value'])})")
-                if len(fits) > 1:
-                    why[-1] += " (also consistent: " + ", ".join(
-                        f"{f['explanation']} p={fmt_p(f['p_value'])}" for f in fits[1:]) + ")"
             if why:
                 detail = "; ".join(why) + " — " + detail
             v = verdict(check, case.id, [x], metric=metric, value=worst_p, threshold=a_each, passed=False,
@@ -217,60 +207,6 @@ def sampling_distribution(ctx: RunData, case: Case) -> list[Verdict]:
     return out
 
 
-# ============================================================================ sampling_sequence
-def sampling_sequence(ctx: RunData, case: Case) -> list[Verdict]:
-    """Whole sampled sequences, position by position (sampling_distribution sees first tokens only): the
-    randomised PIT of every sampled token under the reference's exact processed distribution at its own
-    position (teacher-forced on the sampled prefix, ScoreRecord.by_mode["seq:above"/"seq:p"],
-    harness/sampling/expect.py) must look i.i.d. Uniform(0,1): harness.sampling.stats.pit_sequence_test
-    (uniformity and lag-1 independence over the case's main completions, all prompts and samples).
-    A sampler that reuses its random key at every position fails the independence part."""
-    check, metric = "sampling_sequence", "p_value"
-    if case.sampling.greedy:
-        return [not_applicable(check, case.id, [], metric, "suite configuration: sampling_sequence needs "
-                               "temperature > 0 (a greedy case has no distribution to test)", "error")]
-    if not ctx.has_reference:
-        return no_units(check, case, metric, "the reference (it computes the exact distributions)", ctx)
-    alpha = case.tolerance("alpha", check)
-
-    def unit(x: str) -> Verdict:
-        gens = ctx.gens_of(x, case)  # a crashed or missing generate phase is an error, not an empty pass
-        scores = ctx.scores_of(REFERENCE, case, x)
-        missing = sorted(set(gens) - set(scores))
-        if missing:
-            raise Unavailable("error", f"the reference did not score {x}'s completions {missing[:4]} of case {case.id}")
-        # V of the randomised PIT: a fixed stream per (case, backend), so a re-compare gives the same verdict
-        rng = np.random.default_rng(zlib.crc32(f"{case.id}:{x}".encode()))
-        seqs, rows = [], []
-        for (pi, si), rec in sorted(scores.items()):
-            if "seq:above" not in rec.by_mode:
-                raise Unavailable("error", f"the reference's score of {x}'s completions of case {case.id} has no "
-                                           "per-position PIT (seq:above): re-run the reference's score phase with "
-                                           "this harness version (harness/sampling/expect.py)")
-            u = pit_values(rec.by_mode["seq:above"], rec.by_mode["seq:p"], rng)
-            seqs.append(u)
-            rows.append({"prompt": pi, "sample": si, "tokens": len(u), "mean_u": float(u.mean()) if u.size else None})
-        r = pit_sequence_test(seqs)
-        if r.pairs < 10:
-            raise Unavailable("error", f"{x}: {r.pairs} consecutive sampled positions in case {case.id}: too few "
-                                       "for the independence test (needs >= 10)")
-        detail = (f"{r.n} sampled tokens in {len(seqs)} sequences, PIT mean {r.mean_u:.3f} (0.5 expected): "
-                  f"uniformity KS D={r.ks_statistic:.3f} p={fmt_p(r.ks_p)}; lag-1 serial z={r.serial_z:+.2f} over "
-                  f"{r.pairs} pairs p={fmt_p(r.serial_p)}; p={fmt_p(r.p_value)} vs alpha {alpha:g}")
-        if r.p_value < alpha and r.serial_p < r.ks_p and r.serial_z > 0:
-            detail = "consecutive draws depend on each other (random noise reused across positions?) — " + detail
-        elif r.p_value < alpha:
-            detail = "sampled tokens are not draws of the processed distribution at their positions — " + detail
-        return verdict(check, case.id, [x], metric=metric, value=r.p_value, threshold=alpha,
-                       passed=r.p_value >= alpha, detail=detail,
-                       data={**r.as_dict(), "alpha": alpha, "sequences": rows})
-
-    out = []
-    for x in ctx.backends:
-        out += guard(check, case, [x], metric, lambda x=x: unit(x))
-    return out
-
-
 # ============================================================================ sampling_effects
 def _exercised(ctx: RunData, case: Case) -> tuple[dict[str, bool], dict[str, str]]:
     """Which of the case's effect fields the reference's own completions exercise, and how."""
@@ -305,6 +241,15 @@ def _exercised(ctx: RunData, case: Case) -> tuple[dict[str, bool], dict[str, str
     return done, how
 
 
+@check("sampling_effects", units=None, metric="problems", tolerances={"logprob_atol": 1e-4}, needs=[EFFECTS],
+       scored_by_engines=False, unit_doc="backend vs reference (greedy, teacher-forced)",
+       prerequisite=(lambda c: c.sampling.greedy, "check sampling_effects needs temperature 0 (its expected tokens "
+                                                  "are the reference's argmax)"),
+       summary="deterministic effect of stop_token_ids, ignore_eos, max_tokens, min_tokens, penalties and logit_bias "
+               "equals the expectation computed from the reference",
+       measures="tokens that are not the reference's argmax under the spec (a logit margin within `logprob_atol` is a "
+                "tie), wrong stopping",
+       fails="stop_token_ids, ignore_eos, min_tokens, penalties, logit_bias ignored or mis-applied")
 def sampling_effects(ctx: RunData, case: Case) -> list[Verdict]:
     check, metric = "sampling_effects", "problems"
     spec = case.sampling
@@ -382,10 +327,6 @@ def sampling_effects(ctx: RunData, case: Case) -> list[Verdict]:
                               + "; ".join(f"{f}: {h}" for f, h in how.items()), data=data)
 
     return [v for x in ctx.backends for v in guard(check, case, [x], metric, lambda x=x: unit(x))]
-
-
-SAMPLING_CHECKS = {"sampling_distribution": sampling_distribution, "sampling_effects": sampling_effects,
-                   "sampling_sequence": sampling_sequence}
 
 
 # ============================================================================ run level: mapping verdicts + table
@@ -478,6 +419,6 @@ def write_sampling_table(run_dir: Path, ctx: RunData | None = None) -> Path | No
         return None
 
 
-__all__ = ["SAMPLING_CHECKS", "sampling_distribution", "sampling_effects", "sampling_sequence", "mapping_verdicts", "write_sampling_table",
+__all__ = ["sampling_distribution", "sampling_effects", "mapping_verdicts", "write_sampling_table",
            "sampling_table", "case_issues", "MIN_TV", "POWER_TARGET"]
 

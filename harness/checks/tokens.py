@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from harness.checks.base import engine_pairs, fmt_keys, guard, no_units, not_applicable, pairs_vs_reference, verdict
+from harness.checks.base import ALL_PAIRS, NotApplicable, check, fmt_keys, verdict
 from harness.checks.compare_fns import compare_token_streams
 from harness.checks.data import REFERENCE, RunData, Unavailable
 from harness.suite import Case
@@ -38,41 +38,45 @@ def ref_gap(ctx: RunData, case: Case, a: str, key, pos: int, tok_a: int, tok_b: 
     return None
 
 
-def greedy_tokens(ctx: RunData, case: Case) -> list[Verdict]:
-    check, metric = "greedy_tokens", "prompts_diverged"
-    if not case.sampling.greedy:
-        return [not_applicable(check, case.id, [], metric,
-                               f"case is not greedy (temperature {case.sampling.temperature:g}): token streams of "
-                               f"sampling engines are compared by distribution, not token by token")]
-    k = int(case.tolerance("top_k_rescue", check))
-    units = pairs_vs_reference(ctx) + engine_pairs(ctx)
-    if not units:
-        return no_units(check, case, metric, "an engine and the reference, or two engines", ctx)
+def _greedy_only(case: Case) -> NotApplicable | None:
+    if case.sampling.greedy:
+        return None
+    return NotApplicable(f"case is not greedy (temperature {case.sampling.temperature:g}): token streams of "
+                         f"sampling engines are compared by distribution, not token by token")
 
-    def unit(a: str, b: str) -> Verdict:
-        ga, gb = ctx.gens_of(a, case), ctx.gens_of(b, case)
-        bad, lines, per = 0, [], []
-        for key in sorted(set(ga) | set(gb)):
-            ra, rb = ga.get(key), gb.get(key)
-            if ra is None or rb is None:
-                bad += 1
-                lines.append(f"{fmt_keys(key)}: no record from {a if ra is None else b}")
-                continue
-            ta, src_a = tops_for(ctx, case, a, key, ra)
-            tb, src_b = tops_for(ctx, case, b, key, rb)
-            c = compare_token_streams(name_0=a, ids_0=list(ra.completion_ids), top_0=ta,
-                                      name_1=b, ids_1=list(rb.completion_ids), top_1=tb, k=k)
-            entry = {"prompt": key[0], "sample": key[1]} | c.as_dict() | {"top_source_0": src_a, "top_source_1": src_b}
-            if c.position is not None and c.outcome in ("tie", "diverged"):
-                entry["reference_gap"] = ref_gap(ctx, case, a, key, c.position, c.tok_0, c.tok_1)
-            per.append(entry)
-            if not c.ok:
-                bad += 1
-            if c.outcome != "equal":
-                lines.append(f"{fmt_keys(key)}: {c.describe()}")
-        equal = sum(1 for e in per if e["outcome"] == "equal")
-        detail = "; ".join(lines) if lines else f"{a} and {b}: identical greedy tokens for all {equal} prompts"
-        return verdict(check, case.id, [a, b], metric=metric, value=bad, threshold=0, passed=bad == 0,
-                       detail=detail, data={"per_prompt": per, "top_k": k})
 
-    return [v for a, b in units for v in guard(check, case, [a, b], metric, lambda a=a, b=b: unit(a, b))]
+@check("greedy_tokens", units=ALL_PAIRS, metric="prompts_diverged", precondition=_greedy_only,
+       tolerances={"top_k_rescue": 5},
+       summary="greedy token streams equal the reference's (and each other's) up to the first divergence; at a "
+               "divergence each side's token must be in the other's top-k (vLLM's rule: tie noise, not a defect); "
+               "a stream that is a proper prefix of the other fails",
+       measures="prompts whose streams diverge without the tie excuse (top-k: `top_k_rescue`)",
+       fails="vLLM's rule: at the first differing token each side's token must be in the other's top-k (its own "
+             "`completion_top`, else the reference's top-k at the same prefix); stricter than vLLM: a stream that "
+             "is a proper prefix of the other fails")
+def greedy_tokens(ctx: RunData, case: Case, a: str, b: str) -> Verdict:
+    k = int(case.tolerance("top_k_rescue", "greedy_tokens"))
+    ga, gb = ctx.gens_of(a, case), ctx.gens_of(b, case)
+    bad, lines, per = 0, [], []
+    for key in sorted(set(ga) | set(gb)):
+        ra, rb = ga.get(key), gb.get(key)
+        if ra is None or rb is None:
+            bad += 1
+            lines.append(f"{fmt_keys(key)}: no record from {a if ra is None else b}")
+            continue
+        ta, src_a = tops_for(ctx, case, a, key, ra)
+        tb, src_b = tops_for(ctx, case, b, key, rb)
+        c = compare_token_streams(name_0=a, ids_0=list(ra.completion_ids), top_0=ta,
+                                  name_1=b, ids_1=list(rb.completion_ids), top_1=tb, k=k)
+        entry = {"prompt": key[0], "sample": key[1]} | c.as_dict() | {"top_source_0": src_a, "top_source_1": src_b}
+        if c.position is not None and c.outcome in ("tie", "diverged"):
+            entry["reference_gap"] = ref_gap(ctx, case, a, key, c.position, c.tok_0, c.tok_1)
+        per.append(entry)
+        if not c.ok:
+            bad += 1
+        if c.outcome != "equal":
+            lines.append(f"{fmt_keys(key)}: {c.describe()}")
+    equal = sum(1 for e in per if e["outcome"] == "equal")
+    detail = "; ".join(lines) if lines else f"{a} and {b}: identical greedy tokens for all {equal} prompts"
+    return verdict("greedy_tokens", case.id, [a, b], metric="prompts_diverged", value=bad, threshold=0,
+                   passed=bad == 0, detail=detail, data={"per_prompt": per, "top_k": k})
