@@ -18,12 +18,6 @@ ROOT = Path(__file__).resolve().parent.parent
 #: modules that still spell engine names, each for a stated reason; an entry that no longer needs its exception
 #: fails below, so the list only shrinks
 EXCEPTIONS = {
-    "harness/sampling/mapping.py": "the engines' native sampling parameters (to_vllm, to_sglang_jax, tunix's) and "
-                                   "their documented gaps: per-engine API knowledge still outside the backend modules",
-    "harness/sampling/introspect.py": "reads each engine's own SamplingParams fields, per engine",
-    "harness/sampling/table.py": "the sampling-field table's per-engine columns and notes",
-    "harness/sampling/expect.py": "the reference also computes the distribution under sglang-jax's top-k/top-p order",
-    "harness/checks/sampling.py": "reads that second distribution (dist:processed:<engine>)",
     "harness/bench_worker.py": "engine-native generate paths (logprobs off, recompile counts) per engine",
 }
 

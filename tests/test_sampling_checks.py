@@ -13,7 +13,8 @@ from harness.checks.data import RunData
 from harness.compare import compare_data, compare_run
 from harness.processing import apply_penalties, log_softmax, mode_logprobs
 from harness.records import CaseKey, GenerationRecord, RecordWriter, ScoreRecord, SessionRecord, records_path
-from harness.sampling.expect import NEUTRAL, borderline_tokens, sglang_jax_processed_logits
+from harness.backends.sglang_jax.sampling import sglang_jax_processed_logits
+from harness.sampling.expect import NEUTRAL, borderline_tokens
 from harness.spec import SamplingSpec
 from harness.suite import load_suite
 

@@ -10,6 +10,8 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from harness.backends import vllm_sampling as V
+from harness.backends.sglang_jax import sampling as SJ
 from harness.sampling import mapping as M
 from harness.sampling.strategies import invalid_fields, specs
 from harness.spec import SamplingSpec
@@ -30,24 +32,24 @@ def _meaningful(s: SamplingSpec) -> dict:
 @example(GREEDY)
 @example(SamplingSpec(temperature=0.0, top_p=0.5, top_k=3, min_p=0.2))  # greedy ignores the filters everywhere
 def test_greedy_maps_to_each_engines_greedy(s: SamplingSpec) -> None:
-    v, g = M.to_vllm(s), M.to_sglang_jax(s)
+    v, g = V.to_vllm(s), SJ.to_sglang_jax(s)
     if s.greedy:
-        assert v["temperature"] < M.VLLM_GREEDY_BELOW
-        assert g["temperature"] < M.SGLANG_GREEDY_BELOW
+        assert v["temperature"] < V.VLLM_GREEDY_BELOW
+        assert g["temperature"] < SJ.SGLANG_GREEDY_BELOW
         for engine in ("vllm", "sglang_jax"):
             t = M.to_tunix(s, engine)
             assert t["temperature"] == 0.0 and t["top_p"] is None  # tunix: T=0 with top_p 1.0 divides by zero
     else:
         # never in a range an engine would reinterpret (vLLM raises 0<T<0.01 to 0.01, sglang-jax: <1e-6 greedy)
-        assert M.VLLM_MIN_TEMPERATURE <= v["temperature"] <= M.VLLM_MAX_TEMPERATURE
-        assert g["temperature"] >= M.SGLANG_GREEDY_BELOW
+        assert V.VLLM_MIN_TEMPERATURE <= v["temperature"] <= V.VLLM_MAX_TEMPERATURE
+        assert g["temperature"] >= SJ.SGLANG_GREEDY_BELOW
 
 
 @given(specs())
 @example(SamplingSpec(temperature=1.0, top_k=None))
 @example(SamplingSpec(temperature=1.0, top_k=1))
 def test_top_k_off_is_each_engines_off(s: SamplingSpec) -> None:
-    v, g = M.to_vllm(s), M.to_sglang_jax(s)
+    v, g = V.to_vllm(s), SJ.to_sglang_jax(s)
     tv, tg = M.to_tunix(s, "vllm"), M.to_tunix(s, "sglang_jax")
     if s.top_k is None:
         assert v["top_k"] == 0 and g["top_k"] == -1
@@ -61,7 +63,7 @@ def test_top_k_off_is_each_engines_off(s: SamplingSpec) -> None:
 @example(SamplingSpec(temperature=1.0, seed=0))
 @example(SamplingSpec(temperature=1.0, seed=2**40))  # > 31 bits: the sglang-jax rollout hashes it down
 def test_seed_field_and_deterministic_mode(s: SamplingSpec) -> None:
-    v, g = M.to_vllm(s), M.to_sglang_jax(s)
+    v, g = V.to_vllm(s), SJ.to_sglang_jax(s)
     assert v["seed"] == s.seed
     assert g.get("sampling_seed") == s.seed and (("sampling_seed" in g) == (s.seed is not None))
     tg = M.to_tunix(s, "sglang_jax")
@@ -74,7 +76,7 @@ def test_seed_field_and_deterministic_mode(s: SamplingSpec) -> None:
 @given(specs())
 @example(SamplingSpec(logit_bias={0: -100.0, 383: 100.0}))
 def test_logit_bias_key_types(s: SamplingSpec) -> None:
-    v, g = M.to_vllm(s), M.to_sglang_jax(s)
+    v, g = V.to_vllm(s), SJ.to_sglang_jax(s)
     if not s.logit_bias:
         assert v["logit_bias"] is None and "logit_bias" not in g
         return
@@ -85,8 +87,8 @@ def test_logit_bias_key_types(s: SamplingSpec) -> None:
 
 @given(specs())
 def test_max_tokens_always_explicit(s: SamplingSpec) -> None:
-    assert M.to_vllm(s)["max_tokens"] == M.to_sglang_jax(s)["max_new_tokens"] == s.max_tokens
-    assert M.to_tunix(s)["max_tokens_to_generate"] == s.max_tokens
+    assert V.to_vllm(s)["max_tokens"] == SJ.to_sglang_jax(s)["max_new_tokens"] == s.max_tokens
+    assert M.to_tunix(s, "vllm")["max_tokens_to_generate"] == s.max_tokens
 
 
 # ------------------------------------------------------------------------------- round trips
@@ -94,13 +96,13 @@ def test_max_tokens_always_explicit(s: SamplingSpec) -> None:
 @example(SamplingSpec(temperature=0.01))
 @example(SamplingSpec(temperature=1.0, top_logprobs=0, logit_bias={}))
 def test_round_trip_vllm(s: SamplingSpec) -> None:
-    assert M.from_vllm(M.to_vllm(s)) == s
+    assert V.from_vllm(V.to_vllm(s)) == s
 
 
 @given(specs())
 @example(SamplingSpec(temperature=1.0, top_k=None, seed=None, stop_token_ids=()))
 def test_round_trip_sglang_jax(s: SamplingSpec) -> None:
-    assert M.from_sglang_jax(M.to_sglang_jax(s), M.sglang_jax_request(s)) == s
+    assert SJ.from_sglang_jax(SJ.to_sglang_jax(s), SJ.sglang_jax_request(s)) == s
 
 
 @given(specs(), st.sampled_from(["vllm", "sglang_jax"]))
@@ -121,7 +123,7 @@ def test_tunix_loses_only_what_issues_name(s: SamplingSpec, engine: str) -> None
 @given(specs())
 def test_no_silent_drop_on_recorded_engines(s: SamplingSpec) -> None:
     """vLLM and sglang-jax carry every canonical field; what they ignore is an explicit issue."""
-    assert M.from_vllm(M.to_vllm(s)) == s and M.issues(s, "vllm") == []
+    assert V.from_vllm(V.to_vllm(s)) == s and M.issues(s, "vllm") == []
     fields = {i.field for i in M.issues(s, "sglang_jax", version="0.0.2")}
     assert ("repetition_penalty" in fields) == (s.repetition_penalty != 1.0)
     assert ("logit_bias" in fields) == bool(s.logit_bias)
@@ -153,10 +155,10 @@ def test_inconsistent_combinations_rejected() -> None:
 
 def test_from_engine_dicts_refuse_what_has_no_canonical_meaning() -> None:
     with pytest.raises(M.MappingError, match="raises it"):
-        M.from_vllm({"temperature": 0.005})
+        V.from_vllm({"temperature": 0.005})
     with pytest.raises(M.MappingError, match="no canonical counterpart"):
-        M.from_sglang_jax({"regex": "a+"})
-    assert M.from_vllm({"temperature": 1.0, "top_k": -1, "seed": -1}) == SamplingSpec(temperature=1.0, top_k=None,
+        SJ.from_sglang_jax({"regex": "a+"})
+    assert V.from_vllm({"temperature": 1.0, "top_k": -1, "seed": -1}) == SamplingSpec(temperature=1.0, top_k=None,
                                                                                        top_logprobs=0)
 
 

@@ -100,6 +100,9 @@ class Backend:
     #: the distribution whose version is the engine's version (in its session's `versions`), for facts that
     #: depend on it (the sampling field mapping)
     package: str | None = None
+    #: "module:ATTR" of its harness.sampling.mapping.SamplingDialect: how its native sampling parameters differ
+    #: from the canonical spec (converters, documented gaps, introspection); a served variant uses its engine's
+    sampling: str | None = None
 
     @property
     def engine(self) -> str:
@@ -162,13 +165,15 @@ register(Backend(
     doc="VllmRollout on vLLM (CPU build; PARITY_VLLM_FLAVOR=cuda|tpu on real runners).",
     test_doc="VllmRollout against the exact reference on the real vLLM engine.",
     rollout="harness.backends.vllm_rollout:VllmRollout", rl_venv="rl_vllm",
-    options="harness.backends.options:VllmOptions", package="vllm"))
+    options="harness.backends.options:VllmOptions", package="vllm",
+    sampling="harness.backends.vllm_sampling:VLLM"))
 register(Backend(
     "sglang_jax", "harness.backends.sglang_jax.runner:SglangJaxRunner", "sglang_jax", role="unit", colour="#ff7f0e",
     doc="SglangJaxRollout on the sglang-jax Engine, the unit under test.",
     test_doc="SglangJaxRollout against the exact reference on the real sglang-jax Engine.",
     rollout="harness.backends.sglang_jax.rollout:SglangJaxRollout", rl_venv="rl_sglang",
-    options="harness.backends.options:SglangJaxOptions", package="sglang-jax"))
+    options="harness.backends.options:SglangJaxOptions", package="sglang-jax",
+    sampling="harness.backends.sglang_jax.sampling:SGLANG_JAX"))
 # served variants (docs/http.md): the same engines behind their own HTTP servers, in the engine's venv
 register(Backend(
     "vllm_http", "harness.backends.http.vllm:VllmHttpRunner", "vllm", serves="vllm", default=False,
@@ -187,6 +192,9 @@ register(Backend(
     "tunix_vllm", "harness.backends.rollout_runner:RolloutRunner", "rl_vllm", default=False,
     colour="#8c564b", rollout="harness.backends.tunix_upstream:TunixVllmRollout",
     doc="tunix 0.1.7's VllmRollout (needs vLLM's TPU JAX backend, tpu-inference)."))
+
+#: tunix's RolloutConfig: the sampling surface every tunix rollout shares (harness.sampling.mapping.to_tunix)
+TUNIX_SAMPLING = "harness.backends.tunix_sampling:TUNIX"
 
 # tunix's VanillaRollout (docs/rl.md): the trainer's own sampler, the baseline every RL curve is compared with
 RL_BASELINES["vanilla"] = RlEngine("vanilla", "rl_sglang", colour="#2ca02c")
@@ -268,6 +276,14 @@ def record_sessions() -> list[str]:
 def colours() -> dict[str, str]:
     out = {n: b.colour for n, b in BACKENDS.items() if b.colour}
     out.update({n: e.colour for n, e in RL_BASELINES.items() if e.colour})
+    return out
+
+
+def sampling_dialects() -> dict[str, str]:
+    """engine -> "module:ATTR" of its sampling dialect: every in-process engine that declares one, in
+    registration order, then tunix's RolloutConfig (`tunix`), the surface of every tunix rollout."""
+    out = {n: b.sampling for n, b in BACKENDS.items() if b.sampling and b.serves is None}
+    out["tunix"] = TUNIX_SAMPLING
     return out
 
 

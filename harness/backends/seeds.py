@@ -60,7 +60,8 @@ def documented_seed(engine: str, surface: str, seed: int, i: int, j: int, n: int
 
 def sent_spec(engine: str, sent: dict):
     """The canonical SamplingSpec that parameters captured at `engine`'s call mean (its own spelling undone)."""
-    from harness.sampling.mapping import from_sglang_jax, from_vllm
+    from harness.backends.sglang_jax.sampling import from_sglang_jax
+    from harness.backends.vllm_sampling import from_vllm
 
     if engine == "vllm":
         return from_vllm({k: v for k, v in sent.items() if k not in ("logprobs", "prompt_logprobs")})

@@ -619,9 +619,11 @@ def with_tied_head(pairs: list[tuple[str, Any]], tied: bool, dtype: Any = None) 
 
 def _sp_fields(sp: Any) -> dict:
     """The public fields of a SamplingParams (for recording what was sent)."""
-    names = ("n", "temperature", "top_p", "top_k", "min_p", "seed", "max_tokens", "min_tokens", "stop",
-             "stop_token_ids", "ignore_eos", "presence_penalty", "frequency_penalty", "repetition_penalty",
-             "logit_bias", "logprobs", "prompt_logprobs", "skip_special_tokens", "detokenize")
+    from harness.backends.vllm_sampling import VLLM
+    from harness.sampling.mapping import native_fields
+
+    # what the mapping sends (from the table's vLLM column), and `stop`, which it never sends but a caller may
+    names = native_fields(VLLM) + ("stop",)
     return {k: getattr(sp, k) for k in names if hasattr(sp, k)}
 
 

@@ -35,7 +35,7 @@ from harness.backends.base import Runner, Sample, Scored
 from harness.backends.options import runner_options
 from harness.backends.vllm_rollout import VllmRollout
 from harness.model import ModelRef
-from harness.sampling.mapping import to_vllm
+from harness.backends.vllm_sampling import to_vllm
 from harness.spec import SamplingSpec
 
 _MODES = {"processed": "processed_logprobs", "raw": "raw_logprobs"}
@@ -120,7 +120,7 @@ class VllmRunner(Runner):
     # ------------------------------------------------------------------ mapping
     def native_params(self, spec: SamplingSpec) -> dict:
         """SamplingSpec -> the SamplingParams fields sent (every field explicit: no engine default decides);
-        the conventions (top_k off, greedy, seed, logit_bias keys) are harness.sampling.mapping's."""
+        the conventions (top_k off, greedy, seed, logit_bias keys) are harness.backends.vllm_sampling's."""
         return to_vllm(spec, prompt_logprobs=1 if self.rollout.prompt_logprobs_how == "inline" else None)
 
     # ------------------------------------------------------------------ calls

@@ -8,8 +8,9 @@ distribution the reference computed from its float64 logits (ScoreRecord.by_mode
 harness/sampling/expect.py). False-alarm rate: the case's `alpha` (catalog default 1e-3) per verdict,
 Bonferroni-split over the case's prompts. Power: at least POWER_TARGET against any alternative at
 total-variation distance MIN_TV on the test's bins; a test with less power than that is an error
-(underpowered), never a pass. Where the spec combines top_p with top_k or min_p, the draws are also
-tested against sglang-jax's own semantics, so that the verdict says whether a failure is that
+(underpowered), never a pass. Where an engine declares its own order of the filters and it differs for
+the spec (sglang-jax: top_p combined with top_k or min_p), the draws are also tested against that
+engine's semantics (`dist:processed:<engine>`), so that the verdict says whether a failure is that
 convention difference or a sampler defect. For an unseeded case recorded with `repeats: 2+`, a second
 verdict (metric repeat_independence_p) tests that the repeat's draws are independent of the first
 call's: matches of the same (prompt, sample) beyond sum_t p_t^2 reject (a frozen PRNG key).
@@ -103,7 +104,8 @@ def sampling_distribution(ctx: RunData, case: Case) -> list[Verdict]:
         return no_units(check, case, metric, "the reference (it computes the exact distribution)", ctx)
     m = len(case.prompts)
     a_each = bonferroni(alpha, m)
-    combo = spec.top_p < 1.0 and (spec.top_k is not None or spec.min_p > 0.0)
+    # engines whose own filter order gives another distribution for this spec: the draws are tested against it too
+    conventions = {e: c for e, c in mapping.conventions().items() if c.applies(spec)}
 
     # unseeded repeats are fresh draws (the independence verdict tests that they are): pooled; seeded repeats
     # are copies by design: main only
@@ -126,12 +128,12 @@ def sampling_distribution(ctx: RunData, case: Case) -> list[Verdict]:
             border = {int(t) for t in d.get("dist:borderline", [])}
             g = goodness_of_fit(draws, p, alpha=a_each, tv=MIN_TV, borderline=border)
             row = {"prompt": i, **g.as_dict(), "alpha": a_each}
-            if combo:
-                alt = goodness_of_fit(draws, _probs(d["dist:processed:sglang_jax"]), alpha=a_each, tv=MIN_TV,
+            for e in conventions:
+                alt = goodness_of_fit(draws, _probs(d[f"dist:processed:{e}"]), alpha=a_each, tv=MIN_TV,
                                       borderline=border)
-                p_alt = _probs(d["dist:processed:sglang_jax"])
-                row["sglang_jax_semantics"] = {"p_value": alt.p_value, "out_of_support": alt.out_of_support,
-                                               "tv_between_semantics": 0.5 * float(np.abs(p - p_alt).sum())}
+                p_alt = _probs(d[f"dist:processed:{e}"])
+                row[f"{e}_semantics"] = {"p_value": alt.p_value, "out_of_support": alt.out_of_support,
+                                         "tv_between_semantics": 0.5 * float(np.abs(p - p_alt).sum())}
             if g.power < POWER_TARGET:
                 row["required_n"] = required_n(p, MIN_TV, a_each, POWER_TARGET)
                 weak.append(row)
@@ -149,17 +151,18 @@ def sampling_distribution(ctx: RunData, case: Case) -> list[Verdict]:
                 s += f", {r['out_of_support']} draws of masked tokens (e.g. {list(r['out_of_support_tokens'])[:5]})"
             if r["borderline"]:
                 s += f", {r['borderline']} borderline draws set aside"
-            if "sglang_jax_semantics" in r:
-                sj = r["sglang_jax_semantics"]
-                s += (f"; vs sglang-jax's top-p semantics (TV {sj['tv_between_semantics']:.3f} from canonical): "
+            for e, c in conventions.items():
+                sj = r[f"{e}_semantics"]
+                s += (f"; vs {c.label}'s {c.what} semantics (TV {sj['tv_between_semantics']:.3f} from canonical): "
                       f"p={fmt_p(sj['p_value'])}")
             parts.append(s)
         detail = f"alpha {alpha:g} ({a_each:g} per prompt); " + "; ".join(parts)
         if fails:
             why = []
             for r in fails:
-                if "sglang_jax_semantics" in r and r["sglang_jax_semantics"]["p_value"] >= a_each:
-                    why.append(f"prompt {r['prompt']} follows sglang-jax's top-p convention, not the canonical one")
+                for e, c in conventions.items():
+                    if r[f"{e}_semantics"]["p_value"] >= a_each:
+                        why.append(f"prompt {r['prompt']} follows {c.label}'s {c.what} convention, not the canonical one")
             if why:
                 detail = "; ".join(why) + " — " + detail
             v = verdict(check, case.id, [x], metric=metric, value=worst_p, threshold=a_each, passed=False,

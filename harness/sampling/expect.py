@@ -8,9 +8,9 @@ prompt and source), the full first-step distribution over the vocabulary:
 
 - `dist:raw`, `dist:temperature`, `dist:processed`: log-probabilities in each logprob mode
   (harness.processing; processed = the canonical sampling distribution, vLLM's order).
-- `dist:processed:sglang_jax`: the same under sglang-jax 0.0.2's sampler semantics (top_p measured
-  on the full distribution before the top-k/min-p cut), to tell a convention difference from a
-  sampler defect.
+- `dist:processed:<engine>`: the same under the sampler semantics of each engine that declares its own
+  order of the filters (`SamplingDialect.processed`; sglang-jax 0.0.2: top_p measured on the full
+  distribution before the top-k/min-p cut), to tell a convention difference from a sampler defect.
 - `dist:borderline`: token ids whose membership of the support flips when the top-p / min-p
   thresholds move by a relative 1e-3 or that tie the top-k boundary within 1e-4 (in either
   semantics): float32 engines may decide them either way.
@@ -35,43 +35,22 @@ from typing import Any
 import numpy as np
 
 from harness.processing import apply_penalties, log_softmax, mode_logprobs, processed_logits
+from harness.sampling.mapping import EFFECT_NEUTRAL, conventions
 from harness.spec import SamplingSpec
 
 #: cases naming only these checks need the reference's scores alone: engines skip scoring them (record.py),
 #: which for distribution cases (n = 1280 one-token completions per backend) is most of a run's time
 REFERENCE_SCORE_ONLY = frozenset({"sampling_distribution", "sampling_effects"})
 
-EFFECT_FIELDS = ("stop_token_ids", "ignore_eos", "min_tokens", "repetition_penalty", "presence_penalty",
-                 "frequency_penalty", "logit_bias")
-NEUTRAL: dict[str, Any] = {"stop_token_ids": (), "ignore_eos": False, "min_tokens": 0, "repetition_penalty": 1.0,
-                           "presence_penalty": 0.0, "frequency_penalty": 0.0, "logit_bias": {}}
+NEUTRAL: dict[str, Any] = EFFECT_NEUTRAL
+EFFECT_FIELDS = tuple(NEUTRAL)
 BORDER_REL = 1e-3
 BORDER_TIE = 1e-4
 
 
-def sglang_jax_processed_logits(logits: np.ndarray, spec: SamplingSpec) -> np.ndarray:
-    """sglang-jax 0.0.2's CPU sampler (sampler.top_k_top_p_min_p_sampling_from_probs_jax_not_tpu_runtime):
-    probabilities softmax(logits / T) sorted descending; top-k keeps the first k; top-p drops a token
-    when the *full* cumulative mass before it exceeds top_p; min_p drops p < min_p * p_max; the
-    survivors are renormalised. Returns logits with -inf where masked."""
-    if spec.greedy:
-        return np.array(logits, dtype=np.float64)
-    x = np.asarray(logits, dtype=np.float64) / spec.temperature
-    p = np.exp(log_softmax(x))
-    order = np.argsort(-p, kind="stable")
-    ps = p[order]
-    keep = np.ones(ps.size, dtype=bool)
-    if spec.top_k is not None:
-        keep &= np.arange(ps.size) < spec.top_k
-    keep &= ~((np.cumsum(ps) - ps) > spec.top_p)
-    if spec.min_p > 0:
-        keep &= ~(ps < ps[0] * spec.min_p)
-    out = np.full(x.shape, -np.inf)
-    out[order[keep]] = x[order[keep]]
-    return out
-
-
-SEMANTICS = {"processed": processed_logits, "processed:sglang_jax": sglang_jax_processed_logits}
+#: "processed" (canonical) and "processed:<engine>" for every engine that declares its own filter order
+#: (SamplingDialect.processed, in the engine's backend module)
+SEMANTICS = {"processed": processed_logits, **{f"processed:{e}": c.logits for e, c in conventions().items()}}
 
 
 def _support(fn, x: np.ndarray, spec: SamplingSpec) -> set[int]:
@@ -104,7 +83,8 @@ def distribution_extras(runner: Any, prompt: list[int], spec: SamplingSpec) -> d
     row = runner.logits(list(prompt))[-1]
     pen = apply_penalties(row, spec, list(prompt), [])
     out = {f"dist:{m}": d.tolist() for m, d in mode_logprobs(row, spec, pen).items()}
-    out["dist:processed:sglang_jax"] = log_softmax(sglang_jax_processed_logits(pen, spec)).tolist()
+    for engine, c in conventions().items():
+        out[f"dist:processed:{engine}"] = log_softmax(c.logits(pen, spec)).tolist()
     out["dist:borderline"] = [float(t) for t in borderline_tokens(pen, spec)]
     return out
 

@@ -119,7 +119,7 @@ ROWS: list[Row] = [
     Row("min_tokens", S("min_tokens", 0), S("min_new_tokens", 0, "converted"),
         S(None, None, "one-sided", "vLLM rollout: rollout_vllm_sampling_kwargs"),
         "min_tokens -> min_tokens / min_new_tokens", "EOS and stop tokens are suppressed before min_tokens",
-        ("min_tokens",), "sglang_jax: min_new_tokens:int=0, to check", "sampling_effects (min_tokens)"),
+        ("min_tokens",), "sglang_jax min_new_tokens:int=0, to check", "sampling_effects (min_tokens)"),
     Row("stop_token_ids", S("stop_token_ids", None), S("stop_token_ids", None),
         S("eos_tokens", None, "converted", "tunix's samplers send [tokenizer.eos_id()]"),
         "list of ids; the model's EOS is added by each engine (unless ignore_eos)",
@@ -197,7 +197,7 @@ ROWS: list[Row] = [
     Row("(spaces between special tokens)", S("spaces_between_special_tokens", True),
         S("spaces_between_special_tokens", True), NONE,
         "engine default (True) on both", "detokenisation only",
-        ("spaces_between_special_tokens",), "sglang_jax: spaces_between_special_tokens:bool=True, to check"),
+        ("spaces_between_special_tokens",), "sglang_jax spaces_between_special_tokens:bool=True, to check"),
     Row("(keep stop string)", S("include_stop_str_in_output", False, "one-sided", "text only; stop ids always kept"),
         S("no_stop_trim", False, "converted", "True (keep_stop_token workaround)"),
         S(None, None, "converted", "tunix's VllmSampler sends include_stop_str_in_output=True"),
@@ -268,28 +268,6 @@ ROWS: list[Row] = [
         "not sent", "an sglang-jax implementation switch newer than 0.0.2"),
 ]
 
-# Fields of the introspected classes that are not sampling parameters at all (deployment, request
-# content): listed, so that a new field still fails coverage until someone decides where it goes.
-NOT_SAMPLING: dict[str, dict[str, str]] = {
-    "sglang_jax": {"request:prompt": "request content", "request:input_ids": "request content",
-                   "request:sampling_params": "the sampling dict itself"},
-    "tunix": {f: "engine/deployment setting" for f in (
-        "kv_cache_size", "data_type", "rollout_mapping_config", "tensor_parallel_size", "data_parallel_size",
-        "expert_parallel_size", "rollout_vllm_server_mode", "rollout_vllm_model_version", "rollout_vllm_lora_config",
-        "rollout_vllm_hbm_utilization", "rollout_vllm_init_with_random_weights", "rollout_vllm_tpu_backend_type",
-        "rollout_vllm_async_scheduling", "rollout_vllm_hf_config_path", "rollout_vllm_additional_config",
-        "rollout_vllm_enable_dp_attention", "rollout_vllm_delete_dst_buffers", "rollout_vllm_max_num_batched_tokens",
-        "rollout_vllm_max_num_seqs", "rollout_vllm_reshard_chunk_size", "rollout_vllm_kwargs",
-        "rollout_sglang_jax_model_version", "rollout_sglang_jax_context_length",
-        "rollout_sglang_jax_mem_fraction_static", "rollout_sglang_jax_init_with_random_weights",
-        "rollout_sglang_jax_disable_radix_cache", "rollout_sglang_jax_enable_static_lora",
-        "rollout_sglang_jax_enable_single_process", "rollout_sglang_jax_lora_target_modules",
-        "rollout_sglang_jax_max_lora_rank", "rollout_sglang_jax_lora_scaling",
-        "rollout_sglang_jax_precompile_bs_paddings", "rollout_sglang_jax_precompile_token_paddings",
-        "rollout_sglang_jax_chunked_prefill_size", "rollout_sglang_jax_page_size", "rollout_sglang_jax_load_format",
-        "rollout_sglang_jax_max_running_requests", "rollout_sglang_jax_log_level", "rollout_sglang_jax_kwargs")},
-}
-
 #: the design table (the field list of the tunix SglangJaxRollout design proposal), first column, in its order
 DESIGN_FIELDS: tuple[str, ...] = (
     "n", "best_of", "_real_n", "presence_penalty", "frequency_penalty", "repetition_penalty", "temperature", "top_p",
@@ -299,11 +277,15 @@ DESIGN_FIELDS: tuple[str, ...] = (
     "guided_decoding", "logit_bias", "allowed_token_ids", "extra_args", "bad_words", "_bad_words_token_ids",
 )
 
-_SIDE = {"vllm": "vllm", "sglang_jax": "sglang", "tunix": "tunix"}
+def _dialect(engine: str):
+    """ENGINE's sampling dialect (its backend module declares which column is its own, and what it reads)."""
+    from harness.sampling.mapping import dialect
+
+    return dialect(engine)
 
 
 def _side(row: Row, engine: str) -> Side:
-    return getattr(row, _SIDE[engine])
+    return getattr(row, _dialect(engine).column)
 
 
 def covered(engine: str) -> dict[str, tuple[Row, Any]]:
@@ -333,7 +315,7 @@ def coverage_problems(doc: dict) -> list[str]:
     have = dict(doc["fields"])
     have.update({f"request:{k}": v for k, v in (doc.get("request_fields") or {}).items()})
     table = covered(engine)
-    skip = NOT_SAMPLING.get(engine, {})
+    skip = _dialect(engine).not_sampling
     probs = []
     for f in sorted(set(have) - set(table) - set(skip)):
         probs.append(f"{engine} {doc['version']} has field {f!r} (default {have[f]!r}) that the table does not "
@@ -384,7 +366,7 @@ def coverage_summary(snapshots: dict[str, dict]) -> dict:
     for engine, doc in snapshots.items():
         have = set(doc["fields"]) | {f"request:{k}" for k in (doc.get("request_fields") or {})}
         table = set(covered(engine))
-        skip = set(NOT_SAMPLING.get(engine, {}))
+        skip = set(_dialect(engine).not_sampling)
         out[engine] = {"version": doc["version"], "class": doc["class"], "fields": len(have),
                        "covered": len(have & table), "not_sampling": len(have & skip),
                        "problems": coverage_problems(doc)}

@@ -14,8 +14,10 @@ import pytest
 pytest.importorskip("sgl_jax")
 from hypothesis import example, given  # noqa: E402
 
+from harness.backends.sglang_jax import sampling as SJ  # noqa: E402
 from harness.sampling import mapping as M  # noqa: E402
-from harness.sampling.introspect import load_snapshots, sglang_jax_fields  # noqa: E402
+from harness.backends.sglang_jax.sampling import sglang_jax_fields  # noqa: E402
+from harness.sampling.introspect import load_snapshots  # noqa: E402
 from harness.sampling.strategies import VOCAB, specs  # noqa: E402
 from harness.sampling.table import coverage_problems  # noqa: E402
 from harness.spec import SamplingSpec  # noqa: E402
@@ -45,7 +47,7 @@ def test_committed_snapshot_is_the_installed_sglang_jax() -> None:
 @example(SamplingSpec(temperature=1.0, repetition_penalty=2.0, logit_bias={383: 1.0}))
 def test_sglang_jax_accepts_every_mapped_spec(s: SamplingSpec) -> None:
     P = _params()
-    sent = M.to_sglang_jax(s)
+    sent = SJ.to_sglang_jax(s)
     sp = P.SamplingParams(**sent)
     sp.verify(VOCAB)
     if s.greedy:
@@ -57,7 +59,7 @@ def test_sglang_jax_accepts_every_mapped_spec(s: SamplingSpec) -> None:
     assert (sp.stop_token_ids or set()) == set(s.stop_token_ids)
     assert sp.sampling_seed == s.seed
     assert {int(k): v for k, v in (sp.logit_bias or {}).items()} == dict(s.logit_bias)
-    assert M.from_sglang_jax(sent, M.sglang_jax_request(s)) == s
+    assert SJ.from_sglang_jax(sent, SJ.sglang_jax_request(s)) == s
 
 
 def test_zero_top_k_is_rejected_by_sglang_jax() -> None:

@@ -14,8 +14,10 @@ import pytest
 vllm = pytest.importorskip("vllm")
 from hypothesis import example, given  # noqa: E402
 
+from harness.backends import vllm_sampling as V  # noqa: E402
 from harness.sampling import mapping as M  # noqa: E402
-from harness.sampling.introspect import load_snapshots, vllm_fields  # noqa: E402
+from harness.backends.vllm_sampling import vllm_fields  # noqa: E402
+from harness.sampling.introspect import load_snapshots  # noqa: E402
 from harness.sampling.strategies import specs  # noqa: E402
 from harness.sampling.table import coverage_problems  # noqa: E402
 from harness.spec import SamplingSpec  # noqa: E402
@@ -44,7 +46,7 @@ def test_committed_snapshot_is_the_installed_vllm() -> None:
 @example(SamplingSpec(temperature=0.0, top_p=0.5, top_k=3, min_p=0.5))  # greedy: vLLM resets the filters
 @example(SamplingSpec(temperature=1.0, seed=2**63 - 1, logit_bias={0: -100.0, 383: 100.0}))
 def test_vllm_accepts_every_mapped_spec_as_sent(s: SamplingSpec) -> None:
-    sent = M.to_vllm(s)
+    sent = V.to_vllm(s)
     for build in (lambda: vllm.SamplingParams(**sent), lambda: vllm.SamplingParams.from_optional(**sent)):
         sp = build()
         assert sp.temperature == s.temperature
@@ -58,4 +60,4 @@ def test_vllm_accepts_every_mapped_spec_as_sent(s: SamplingSpec) -> None:
             assert (sp.top_p, sp.top_k, sp.min_p) == (1.0, 0, 0.0)
         else:
             assert (sp.top_p, sp.top_k, sp.min_p) == (s.top_p, sent["top_k"], s.min_p)
-        assert M.from_vllm(sent) == s
+        assert V.from_vllm(sent) == s

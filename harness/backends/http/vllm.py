@@ -8,7 +8,7 @@ KV cache) and `VLLM_SERVER_DEV_MODE=1`, which adds the server's own
 
 `HttpVllmRollout` offers the slice of VllmRollout's batch API that VllmRunner
 calls (`generate_ids`, `score_ids`, `update_params`, `engine_facts`), over
-`/v1/completions`, so VllmRunner's mapping (harness.sampling.mapping.to_vllm)
+`/v1/completions`, so VllmRunner's mapping (harness.backends.vllm_sampling.to_vllm)
 and result conversion are shared and the records mean the same thing. The
 conventions normalised on the way are listed in docs/http.md.
 

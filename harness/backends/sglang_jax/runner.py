@@ -24,7 +24,7 @@ from harness.backends.base import Runner, Sample, Scored
 from harness.backends.sglang_jax import compat
 from harness.backends.sglang_jax.rollout import LOGPROB_MODE, LOGPROB_MODES, SglangJaxRollout, derive_seed
 from harness.model import ModelRef
-from harness.sampling.mapping import to_sglang_jax
+from harness.backends.sglang_jax.sampling import to_sglang_jax
 from harness.spec import SamplingSpec
 
 
@@ -91,7 +91,7 @@ class SglangJaxRunner(Runner):
 
     # ---------------------------------------------------------------- spec -> sglang-jax
     def _sampling(self, spec: SamplingSpec) -> dict:
-        return to_sglang_jax(spec)  # harness.sampling.mapping: top_k off -1, greedy, sampling_seed, str logit_bias
+        return to_sglang_jax(spec)  # sglang_jax/sampling.py: top_k off -1, greedy, sampling_seed, str logit_bias
 
     def native_params(self, spec: SamplingSpec) -> dict:
         """What one prompt's requests carry, exactly as sent: the rollout turns n > 1 into n
