@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+from harness import bench_worker
 from harness.bench import build_bench, format_table, make_synthetic_run
 from harness.cli import build_parser
 from harness.records import read_records
@@ -95,3 +96,46 @@ def test_parity_run_shows_the_last_bench(tmp_path):
     _bench_into(run_dir, tmp_path)
     doc = json.loads((run_dir / "bench.json").read_text())
     assert doc["note"].startswith("from `parity bench`") and doc["note"].endswith("median of 3")
+
+
+def test_bench_worker_takes_native_paths_from_the_runner():
+    """bench_worker spells no engine: a runner's `bench` names its native paths; without one, generic calls."""
+    from types import SimpleNamespace
+
+    from harness.spec import SamplingSpec
+
+    calls = []
+
+    class Generic:
+        bench = None
+
+        def generate(self, prompts, spec):
+            calls.append(("generate", len(prompts)))
+            return [[SimpleNamespace(completion_ids=[1, 2])] for _ in prompts]
+
+    spec = SamplingSpec(temperature=0.0)
+    suite = SimpleNamespace(cases=[SimpleNamespace(id="a", repeats=2, alone=True, sampling=spec),
+                                   SimpleNamespace(id="b", repeats=1, alone=False, sampling=spec)])
+    prompt_ids = {"a": [[1], [2]], "b": [[3], [4], [5]]}
+    ad = bench_worker.native_bench(Generic())
+    assert type(ad) is bench_worker.NativeBench and not ad.can_turn_off
+    assert ad.generate([[1]], spec, True) == [[[1, 2]]]
+    calls.clear()
+    _, misses = bench_worker.suite_pass(ad, suite, prompt_ids)
+    # each repeat: the batch, then every prompt alone (case a); case b's batch once; no recompile count
+    assert misses is None
+    assert calls == [("generate", 2), ("generate", 1), ("generate", 1)] * 2 + [("generate", 3)]
+
+    Generic.bench = f"{__name__}:CountingBench"
+    ad = bench_worker.native_bench(Generic())
+    assert isinstance(ad, CountingBench)
+    assert bench_worker.suite_pass(ad, suite, prompt_ids)[1] == (20 + 10 + 10) * 2 + 30
+
+
+class CountingBench(bench_worker.NativeBench):
+    """Native paths that count recompiles: 10 per prompt of a call."""
+
+    counts_recompiles = True
+
+    def suite_call(self, prompts, spec):
+        return 10 * len(prompts)

@@ -60,6 +60,10 @@ class Runner(abc.ABC):
     #: the engine whose documented seed rule (harness/backends/seeds.py) this runner's draws follow; None: no rule
     #: (the reference draws with its own generator)
     seed_engine: str | None = None
+    #: "module:Class" of the engine-native paths `parity bench` measures beside the generic calls (a
+    #: harness.bench_worker.NativeBench: generate with logprobs off, recompile counts, per-layer attribution);
+    #: None: the generic calls only
+    bench: str | None = None
 
     def __init__(self, model: ModelRef, **options: Any):
         """`options["dtype"]`: the dtype the engine must compute in (harness.dtypes.ENGINE_DTYPES)."""

@@ -47,6 +47,7 @@ from typing import Any, Callable
 from harness.backends.base import Runner, Sample, Scored, Unsupported
 from harness.backends.tunix_upstream import SGLANG_START_ENV
 from harness.model import ModelRef
+from harness.sampling.mapping import lacking
 from harness.spec import LOGPROB_MODES, SamplingSpec
 
 ENTRY_POINT_GROUP = "rollout_parity.backends"
@@ -281,18 +282,10 @@ class RolloutRunner(Runner):
 
     def _config(self, spec: SamplingSpec, prompt_len: int = 1) -> Any:
         """SamplingSpec -> tunix RolloutConfig; Unsupported for what RolloutConfig cannot express."""
-        cant = []
-        if spec.min_tokens:
-            cant.append(f"min_tokens={spec.min_tokens}")
-        if spec.min_p:
-            cant.append(f"min_p={spec.min_p}")
-        if spec.ignore_eos:
-            cant.append("ignore_eos")
-        for f, off in (("repetition_penalty", 1.0), ("presence_penalty", 0.0), ("frequency_penalty", 0.0)):
-            if getattr(spec, f) != off:
-                cant.append(f"{f}={getattr(spec, f)}")
-        if spec.logit_bias:
-            cant.append("logit_bias")
+        # the fields RolloutConfig lacks (the table's one-sided tunix sides) at a value other than their default
+        default = SamplingSpec()
+        cant = [f if isinstance(getattr(spec, f), (bool, dict)) else f"{f}={getattr(spec, f)}"
+                for f in SamplingSpec.model_fields if f in lacking() and getattr(spec, f) != getattr(default, f)]
         if cant:
             raise Unsupported(f"tunix RolloutConfig has no field for {', '.join(cant)}: the case cannot be "
                               f"expressed through the BaseRollout surface")

@@ -43,6 +43,7 @@ _MODES = {"processed": "processed_logprobs", "raw": "raw_logprobs"}
 
 class VllmRunner(Runner):
     name = "vllm"
+    bench = "harness.backends.vllm_bench:VllmBench"
     logprob_mode = "processed"
     seed_engine = "vllm"
 

@@ -163,6 +163,7 @@ class HttpSglangJaxRollout(SglangJaxRollout):
 
 class SglangJaxHttpRunner(SglangJaxRunner):
     name = "sglang_jax_http"
+    bench = None  # measured through the generic calls (the engine is behind its server)
 
     def __init__(self, model: ModelRef, **options: Any):  # noqa: D107 - see the module docstring
         self.name = options.get("name") or type(self).name

@@ -35,15 +35,16 @@ from harness.backends.http.server import Client, Server, ServerError, free_port,
 from harness.backends.vllm_rollout import Completion, PromptResult
 from harness.backends.options import runner_options
 from harness.backends.vllm_runner import _MODES, VllmRunner
+from harness.backends.vllm_sampling import VLLM
 from harness.model import ModelRef
+from harness.sampling.mapping import native_fields
 
 SERVED_MODEL = "parity"
 #: vLLM's OpenAI layer floors every logprob at this (JSON has no -inf)
 FLOOR = -9999.0
-#: SamplingParams fields of to_vllm that /v1/completions takes under the same name
-_SAME_NAME = ("n", "temperature", "top_p", "top_k", "min_p", "seed", "max_tokens", "min_tokens", "stop_token_ids",
-              "ignore_eos", "repetition_penalty", "presence_penalty", "frequency_penalty", "logprobs",
-              "prompt_logprobs", "skip_special_tokens")
+#: SamplingParams fields of to_vllm that /v1/completions takes under the same name: every one the mapping sends
+#: (from the table's vLLM column) but logit_bias (JSON object keys are strings) and detokenize (no such field)
+_SAME_NAME = tuple(f for f in native_fields(VLLM) if f not in ("logit_bias", "detokenize"))
 _PREFIX = "token_id:"
 
 
@@ -284,6 +285,7 @@ class HttpVllmRollout:
 
 class VllmHttpRunner(VllmRunner):
     name = "vllm_http"
+    bench = None  # measured through the generic calls (the engine is behind its server)
 
     def __init__(self, model: ModelRef, **options: Any):  # noqa: D107 - VllmRunner's options + HttpOptions
         self.model, self.options = model, options

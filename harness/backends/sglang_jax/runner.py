@@ -30,6 +30,7 @@ from harness.spec import SamplingSpec
 
 class SglangJaxRunner(Runner):
     name = "sglang_jax"
+    bench = "harness.backends.sglang_jax.bench:SglangJaxBench"
     #: generated-token logprobs are log_softmax((logits + penalties) / T), not renormalised after
     #: top-k/top-p/min-p; greedy gives raw (notes: sglang-jax output logprobs)
     logprob_mode = LOGPROB_MODE
