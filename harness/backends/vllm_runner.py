@@ -34,8 +34,8 @@ from typing import Any
 from harness.backends.base import Runner, Sample, Scored
 from harness.backends.options import runner_options
 from harness.backends.vllm_rollout import VllmRollout
-from harness.model import ModelRef
 from harness.backends.vllm_sampling import to_vllm
+from harness.model import ModelRef
 from harness.spec import SamplingSpec
 
 _MODES = {"processed": "processed_logprobs", "raw": "raw_logprobs"}

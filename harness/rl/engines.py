@@ -54,6 +54,8 @@ from typing import Any
 import numpy as np
 
 from harness.backends import registry
+# tunix's BaseRollout where tunix is installed (the RL venvs), else the contract's one stand-in
+from harness.backends.tunix_contract import BaseRollout
 from harness.rl import task as task_lib
 from harness.rl.metrics import mismatch_metrics
 
@@ -125,14 +127,6 @@ class Tracker:
         self.t0 = time.perf_counter()
 
 
-try:  # the base class only exists where tunix is installed (engine venvs)
-    from tunix.rl.rollout import base_rollout as _base_rollout
-
-    _Base = _base_rollout.BaseRollout
-except ImportError:  # pragma: no cover - driver venv: the class is never instantiated there
-    _Base = object
-
-
 def _runs(prompts: list[str]) -> list[tuple[str, int]]:
     """Consecutive runs of equal prompts: [a, a, b, b] -> [(a, 2), (b, 2)]."""
     out: list[tuple[str, int]] = []
@@ -144,7 +138,7 @@ def _runs(prompts: list[str]) -> list[tuple[str, int]]:
     return out
 
 
-class TrackedRollout(_Base):
+class TrackedRollout(BaseRollout):
     """A real engine behind tunix's BaseRollout, measured per step; see the module docstring."""
 
     def __init__(self, *, rollout_actor, tokenizer, mesh, rollout_config, engine: str, tracker: Tracker,

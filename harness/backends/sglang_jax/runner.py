@@ -16,15 +16,14 @@ with the weights that were live. Options (also from the environment, since
 
 from __future__ import annotations
 
-import json
-import os
 from typing import Any
 
 from harness.backends.base import Runner, Sample, Scored
+from harness.backends.options import runner_options
 from harness.backends.sglang_jax import compat
 from harness.backends.sglang_jax.rollout import LOGPROB_MODE, LOGPROB_MODES, SglangJaxRollout, derive_seed
-from harness.model import ModelRef
 from harness.backends.sglang_jax.sampling import to_sglang_jax
+from harness.model import ModelRef
 from harness.spec import SamplingSpec
 
 
@@ -38,8 +37,9 @@ class SglangJaxRunner(Runner):
 
     def __init__(self, model: ModelRef, **options: Any):
         super().__init__(model, **options)
-        engine = dict(json.loads(os.environ.get("PARITY_SGLANG_ENGINE", "") or "{}"))
-        engine.update(options.get("engine") or {})
+        # SglangJaxOptions: the keywords over the deprecated PARITY_SGLANG_ENGINE (harness.backends.options, which
+        # validates the JSON and warns once), as `parity record` resolves them
+        engine = dict(runner_options(type(self).name, options).engine)
         if options.get("dtype"):  # the run's dtype decides; an engine JSON naming another one is a conflict
             if engine.get("dtype") not in (None, options["dtype"]):
                 raise ValueError(f"sglang-jax engine option dtype={engine['dtype']!r} conflicts with the run's "
