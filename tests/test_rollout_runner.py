@@ -185,3 +185,28 @@ def test_installed_plugins_come_from_the_entry_point_group(monkeypatch, model):
     monkeypatch.setitem(globals(), "IdsAndN", IdsAndN)
     assert rollout_runner.rollout_spec("plug") == f"{__name__}:IdsAndN" and seen == ["rollout_parity.backends"]
     assert is_backend("plug") and runner_class("plug")(model).capabilities == {"token_ids", "n"}
+
+
+def test_a_really_installed_distribution_registers_its_rollout(tmp_path, monkeypatch):
+    """tests/data/plugins built and installed by pip (offline, no dependencies) into a directory on sys.path:
+    its entry point in `rollout_parity.backends` names a backend, as for any installed package."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    src = tmp_path / "src"
+    shutil.copytree(Path(__file__).parent / "data" / "plugins", src)  # the build writes next to its sources
+    site = tmp_path / "site"
+    proc = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index",
+                           "--no-build-isolation", "--disable-pip-version-check", "--target", str(site), str(src)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0 and "setuptools" in proc.stderr and "No module named" in proc.stderr:
+        pytest.skip(f"this interpreter cannot build a distribution offline (no setuptools): {proc.stderr[-300:]}")
+    assert proc.returncode == 0, proc.stderr
+    assert any(p.name.startswith("rollout_parity_hf_plugin-0.1.0") for p in site.glob("*.dist-info"))
+    assert "hf_plugin" not in rollout_runner.installed()
+    monkeypatch.syspath_prepend(str(site))
+    assert rollout_runner.installed()["hf_plugin"] == "hf_rollout:HfRollout"
+    assert rollout_runner.rollout_spec("hf_plugin") == "hf_rollout:HfRollout" and is_backend("hf_plugin")
+    assert venv_of("hf_plugin") == "reference"  # a plugin runs in the reference's venv unless --backend-python
