@@ -87,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="no per-case progress lines")
     run.add_argument("--fanout", type=int, default=None,
                      help=f"servers per served backend ({', '.join(registry.served())}) behind a round-robin client "
-                          "(default 1; PARITY_HTTP_FANOUT)")
+                          "(default 1; their typed option `fanout`)")
     run.add_argument("--no-selftest", action="store_true",
                      help="skip the detection matrix (defects injected into the golden run) in the report")
     _add_model_args(run)

@@ -404,7 +404,11 @@ def _served_backends(args) -> list[str]:
     if getattr(args, "fanout", None) is not None:
         if args.fanout < 1:
             raise HarnessError(f"--fanout {args.fanout}: at least 1")
-        os.environ["PARITY_HTTP_FANOUT"] = str(args.fanout)
+        from harness.backends.options import options_class
+
+        # the served backends' typed option (harness.backends.options.ServedOptions), resolved like --backend-opt
+        args.backend_opt = list(getattr(args, "backend_opt", None) or []) + [
+            f"{n}.fanout={args.fanout}" for n in names if "fanout" in options_class(n).model_fields]
     return names
 
 

@@ -22,7 +22,7 @@ cases:
 
 @pytest.fixture(autouse=True)
 def _no_env(monkeypatch):
-    for cls in (options.VllmOptions, options.SglangJaxOptions):
+    for cls in (options.VllmHttpOptions, options.SglangJaxHttpOptions):
         for var in cls.ENV.values():
             monkeypatch.delenv(var, raising=False)
     monkeypatch.setattr(options, "_WARNED", set())
@@ -138,3 +138,25 @@ def test_describe_lists_fields_defaults_and_variables():
     rows = {r["name"]: r for r in options.describe("vllm")}
     assert rows["logprobs_mode"]["default"] == "processed"
     assert rows["logprobs_mode"]["env"] == "PARITY_VLLM_LOGPROBS_MODE" and rows["logprobs_mode"]["description"]
+
+
+def test_served_backends_take_their_http_settings_as_typed_options(monkeypatch, capsys, tmp_path):
+    """fanout, timeouts and in-flight limit: options of the served backends only; PARITY_HTTP_* still honoured."""
+    monkeypatch.setenv("PARITY_HTTP_START_TIMEOUT", "5")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        served = options.resolve("vllm_http", None, options.parse_cli(["vllm_http.fanout=3", "vllm.block_size=64"]))
+    assert (served.fanout, served.start_timeout, served.block_size, served.max_inflight) == (3, 5.0, 64, 8)
+    dep = [str(w.message) for w in caught if issubclass(w.category, DeprecationWarning)]
+    assert len(dep) == 1 and "--backend-opt vllm_http.start_timeout=" in dep[0]  # the served backend's own option
+    assert "fanout" not in options.options_class("vllm").model_fields  # the in-process engine has no servers
+    with pytest.raises(options.OptionsError, match="fanout"):
+        options.validate("sglang_jax", {"fanout": 2}, "suite")
+    with pytest.raises(options.OptionsError, match="fanout"):
+        options.validate("sglang_jax_http", {"fanout": 0}, "suite")
+    from harness.backends.http.options import HttpOptions
+
+    http = HttpOptions.read("vllm_http", {}, served)
+    assert (http.fanout, http.urls, http.start_timeout) == (3, None, 5.0)
+    http = HttpOptions.read("vllm_http", {"url": "http://127.0.0.1:1,http://127.0.0.1:2"}, served)
+    assert http.fanout == 2 and http.urls == ["http://127.0.0.1:1", "http://127.0.0.1:2"]

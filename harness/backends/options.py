@@ -26,7 +26,7 @@ import sys
 import warnings
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, field_validator
 
 from harness.backends import registry
 
@@ -111,6 +111,33 @@ class SglangJaxOptions(BackendOptions):
         return [x.strip() for x in v.split(",") if x.strip()] if isinstance(v, str) else v
 
 
+#: the served backends' options and the environment variables that set them before options were typed
+_HTTP_ENV = {"fanout": "PARITY_HTTP_FANOUT", "start_timeout": "PARITY_HTTP_START_TIMEOUT",
+             "request_timeout": "PARITY_HTTP_REQUEST_TIMEOUT", "max_inflight": "PARITY_HTTP_MAX_INFLIGHT"}
+
+
+class ServedOptions(BackendOptions):
+    """An engine behind its own HTTP servers (harness.backends.http, docs/http.md): the servers and the client."""
+
+    fanout: PositiveInt = Field(1, description="servers of the engine behind the round-robin client "
+                                               "(`parity run --fanout N` sets it for every served backend)")
+    start_timeout: PositiveFloat = Field(600.0, description="seconds a server may take to answer its health check")
+    request_timeout: PositiveFloat = Field(600.0, description="seconds one request may take")
+    max_inflight: PositiveInt = Field(8, description="concurrent requests per server")
+
+
+class VllmHttpOptions(VllmOptions, ServedOptions):
+    """VllmHttpRunner: VllmRunner's options, served."""
+
+    ENV: ClassVar[dict[str, str]] = {**VllmOptions.ENV, **_HTTP_ENV}
+
+
+class SglangJaxHttpOptions(SglangJaxOptions, ServedOptions):
+    """SglangJaxHttpRunner: SglangJaxRunner's options, served."""
+
+    ENV: ClassVar[dict[str, str]] = {**SglangJaxOptions.ENV, **_HTTP_ENV}
+
+
 # ---------------------------------------------------------------------------------------------- resolution
 def options_class(backend: str) -> type[BackendOptions]:
     """The options model of BACKEND (an external server NAME=URL, unknown here, takes none: BackendOptions)."""
@@ -127,7 +154,9 @@ def options_class(backend: str) -> type[BackendOptions]:
 _WARNED: set[str] = set()
 
 
-def _from_env(cls: type[BackendOptions], backend: str) -> dict[str, Any]:
+def _from_env(cls: type[BackendOptions], backend: str, engine: str | None = None) -> dict[str, Any]:
+    """The deprecated variables' values; the warning names ENGINE for the options a served BACKEND shares with it."""
+    shared = options_class(engine).model_fields if engine else {}
     out = {}
     for fname, var in cls.ENV.items():
         v = os.environ.get(var)
@@ -136,8 +165,9 @@ def _from_env(cls: type[BackendOptions], backend: str) -> dict[str, Any]:
         out[fname] = v
         if var not in _WARNED:
             _WARNED.add(var)
-            msg = (f"{var} is deprecated: use --backend-opt {backend}.{fname}=VALUE or the suite's "
-                   f"`backends: {{{backend}: {{{fname}: ...}}}}` block")
+            name = engine if fname in shared else backend
+            msg = (f"{var} is deprecated: use --backend-opt {name}.{fname}=VALUE or the suite's "
+                   f"`backends: {{{name}: {{{fname}: ...}}}}` block")
             warnings.warn(msg, DeprecationWarning, stacklevel=3)
             print(f"[parity] DeprecationWarning: {msg}", file=sys.stderr, flush=True)
     return out
@@ -184,7 +214,7 @@ def resolve(backend: str, suite_block: dict[str, dict] | None = None, cli: dict[
     """BACKEND's options: defaults < deprecated environment < suite `backends:` block < --backend-opt."""
     cls = options_class(backend)
     b = registry.BACKENDS.get(backend)
-    values = _from_env(cls, b.serves or backend if b else backend)
+    values = _from_env(cls, backend, b.serves if b else None)
     chain = ([b.serves] if b and b.serves else []) + [backend]  # a served engine starts from its engine's
     for name in chain:
         values.update(_layer(cls, (suite_block or {}).get(name) or {}, f"{suite_where}: backends: {name}"))

@@ -177,10 +177,10 @@ register(Backend(
 # served variants (docs/http.md): the same engines behind their own HTTP servers, in the engine's venv
 register(Backend(
     "vllm_http", "harness.backends.http.vllm:VllmHttpRunner", "vllm", serves="vllm", default=False,
-    options="harness.backends.options:VllmOptions"))
+    options="harness.backends.options:VllmHttpOptions"))
 register(Backend(
     "sglang_jax_http", "harness.backends.http.sglang_jax:SglangJaxHttpRunner", "sglang_jax", serves="sglang_jax",
-    default=False, options="harness.backends.options:SglangJaxOptions"))
+    default=False, options="harness.backends.options:SglangJaxHttpOptions"))
 
 # tunix 0.1.7's own rollouts (docs/upstream-tunix.md), driven through the BaseRollout surface by the generic
 # rollout runner (`rollout` names the factory); not in the default run. tunix_vllm needs tpu-inference.

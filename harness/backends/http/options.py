@@ -1,12 +1,9 @@
-"""Options every served backend reads (constructor keywords, else environment variables, since
-`parity record` builds runners without options).
-
-- `fanout` / PARITY_HTTP_FANOUT: servers of the engine behind the round-robin client (default 1);
-- `url` / PARITY_HTTP_URL_<NAME>: comma-separated base URLs of servers already running (loopback only):
-  nothing is started, and nothing is stopped at the end (set by `parity run --backends NAME=URL`);
-- `start_timeout` / PARITY_HTTP_START_TIMEOUT: seconds a server may take to answer its health check (600);
-- `request_timeout` / PARITY_HTTP_REQUEST_TIMEOUT: seconds one request may take (600);
-- `max_inflight` / PARITY_HTTP_MAX_INFLIGHT: concurrent requests per server (8).
+"""The options every served backend reads, from its typed options (harness.backends.options.ServedOptions:
+`fanout`, `start_timeout`, `request_timeout`, `max_inflight`; the deprecated PARITY_HTTP_FANOUT,
+PARITY_HTTP_START_TIMEOUT, PARITY_HTTP_REQUEST_TIMEOUT and PARITY_HTTP_MAX_INFLIGHT still set them, with a
+warning), and the base URLs of servers already running: `url` / PARITY_HTTP_URL_<NAME>, comma-separated,
+loopback only; nothing is started, and nothing is stopped at the end (set by `parity run --backends
+NAME=URL` for the recording process).
 """
 
 from __future__ import annotations
@@ -14,13 +11,6 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from typing import Any
-
-
-def option(options: dict, key: str, env: str, default: Any) -> Any:
-    if options.get(key) is not None:
-        return options[key]
-    v = os.environ.get(env)
-    return v if v not in (None, "") else default
 
 
 def url_env(name: str) -> str:
@@ -36,17 +26,14 @@ class HttpOptions:
     max_inflight: int
 
     @classmethod
-    def read(cls, name: str, options: dict) -> "HttpOptions":
-        urls = option(options, "url", url_env(name), None)
+    def read(cls, name: str, options: dict, typed: Any) -> "HttpOptions":
+        """NAME's servers: the URLs given (keyword `url`, else its environment channel) or `typed.fanout` new ones;
+        `typed`: the runner's resolved ServedOptions."""
+        urls = options.get("url") or os.environ.get(url_env(name)) or None
         if isinstance(urls, str):
             urls = [u.strip() for u in urls.split(",") if u.strip()]
-        fanout = int(option(options, "fanout", "PARITY_HTTP_FANOUT", 1))
-        if fanout < 1:
-            raise ValueError(f"fan-out {fanout}: at least one server (option fanout / PARITY_HTTP_FANOUT)")
-        return cls(fanout=len(urls) if urls else fanout, urls=urls or None,
-                   start_timeout=float(option(options, "start_timeout", "PARITY_HTTP_START_TIMEOUT", 600)),
-                   request_timeout=float(option(options, "request_timeout", "PARITY_HTTP_REQUEST_TIMEOUT", 600)),
-                   max_inflight=int(option(options, "max_inflight", "PARITY_HTTP_MAX_INFLIGHT", 8)))
+        return cls(fanout=len(urls) if urls else typed.fanout, urls=urls or None, start_timeout=typed.start_timeout,
+                   request_timeout=typed.request_timeout, max_inflight=typed.max_inflight)
 
     def describe(self) -> dict:
         return {"fanout": self.fanout, "external": bool(self.urls), "start_timeout_s": self.start_timeout,

@@ -33,6 +33,7 @@ from harness.backends.base import Unsupported
 from harness.backends.http.options import HttpOptions
 from harness.backends.http.pool import Pool
 from harness.backends.http.server import Client, Server, ServerError, free_port, log_dir, same_model
+from harness.backends.options import runner_options
 from harness.backends.sglang_jax import compat
 from harness.backends.sglang_jax.engine import CPU_ENGINE_DEFAULTS
 from harness.backends.sglang_jax.rollout import SglangJaxRollout
@@ -171,7 +172,8 @@ class SglangJaxHttpRunner(SglangJaxRunner):
 
     def _rollout(self, model: ModelRef, engine: dict, options: dict) -> SglangJaxRollout:
         return HttpSglangJaxRollout(model_path=model.path, engine_options=engine, compat_off=options.get("compat_off"),
-                                    isolated=True, http=HttpOptions.read(self.name, options), name=self.name)
+                                    isolated=True, http=HttpOptions.read(self.name, options, runner_options(type(self).name, options)),
+                                    name=self.name)
 
     def config(self) -> dict:
         out = super().config()

@@ -300,7 +300,7 @@ class VllmHttpRunner(VllmRunner):
             "block_size": typed.block_size, "enforce_eager": typed.enforce_eager,
             "kv_cache_memory_bytes": options.get("kv_cache_memory_bytes", 32 << 20),
         }
-        self.rollout = HttpVllmRollout(model, self.name, HttpOptions.read(self.name, options),
+        self.rollout = HttpVllmRollout(model, self.name, HttpOptions.read(self.name, options, typed),
                                        logprobs_mode=_MODES[mode], prompt_logprobs=how, engine_kwargs=engine_kwargs,
                                        server_args=list(options.get("server_args") or []))
 
