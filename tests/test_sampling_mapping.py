@@ -185,3 +185,29 @@ def test_sglang_penalty_workarounds_clear_only_their_issue(s: SamplingSpec) -> N
     assert fields(on) == fields(off) - {"logit_bias", "repetition_penalty"}
     assert ("logit_bias" in fields(off)) == bool(s.logit_bias)
     assert ("repetition_penalty" in fields(off)) == (s.repetition_penalty != 1.0)
+
+
+# ------------------------------------------------------------------------------- generated from the table
+def test_every_spec_field_is_one_table_row_and_every_engine_sends_it_or_says_why() -> None:
+    """The mapping is generated from table.ROWS: a spec field without a row (or with two) would map nowhere."""
+    from harness.sampling import table
+
+    rows = [r.canonical for r in table.ROWS if r.canonical in SamplingSpec.model_fields]
+    assert sorted(rows) == sorted(SamplingSpec.model_fields), "one table row per SamplingSpec field"
+    for engine, d in M.dialects().items():
+        for row in table.ROWS:
+            side = getattr(row, d.column)
+            if row.canonical in SamplingSpec.model_fields and not side.fields:
+                # not sent: a status that says so (one-sided / converted by another route), with the reason
+                assert side.status and (side.note or row.reason), (engine, row.canonical)
+        assert set(d.to) | set(d.back) <= set(SamplingSpec.model_fields), engine  # converters name spec fields
+
+
+@given(specs())
+def test_a_field_the_table_says_is_sent_is_sent(s: SamplingSpec) -> None:
+    """Every engine column's sent fields reach the engine (None-valued where the spec leaves them unset)."""
+    sent = {k for k in M.to_engine(s, "vllm")}
+    assert sent == set(M.native_fields(M.dialect("vllm")))
+    g = M.to_engine(s, "sglang_jax")
+    optional = {"stop_token_ids", "logit_bias", "sampling_seed"}  # not sent when empty (the dialect's OMIT)
+    assert set(M.native_fields(M.dialect("sglang_jax"))) - optional <= set(g) <= set(M.native_fields(M.dialect("sglang_jax")))
