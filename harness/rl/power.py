@@ -78,6 +78,63 @@ def measure_spread(engines: dict, metric: str) -> dict:
     return out
 
 
+def _wilson(k: int, n: int, z: float) -> tuple[float, float]:
+    if n == 0:
+        return 0.0, 1.0
+    p = k / n
+    centre, half = (p + z * z / (2 * n)) / (1 + z * z / n), z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return (0.0 if k == 0 else max(0.0, centre - half)), (1.0 if k == n else min(1.0, centre + half))
+
+
+def mode_split(engines: dict, metric: str = "final", confidence: float = 0.95) -> dict | None:
+    """Is a bimodal per-seed metric's mode chosen by the engine, or by chance?
+
+    PPO's final reward is bimodal on this task (the policy collapses onto one of two repetition patterns;
+    docs/rl.md, "The PPO gap between the rollouts"). The modes are split at the widest gap between the
+    sorted per-seed values of the clean engines (pooled); per engine: how many seeds land in the upper
+    mode. Per engine pair: Fisher's exact test of "the same upper-mode probability" and Newcombe's hybrid
+    score interval for the difference of the two probabilities. Under a common probability p the
+    seed-to-seed sd of the metric is about gap x sqrt(p (1 - p)), which the pooled sd of the power study
+    then includes (when the engines' modes differ it does not: each engine's own mean is removed).
+    None when fewer than 4 values or no gap is wider than twice the spread within the modes."""
+    from scipy import stats as sst
+
+    vals = {label: [x for x in e.get(metric) or [] if x is not None] for label, e in engines.items() if _is_clean(label)}
+    pooled = sorted(x for v in vals.values() for x in v)
+    if len(pooled) < 4:
+        return None
+    gaps = np.diff(pooled)
+    i = int(np.argmax(gaps))
+    lower, upper = pooled[: i + 1], pooled[i + 1:]
+    within = math.sqrt((np.sum((np.asarray(lower) - np.mean(lower)) ** 2) + np.sum((np.asarray(upper) - np.mean(upper)) ** 2))
+                       / max(1, len(pooled) - 2))
+    if not gaps[i] > 2 * within:
+        return None
+    split = (pooled[i] + pooled[i + 1]) / 2
+    z = float(sst.norm.ppf(0.5 + confidence / 2))
+    per = {label: {"n": len(v), "upper": sum(x > split for x in v), "values": v} for label, v in vals.items()}
+    for e in per.values():
+        e["p_upper"] = e["upper"] / e["n"] if e["n"] else None
+        e["ci"] = list(_wilson(e["upper"], e["n"], z))
+    pairs = {}
+    for a, b in itertools.combinations(sorted(per), 2):
+        ka, na, kb, nb = per[a]["upper"], per[a]["n"], per[b]["upper"], per[b]["n"]
+        if not na or not nb:
+            continue
+        _, p = sst.fisher_exact([[ka, na - ka], [kb, nb - kb]])
+        (la, ua), (lb, ub) = _wilson(ka, na, z), _wilson(kb, nb, z)
+        d = ka / na - kb / nb
+        lo = d - math.sqrt((ka / na - la) ** 2 + (ub - kb / nb) ** 2)
+        hi = d + math.sqrt((ua - ka / na) ** 2 + (kb / nb - lb) ** 2)
+        pairs[f"{a}-vs-{b}"] = {"diff": d, "ci": [lo, hi], "p_fisher": float(p)}
+    k, n = sum(e["upper"] for e in per.values()), sum(e["n"] for e in per.values())
+    p_all = k / n
+    return {"metric": metric, "split": split, "lower_mean": float(np.mean(lower)), "upper_mean": float(np.mean(upper)),
+            "gap": float(np.mean(upper) - np.mean(lower)), "within_sd": within, "confidence": confidence,
+            "p_upper_pooled": p_all, "mixture_sd": float((np.mean(upper) - np.mean(lower)) * math.sqrt(p_all * (1 - p_all))),
+            "engines": per, "pairs": pairs}
+
+
 def extract_inputs(run_dirs: list[Path], window: int) -> dict:
     """The study's data: per algorithm, engine -> seed ids and every parity metric per seed (and steps)."""
     runs = [r for d in run_dirs for r in load_runs(Path(d))]
@@ -149,7 +206,8 @@ def study(run_dirs: list[Path] | None = None, *, inputs: dict | None = None, win
                                "ci_tost": t["ci_tost"], "outcome": t["outcome"], "p_diff": t["p_diff"]}
             injected[f"{label}-vs-{base}"] = res
         out["algos"][algo] = {"engines": {k: len(v["seeds"]) for k, v in engines.items()}, "steps": data.get("steps"),
-                              "difference_tests": tests, "metrics": per_metric, "injected": injected}
+                              "difference_tests": tests, "metrics": per_metric, "injected": injected,
+                              "modes": mode_split(engines, "final")}
     return out
 
 
@@ -176,6 +234,12 @@ def print_study(doc: dict, seeds: tuple[int, ...] = (3, 4, 5, 6, 8)) -> None:
                     f"n={n}: power {m['designs_paired'][str(n)]['different_margin']:.2f} eq|0 "
                     f"{m['designs_paired'][str(n)]['equivalent_null']:.2f}" for n in seeds
                     if str(n) in m["designs_paired"]))
+        if a.get("modes"):
+            m = a["modes"]
+            print(f"  final is bimodal: split at {m['split']:.3f} (modes {m['lower_mean']:.3f} / {m['upper_mean']:.3f}); "
+                  "upper mode per engine: " + ", ".join(f"{k} {e['upper']}/{e['n']}" for k, e in m["engines"].items())
+                  + "; " + "; ".join(f"{k}: diff {v['diff']:+.2f} [{v['ci'][0]:+.2f}, {v['ci'][1]:+.2f}], Fisher p "
+                                      f"{v['p_fisher']:.3g}" for k, v in m["pairs"].items()))
         for name, res in a["injected"].items():
             print(f"  injected {name}: " + "; ".join(
                 f"{k} {v['diff']:+.3g} ({v['diff_in_margins']:+.2f} margins, {v['outcome']})" for k, v in res.items()))

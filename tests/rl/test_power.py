@@ -61,3 +61,22 @@ def test_the_injected_temperature_error_is_caught(study):
     inj = study["algos"]["grpo"]["injected"]["vanilla-temp1.1-vs-vanilla"]
     assert inj["mismatch_k3"]["outcome"] == "different"
     assert inj["mismatch_k3"]["diff_in_margins"] > 5
+
+
+def test_mode_split_counts_each_engines_seeds_in_the_upper_mode_and_tests_the_pair():
+    from harness.rl.power import mode_split
+
+    engines = {"a": {"seeds": [0, 1, 2, 3], "final": [0.47, 0.46, 0.48, 0.47]},
+               "b": {"seeds": [0, 1, 2, 3], "final": [0.31, 0.32, 0.31, 0.31]},
+               "b-stale": {"seeds": [0], "final": [0.0]}}  # injected engines are not pooled
+    m = mode_split(engines)
+    assert m["engines"]["a"]["upper"] == 4 and m["engines"]["b"]["upper"] == 0 and "b-stale" not in m["engines"]
+    assert 0.32 < m["split"] < 0.46
+    pair = m["pairs"]["a-vs-b"]
+    assert pair["p_fisher"] == pytest.approx(2 / 70)  # 4/4 vs 0/4: the two most extreme tables of C(8, 4)
+    assert pair["diff"] == 1.0 and 0 < pair["ci"][0] < 1 and pair["ci"][1] == 1.0
+    # the same values split evenly between the engines: no difference
+    even = {"a": {"final": [0.47, 0.31, 0.46, 0.32]}, "b": {"final": [0.31, 0.48, 0.31, 0.47]}}
+    assert mode_split(even)["pairs"]["a-vs-b"]["p_fisher"] == pytest.approx(1.0)
+    # one mode only: nothing to split
+    assert mode_split({"a": {"final": [0.30, 0.31, 0.32]}, "b": {"final": [0.31, 0.33, 0.30]}}) is None
