@@ -138,6 +138,7 @@ class RunData:
 
             raise SuiteError(f"{run_dir}: its records are of suite {', '.join(sorted(names))}, not "
                              f"{suite.suite!r} ({path}): pass --suite with the suite they were recorded from")
+        _check_prompts_against_model(suite, manifest)
         ctx = cls(run_dir, suite, manifest, records)
         ctx.suite_path = str(path)
         return ctx
@@ -286,3 +287,17 @@ class RunData:
                     if r.finish_reason == "stop" and r.stop_reason is None and r.completion_ids:
                         ids.add(r.completion_ids[-1])
         return ids, "inferred from the reference's EOS-stopped completions" if ids else "unknown"
+
+
+def _check_prompts_against_model(suite, manifest: RunManifest | None) -> None:
+    """A suite given to compare is held to the run's model as `parity run` holds it (token ids against the
+    vocabulary and context; SuiteError naming file, case and field), when the model directory is still
+    here: an id the model cannot have is a configuration error (exit 2), not a case without records."""
+    model = (manifest.model or {}) if manifest else {}
+    config_path = Path(model.get("path") or "") / "config.json"
+    if not model.get("path") or not config_path.is_file():
+        return
+    from harness.inputs import check_prompts
+
+    check_prompts(suite, json.loads(config_path.read_text()))
+

@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+from harness.records import SURFACE_VARIANTS
 from harness.rundir import read_run
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,6 +28,7 @@ cases:
   - id: greedy
     prompts: ["The robot", {ids: [3, 5, 383, 4]}]
     sampling: {temperature: 0}
+    tunix: true
     checks: [greedy_tokens]
   - id: sampled-n2
     prompts: ["The girl said that"]
@@ -111,12 +113,30 @@ class Pairs:
         self.errors = {b: [r for r in recs if r.kind == "error" and r.backend == b] for b in (served, engine)}
         gen = {(g.backend, g.key.case_id, g.key.prompt_index, g.key.sample_index, g.key.variant): g
                for g in recs if g.kind == "generation"}
-        self.gen = [(gen[(engine, *k[1:])], g) for k, g in sorted(gen.items()) if k[0] == served]
+        pairs = [(gen[(engine, *k[1:])], g) for k, g in sorted(gen.items()) if k[0] == served]
+        self.gen = [(a, b) for a, b in pairs if b.key.variant not in SURFACE_VARIANTS]
+        #: the rows of the greedy case through each side's tunix surface (generate, get_per_token_logps)
+        self.surface = [(a, b) for a, b in pairs if b.key.variant == "tunix"]
         # both score the in-process engine's completions (recorded first): the same inputs on both paths
         sc = {(s.backend, s.source_backend, s.key.case_id, s.key.prompt_index, s.key.sample_index): s
               for s in recs if s.kind == "score"}
         self.score = [(sc[(engine, *k[1:])], s) for k, s in sorted(sc.items())
                       if k[0] == served and k[1] == engine and (engine, *k[1:]) in sc]
+
+    def check_surface(self) -> float:
+        """The tunix surface served as in-process: the same rows, pad/EOS ids and layouts; the largest
+        |d| of generate's logprobs and get_per_token_logps between the two (the caller bounds it)."""
+        assert len(self.surface) == 2, [b.key for _, b in self.surface]  # the greedy case's two prompts
+        worst = 0.0
+        for a, b in self.surface:
+            for field in ("tokens", "left_padded_prompt", "pad_id", "eos_id"):
+                assert b.tunix[field] == a.tunix[field], (field, b.key)
+            assert b.completion_ids == a.completion_ids, b.key
+            for x, y in ((a.completion_logprobs, b.completion_logprobs),
+                         (a.tunix["per_token_logps"], b.tunix["per_token_logps"])):
+                assert x is not None and y is not None and len(x) == len(y), b.key
+                worst = max([worst, *(abs(u - v) for u, v in zip(x, y))])
+        return worst
 
     def max_dlogp(self) -> dict[str, float]:
         def d(a, b):

@@ -49,6 +49,14 @@ def test_served_equals_in_process(run):
     assert pairs.score
 
 
+
+def test_tunix_surface_served_equals_in_process(run):
+    """generate(prompts, RolloutConfig) and get_per_token_logps, as a trainer calls them, on the served engine:
+    the in-process rollout's rows and logprobs."""
+    worst = Pairs(run, "sglang_jax_http", "sglang_jax").check_surface()
+    print(f"\nsglang_jax_http vs sglang_jax tunix surface max |dlogp|: {worst:.3g}")
+    assert worst <= ATOL
+
 def test_weight_update_is_a_skip_with_the_reason(run):
     errs = Pairs(run, "sglang_jax_http", "sglang_jax").errors["sglang_jax_http"]
     assert errs and {e.key.case_id for e in errs} == {"update-b"}

@@ -55,6 +55,14 @@ def test_served_equals_in_process(run):
     assert pairs.score, "vllm_http scored vllm's completions"
 
 
+
+def test_tunix_surface_served_equals_in_process(run):
+    """generate(prompts, RolloutConfig) and get_per_token_logps, as a trainer calls them, on the served engine:
+    the in-process rollout's rows and logprobs."""
+    worst = Pairs(run, "vllm_http", "vllm").check_surface()
+    print(f"\nvllm_http vs vllm tunix surface max |dlogp|: {worst:.3g}")
+    assert worst <= ATOL
+
 def test_weight_update_through_the_server(run):
     """update-b ran on B through /collective_rpc reload_weights + /reset_prefix_cache: tokens equal vLLM's B."""
     pairs = Pairs(run, "vllm_http", "vllm")

@@ -129,6 +129,13 @@ def test_compare_bad_suite_exits_2(run_copy, tmp_path):
     assert p.returncode == 2 and "field 'sampling.seed'" in p.stdout, p.stdout[-3000:]
 
 
+def test_compare_bad_prompt_exits_2(run_copy, tmp_path):
+    """A suite whose prompt the run's model cannot have is a configuration error, not a case without records."""
+    p = compare(run_copy, Path(bad_prompt(tmp_path)[1]))
+    assert p.returncode == 2 and "field 'prompts.1': token id 99999 >= vocab_size" in p.stdout, p.stdout[-3000:]
+    assert not (run_copy / "checks.json").exists()
+
+
 @pytest.mark.parametrize("defect, said", [
     (lambda text: text[:-40], "last line cut off"),
     (lambda text: text.replace('"finish_reason":', '"finish_reason_x":', 1), "field 'finish_reason'"),

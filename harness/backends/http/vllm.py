@@ -6,11 +6,15 @@ VllmRunner (float32, eager, block size 32, the same logprobs mode, 32 MiB of
 KV cache) and `VLLM_SERVER_DEV_MODE=1`, which adds the server's own
 `/collective_rpc` and `/reset_prefix_cache` endpoints used for weight updates.
 
-`HttpVllmRollout` offers the slice of VllmRollout's batch API that VllmRunner
-calls (`generate_ids`, `score_ids`, `update_params`, `engine_facts`), over
-`/v1/completions`, so VllmRunner's mapping (harness.backends.vllm_sampling.to_vllm)
-and result conversion are shared and the records mean the same thing. The
-conventions normalised on the way are listed in docs/http.md.
+`HttpVllmRollout` is a VllmRollout whose engine is the server: it implements
+the batch API that VllmRunner calls (`generate_ids`, `score_ids`,
+`update_params`, `engine_facts`) over `/v1/completions`, so VllmRunner's
+mapping (harness.backends.vllm_sampling.to_vllm) and result conversion are shared and
+the records mean the same thing; the tunix surface a trainer calls
+(`generate(prompts, RolloutConfig)`, `get_per_token_logps`, `pad_id`, `eos_id`)
+is VllmRollout's own, running on top of it, as a rollout that fans out to
+servers would. The conventions normalised on the way are listed in
+docs/http.md.
 
 Options: those of harness.backends.http.options, and the in-process runner's
 `logprobs_mode` / PARITY_VLLM_LOGPROBS_MODE, `prompt_logprobs` /
@@ -32,7 +36,8 @@ from typing import Any
 from harness.backends.http.options import HttpOptions
 from harness.backends.http.pool import Pool
 from harness.backends.http.server import Client, Server, ServerError, free_port, log_dir, same_model
-from harness.backends.vllm_rollout import Completion, PromptResult
+from harness.backends.tunix_contract import RolloutConfig
+from harness.backends.vllm_rollout import Completion, PromptResult, VllmRollout
 from harness.backends.options import runner_options
 from harness.backends.vllm_runner import _MODES, VllmRunner
 from harness.backends.vllm_sampling import VLLM
@@ -107,11 +112,24 @@ def request_body(prompt: list[int], fields: dict) -> dict:
     return body
 
 
-class HttpVllmRollout:
-    """VllmRollout's batch API (generate_ids / score_ids / update_params) over /v1/completions."""
+class HttpVllmRollout(VllmRollout):
+    """VllmRollout over /v1/completions: the batch API (generate_ids / score_ids / update_params) is this
+    class's; the tunix surface is inherited and calls it."""
 
     def __init__(self, model: ModelRef, name: str, opts: HttpOptions, *, logprobs_mode: str, prompt_logprobs: str,
                  engine_kwargs: dict, server_args: list[str]):
+        # VllmRollout.__init__ builds a vllm.LLM; here the engine is the server, so only the state the tunix
+        # surface reads is set: the default RolloutConfig, the model's tokenizer and EOS ids as vLLM reads them
+        from transformers import AutoTokenizer
+
+        self._actor = self._model_view = self._mesh = None
+        self._config = RolloutConfig()
+        self.add_special_tokens = False
+        self.param_mapping = None
+        self.in_process = False
+        self._tmp_weights = None
+        self.output = None
+        self.last_results: list[PromptResult] | None = None
         self.prompt_logprobs_how = prompt_logprobs
         self.logprobs_mode = logprobs_mode
         self.engine_kwargs = dict(engine_kwargs)
@@ -125,6 +143,8 @@ class HttpVllmRollout:
         self.pool = Pool.from_options(opts, self._start_server)
         self.start_s = time.perf_counter() - t0
         try:
+            self._hf_tokenizer = self._tokenizer = AutoTokenizer.from_pretrained(str(self.model_dir))
+            self._eos = self._read_eos()
             for c in self.pool.clients:
                 models = c.get("/v1/models", timeout=30).get("data") or [{}]
                 same_model(c.url, models[0].get("root"), self.weights_dir)
@@ -188,30 +208,34 @@ class HttpVllmRollout:
             raise ServerError(f"/v1/completions answered without a choices list: {str(out)[:300]}")
         return out
 
-    def generate_ids(self, prompts: list[list[int]], fields: dict) -> list[PromptResult]:
+    def generate_ids(self, prompts: list[list[int]], sampling: dict | list[dict], *,
+                     prompt_logprobs: str | None = None, prompt_top_k: int = 1) -> list[PromptResult]:
+        """VllmRollout.generate_ids over the server: shared or per-prompt fields, one request per prompt."""
+        how = prompt_logprobs or self.prompt_logprobs_how
         prompts = [[int(t) for t in p] for p in prompts]
-        n = int(fields.get("n", 1))
-        k = fields.get("logprobs") or 0
-        sent = dict(fields)
-        sent["prompt_logprobs"] = 1 if self.prompt_logprobs_how == "inline" else None
-        outs = self.pool.dispatch([request_body(p, sent) for p in prompts], self._completion)
+        per_prompt = list(sampling) if isinstance(sampling, (list, tuple)) else [sampling] * len(prompts)
+        if len(per_prompt) != len(prompts):
+            raise ValueError(f"{len(per_prompt)} sampling settings for {len(prompts)} prompts")
+        sent = [{**f, "prompt_logprobs": max(int(prompt_top_k), 0) if how == "inline" else None} for f in per_prompt]
+        outs = self.pool.dispatch([request_body(p, f) for p, f in zip(prompts, sent)], self._completion)
         results = []
-        for p, out in zip(prompts, outs):
+        for p, fields, out in zip(prompts, sent, outs):
             choices = out["choices"]
+            n = int(fields.get("n", 1))
             if len(choices) != n:
                 raise ServerError(f"vLLM server returned {len(choices)} choices for n={n}")
-            samples = []
-            for c in choices:
-                samples.append(self._sample(c, k, fields.get("logprobs") is not None))
+            k = fields.get("logprobs") or 0
+            samples = [self._sample(c, k, fields.get("logprobs") is not None) for c in choices]
             first = choices[0]
             if first.get("prompt_token_ids") is not None and list(first["prompt_token_ids"]) != p:
                 raise ServerError("vLLM server echoes other prompt ids than were sent")
-            plps, ptop = prompt_side(p, first.get("prompt_logprobs"), 1)
+            plps, ptop = prompt_side(p, first.get("prompt_logprobs"), prompt_top_k)
             results.append(PromptResult(prompt_ids=p, prompt_logprobs=plps, prompt_top=ptop, samples=samples,
-                                        native_params=sent))
-        if self.prompt_logprobs_how == "separate":
-            for r, (plps, ptop) in zip(results, self._prompt_logprob_requests(prompts, 1)):
+                                        native_params=fields))
+        if how == "separate":
+            for r, (plps, ptop) in zip(results, self._prompt_logprob_requests(prompts, prompt_top_k)):
                 r.prompt_logprobs, r.prompt_top = plps, ptop
+        self.last_results = results
         return results
 
     @staticmethod
