@@ -107,6 +107,8 @@ def build(tmp_path: Path, *, n: int = 1500, sampler: str = "exact", frozen: bool
                     p = np.full(V, 1 / V)
                 elif b == engine and sampler == "sglang":
                     p = np.exp(log_softmax(sglang_jax_processed_logits(pen, spec)))
+                elif b == engine and sampler == "no_top_k":  # a rollout that does not send top_k
+                    p = np.exp(mode_logprobs(pen, spec.model_copy(update={"top_k": None}), pen)["processed"])
                 else:
                     p = p_true
                 for variant in ["main"] + [f"repeat-{r}" for r in range(1, case.repeats)]:
@@ -166,6 +168,13 @@ def test_sglang_top_p_convention_is_named(tmp_path):
     tv = v.data["prompts"][0]["sglang_jax_semantics"]["tv_between_semantics"]
     assert tv > 0.1  # this fake distribution makes the two conventions differ
     assert v.verdict == "fail" and "follows sglang-jax's top-p convention" in v.detail
+
+
+def test_a_dropped_field_is_named_as_the_best_explanation(tmp_path):
+    (v,) = _verdicts(build(tmp_path, sampler="no_top_k"), "sampling_distribution", "vllm", "dist")
+    fits = v.data["prompts"][0]["explained_by"]
+    assert v.verdict == "fail" and fits and fits[0]["explanation"] == "top_k not applied", (v.detail, fits)
+    assert "top_k not applied" in v.detail and "top-p convention" not in v.detail.split(" — ")[0]
 
 
 def test_underpowered_case_is_an_error_not_a_pass(tmp_path):

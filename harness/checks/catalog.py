@@ -35,14 +35,15 @@ OTHER_WEIGHTS = "other_weights"  # the reference also scores the case under the 
 SEED_RULE_VARIANTS = "seed_rule_variants"  # generate: each seeded draw again alone, with its documented seed
 DISTRIBUTION = "distribution"  # the reference's exact first-step distribution (dist:*, harness/sampling/expect.py)
 EFFECTS = "effects"  # the reference's greedy expectations (fx:*, harness/sampling/expect.py)
-NEEDS = frozenset({OTHER_WEIGHTS, SEED_RULE_VARIANTS, DISTRIBUTION, EFFECTS})
+SEQUENCE = "sequence"  # the reference's PIT inputs at every sampled position (seq:*, harness/sampling/expect.py)
+NEEDS = frozenset({OTHER_WEIGHTS, SEED_RULE_VARIANTS, DISTRIBUTION, EFFECTS, SEQUENCE})
 
 # The order of the reference table and of the self-test's detection matrix (presentation only: a check
 # not listed follows these, in the order its module declares it).
 DISPLAY_ORDER = ("prompt_ids", "prompt_logprobs", "completion_logprobs", "logprob_mode", "greedy_tokens", "replay",
                  "self_consistency", "mismatch", "seed_determinism", "batch_invariance", "n_samples", "eos_policy",
                  "weight_update", "params_sent", "seed_rule", "tunix_surface", "rollout_contract", "sampling_support",
-                 "sampling_distribution", "sampling_effects")
+                 "sampling_distribution", "sampling_sequence", "sampling_effects")
 
 # modules of this package that declare no check (imported by the checks, never scanned for declarations)
 FRAMEWORK = frozenset({"base", "catalog", "compare_fns", "data", "inject", "profiles", "pytest_plugin", "registry"})
@@ -153,4 +154,6 @@ NEEDS_DOC = {
                         "`rule-tunix`",
     DISTRIBUTION: "the reference's exact first-step distribution, `by_mode[\"dist:*\"]`",
     EFFECTS: "the reference's greedy expectations, `by_mode[\"fx:*\"]`",
+    SEQUENCE: "where each sampled token sits in the exact processed distribution at its position, "
+              "`by_mode[\"seq:above\"]` and `by_mode[\"seq:p\"]`",
 }

@@ -31,6 +31,7 @@ verdict for each (case, engine) whose spec sets a field that engine drops or ign
 from __future__ import annotations
 
 import json
+import zlib
 
 import os
 import sys
@@ -39,12 +40,14 @@ from pathlib import Path
 import numpy as np
 
 from harness.backends import registry
-from harness.checks.base import check, guard, no_units, not_applicable, verdict
-from harness.checks.catalog import DISTRIBUTION, EFFECTS
+from harness.checks.base import WITH_REFERENCE_EACH_BACKEND, NotApplicable, check, guard, no_units, not_applicable, verdict
+from harness.checks.catalog import DISTRIBUTION, EFFECTS, SEQUENCE
 from harness.checks.data import REFERENCE, RunData, Unavailable
 from harness.sampling import mapping
 from harness.sampling.stats import (
     bonferroni,
+    pit_sequence_test,
+    pit_values,
     fmt_p,
     goodness_of_fit,
     repeat_independence,
@@ -134,6 +137,17 @@ def sampling_distribution(ctx: RunData, case: Case) -> list[Verdict]:
                 p_alt = _probs(d[f"dist:processed:{e}"])
                 row[f"{e}_semantics"] = {"p_value": alt.p_value, "out_of_support": alt.out_of_support,
                                          "tv_between_semantics": 0.5 * float(np.abs(p - p_alt).sum())}
+            if g.p_value < a_each:  # which alternative explains the draws (the diagnosis), best fit first
+                alts = {f"{c.label}'s {c.what} convention": f"dist:processed:{e}" for e, c in conventions.items()}
+                alts.update({f"{k.rsplit(':', 1)[1]} not applied": k for k in d if k.startswith("dist:processed:without:")})
+                fits = []
+                for name, k in alts.items():
+                    q = _probs(d[k])
+                    ga = goodness_of_fit(draws, q, alpha=a_each, tv=MIN_TV, borderline=border)
+                    if ga.p_value >= a_each:
+                        fits.append({"explanation": name, "p_value": ga.p_value,
+                                     "tv_from_canonical": 0.5 * float(np.abs(p - q).sum())})
+                row["explained_by"] = sorted(fits, key=lambda f: -f["p_value"])
             if g.power < POWER_TARGET:
                 row["required_n"] = required_n(p, MIN_TV, a_each, POWER_TARGET)
                 weak.append(row)
@@ -160,9 +174,15 @@ def sampling_distribution(ctx: RunData, case: Case) -> list[Verdict]:
         if fails:
             why = []
             for r in fails:
-                for e, c in conventions.items():
-                    if r[f"{e}_semantics"]["p_value"] >= a_each:
-                        why.append(f"prompt {r['prompt']} follows {c.label}'s {c.what} convention, not the canonical one")
+                fits = r.get("explained_by") or []
+                if fits and fits[0]["explanation"].endswith(" convention"):
+                    why.append(f"prompt {r['prompt']} follows {fits[0]['explanation']}, not the canonical one")
+                elif fits:
+                    why.append(f"prompt {r['prompt']}'s draws fit the distribution with {fits[0]['explanation']} "
+                               f"(p={fmt_p(fits[0]['p_value'])})")
+                if len(fits) > 1:
+                    why[-1] += " (also consistent: " + ", ".join(
+                        f"{f['explanation']} p={fmt_p(f['p_value'])}" for f in fits[1:]) + ")"
             if why:
                 detail = "; ".join(why) + " — " + detail
             v = verdict(check, case.id, [x], metric=metric, value=worst_p, threshold=a_each, passed=False,
@@ -208,6 +228,64 @@ def sampling_distribution(ctx: RunData, case: Case) -> list[Verdict]:
         if spec.seed is None and case.repeats >= 2:
             out += guard(check, case, [x], "repeat_independence_p", lambda x=x: independence(x))
     return out
+
+
+# ============================================================================ sampling_sequence
+def _sampled(case: Case) -> NotApplicable | None:
+    return NotApplicable("suite configuration: sampling_sequence needs temperature > 0 (a greedy case has no "
+                         "distribution to test)", "error") if case.sampling.greedy else None
+
+
+@check("sampling_sequence", units=WITH_REFERENCE_EACH_BACKEND, metric="p_value", tolerances={"alpha": 1e-3},
+       precondition=_sampled, needs=[SEQUENCE], scored_by_engines=False,
+       unit_doc="backend vs reference's exact processed distribution at every sampled position",
+       prerequisite=(lambda c: not c.sampling.greedy, "check sampling_sequence needs temperature > 0 (a greedy case "
+                                                      "has no distribution)"),
+       summary="whole sampled sequences: the randomised PIT of every sampled token under the exact processed "
+               "distribution at its position is i.i.d. Uniform(0,1) (uniformity and lag-1 independence, "
+               "Fisher-combined; stated false-alarm rate)",
+       measures="p-value of \"the PIT values are i.i.d. Uniform(0,1)\": Fisher's combination of a "
+                "Kolmogorov-Smirnov uniformity test and a lag-1 serial test (docs/checks.md) vs `alpha`",
+       fails="a sampler reusing its random key at every position (degenerate loops such as 3, 11, 6, 3, 11, 6), "
+             "any sampler whose later draws are not draws of the distribution given their prefix")
+def sampling_sequence(ctx: RunData, case: Case, x: str) -> Verdict:
+    """Whole sampled sequences, position by position (sampling_distribution sees first tokens only): the
+    randomised PIT of every sampled token under the reference's exact processed distribution at its own
+    position (teacher-forced on the sampled prefix, ScoreRecord.by_mode["seq:above"/"seq:p"],
+    harness/sampling/expect.py) must look i.i.d. Uniform(0,1): harness.sampling.stats.pit_sequence_test
+    over the case's main completions, all prompts and samples."""
+    check_name, metric = "sampling_sequence", "p_value"
+    alpha = case.tolerance("alpha", check_name)
+    gens = ctx.gens_of(x, case)  # a crashed or missing generate phase is an error, not an empty pass
+    scores = ctx.scores_of(REFERENCE, case, x)
+    missing = sorted(set(gens) - set(scores))
+    if missing:
+        raise Unavailable("error", f"the reference did not score {x}'s completions {missing[:4]} of case {case.id}")
+    # V of the randomised PIT: a fixed stream per (case, backend), so a re-compare gives the same verdict
+    rng = np.random.default_rng(zlib.crc32(f"{case.id}:{x}".encode()))
+    seqs, rows = [], []
+    for (pi, si), rec in sorted(scores.items()):
+        if "seq:above" not in rec.by_mode:
+            raise Unavailable("error", f"the reference's score of {x}'s completions of case {case.id} has no "
+                                       "per-position PIT (seq:above): re-run the reference's score phase with "
+                                       "this harness version (harness/sampling/expect.py)")
+        u = pit_values(rec.by_mode["seq:above"], rec.by_mode["seq:p"], rng)
+        seqs.append(u)
+        rows.append({"prompt": pi, "sample": si, "tokens": len(u), "mean_u": float(u.mean()) if u.size else None})
+    r = pit_sequence_test(seqs, rng)  # the same stream simulates the null: deterministic
+    if r.pairs < 10:
+        raise Unavailable("error", f"{x}: {r.pairs} consecutive sampled positions in case {case.id}: too few "
+                                   "for the independence test (needs >= 10)")
+    detail = (f"{r.n} sampled tokens in {len(seqs)} sequences, PIT mean {r.mean_u:.3f} (0.5 expected): "
+              f"uniformity KS D={r.ks_statistic:.3f} p={fmt_p(r.ks_p)}; lag-1 serial z={r.serial_z:+.2f} over "
+              f"{r.pairs} pairs p={fmt_p(r.serial_p)}; Fisher {r.fisher:.1f}, p={fmt_p(r.p_value)} against "
+              f"{r.null_draws} simulated null data sets of these shapes, vs alpha {alpha:g}")
+    if r.p_value < alpha and r.serial_p < alpha ** 0.5 and r.serial_z > 0:
+        detail = "consecutive draws depend on each other (random noise reused across positions?) — " + detail
+    elif r.p_value < alpha:
+        detail = "sampled tokens are not draws of the processed distribution at their positions — " + detail
+    return verdict(check_name, case.id, [x], metric=metric, value=r.p_value, threshold=alpha,
+                   passed=r.p_value >= alpha, detail=detail, data={**r.as_dict(), "alpha": alpha, "sequences": rows})
 
 
 # ============================================================================ sampling_effects
@@ -422,6 +500,6 @@ def write_sampling_table(run_dir: Path, ctx: RunData | None = None) -> Path | No
         return None
 
 
-__all__ = ["sampling_distribution", "sampling_effects", "mapping_verdicts", "write_sampling_table",
+__all__ = ["sampling_distribution", "sampling_effects", "sampling_sequence", "mapping_verdicts", "write_sampling_table",
            "sampling_table", "case_issues", "MIN_TV", "POWER_TARGET"]
 

@@ -11,6 +11,9 @@ prompt and source), the full first-step distribution over the vocabulary:
 - `dist:processed:<engine>`: the same under the sampler semantics of each engine that declares its own
   order of the filters (`SamplingDialect.processed`; sglang-jax 0.0.2: top_p measured on the full
   distribution before the top-k/min-p cut), to tell a convention difference from a sampler defect.
+- `dist:processed:without:<field>`: the processed distribution with one set field of top_k, top_p,
+  min_p, temperature at its neutral value (`WITHOUT`): the diagnosis names the field whose absence
+  explains a failing engine's draws.
 - `dist:borderline`: token ids whose membership of the support flips when the top-p / min-p
   thresholds move by a relative 1e-3 or that tie the top-k boundary within 1e-4 (in either
   semantics): float32 engines may decide them either way.
@@ -26,6 +29,15 @@ that source's own tokens, so one early difference does not cascade):
   a field the case sets must change at least one of these somewhere, else the case does not
   exercise it);
 - `fx:eos`: the model's EOS ids (a constant list).
+
+For cases naming `sampling_sequence`, on every record, per completion position i (teacher-forced on
+that source's own tokens): where the sampled token sits in the exact processed distribution given
+the completion's first i tokens, the two numbers of its randomised probability integral transform
+(harness.sampling.stats.pit_sequence_test):
+
+- `seq:above`: the processed probability mass of the tokens ranked above the sampled one
+  (descending processed probability, ties by token id: the order the engines' samplers sort in);
+- `seq:p`: the sampled token's processed probability (0 for a token outside the support).
 """
 
 from __future__ import annotations
@@ -44,6 +56,8 @@ REFERENCE_SCORE_ONLY = frozenset({"sampling_distribution", "sampling_effects"})
 
 NEUTRAL: dict[str, Any] = EFFECT_NEUTRAL
 EFFECT_FIELDS = tuple(NEUTRAL)
+#: the truncation fields and temperature, at the value that leaves them out (a field an engine may drop)
+WITHOUT: dict[str, Any] = {"top_k": None, "top_p": 1.0, "min_p": 0.0, "temperature": 1.0}
 BORDER_REL = 1e-3
 BORDER_TIE = 1e-4
 
@@ -86,6 +100,11 @@ def distribution_extras(runner: Any, prompt: list[int], spec: SamplingSpec) -> d
     for engine, c in conventions().items():
         out[f"dist:processed:{engine}"] = log_softmax(c.logits(pen, spec)).tolist()
     out["dist:borderline"] = [float(t) for t in borderline_tokens(pen, spec)]
+    # the diagnosis's alternatives (harness/checks/sampling.py): the distribution with one set field left out
+    for f, neutral in WITHOUT.items():
+        if not spec.greedy and getattr(spec, f) != neutral:
+            out[f"dist:processed:without:{f}"] = log_softmax(processed_logits(pen, spec.model_copy(
+                update={f: neutral}))).tolist()
     return out
 
 
@@ -120,10 +139,27 @@ def effect_extras(runner: Any, prompt: list[int], completion: list[int], spec: S
     return out
 
 
+def sequence_extras(runner: Any, prompt: list[int], completion: list[int], spec: SamplingSpec) -> dict[str, list[float]]:
+    prompt, completion = list(prompt), list(completion)
+    out: dict[str, list[float]] = {"seq:above": [], "seq:p": []}
+    if not completion or spec.greedy:
+        return out
+    logits = runner.logits(prompt + completion)
+    for i, tok in enumerate(completion):
+        pen = apply_penalties(logits[len(prompt) + i - 1], spec, prompt, completion[:i])
+        p = np.exp(log_softmax(processed_logits(pen, spec)))
+        pt = float(p[tok])
+        # mass strictly above tok in (descending p, ascending id) order
+        above = float(p[p > pt].sum() + p[:tok][p[:tok] == pt].sum())
+        out["seq:above"].append(above)
+        out["seq:p"].append(pt)
+    return out
+
+
 def score_extras(runner: Any, case: Any, batch: list, scored: list) -> None:
     """Add the entries above to the reference's Scored results of one (case, source) batch, in place."""
     checks = set(case.checks)
-    if not checks & {"sampling_distribution", "sampling_effects"}:
+    if not checks & {"sampling_distribution", "sampling_effects", "sampling_sequence"}:
         return
     spec: SamplingSpec = case.sampling
     eos = set(getattr(runner, "_eos", set()))
@@ -136,3 +172,5 @@ def score_extras(runner: Any, case: Any, batch: list, scored: list) -> None:
             s.by_mode.update(dists[key])
         if "sampling_effects" in checks:
             s.by_mode.update(effect_extras(runner, g.prompt_ids, g.completion_ids, spec, eos))
+        if "sampling_sequence" in checks:
+            s.by_mode.update(sequence_extras(runner, g.prompt_ids, g.completion_ids, spec))
