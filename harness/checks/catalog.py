@@ -78,7 +78,13 @@ class _Catalog(Mapping):
         return self._ordered
 
     def __getitem__(self, name: str) -> "Check":
-        return self._load()[name]
+        return (self._ordered or self._load())[name]
+
+    def get(self, name, default=None):  # Mapping's goes through __getitem__ and a KeyError: the hot path of tolerances
+        return (self._ordered or self._load()).get(name, default)
+
+    def __contains__(self, name) -> bool:
+        return name in (self._ordered or self._load())
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._load())
