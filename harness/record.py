@@ -381,7 +381,7 @@ class Recorder:
                         for s, o in zip(scored, stale):
                             s.by_mode.update({f"{m}@{other}": v for m, v in o.by_mode.items()})
                     if self.runner.name == registry.reference():  # exact distributions / greedy expectations for
-                        score_extras(self.runner, case, batch, scored)  # sampling_* checks (harness/sampling/expect.py)
+                        score_extras(self.runner, case, batch, scored)  # what the checks need (harness/sampling/expect.py)
                     records = [
                         ScoreRecord(**self._base("score"), key=g.key, model_hash=self.models[case.weights].content_hash,
                                     source_backend=src, prompt_ids=g.prompt_ids, completion_ids=g.completion_ids,

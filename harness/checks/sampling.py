@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from harness.backends import registry
-from harness.checks.base import WITH_REFERENCE_EACH_BACKEND, NotApplicable, check, guard, no_units, not_applicable, verdict
+from harness.checks.base import WITH_REFERENCE_EACH_BACKEND, NotApplicable, Unit, Units, check, verdict
 from harness.checks.catalog import DISTRIBUTION, EFFECTS, SEQUENCE
 from harness.checks.data import REFERENCE, RunData, Unavailable
 from harness.sampling import mapping
@@ -85,8 +85,23 @@ def _first_tokens(gens: dict, prompt: int) -> list[int]:
 
 
 # ============================================================================ sampling_distribution
-@check("sampling_distribution", units=None, metric="p_value", tolerances={"alpha": 1e-3}, needs=[DISTRIBUTION],
-       scored_by_engines=False, unit_doc="backend vs reference's exact processed distribution",
+def _distribution_units(ctx: RunData, case: Case) -> list[Unit]:
+    """Per backend the draws' test and, for an unseeded case with repeats, the repeat-independence test."""
+    repeats = case.sampling.seed is None and case.repeats >= 2
+    return [u for x in ctx.backends for u in [Unit((x, False), [x])]
+            + ([Unit((x, True), [x], metric="repeat_independence_p")] if repeats else [])] if ctx.has_reference else []
+
+
+def _greedy_case(case: Case) -> NotApplicable | None:
+    if case.sampling.greedy:
+        return NotApplicable("suite configuration: sampling_distribution needs temperature > 0 (a greedy case has no "
+                             "distribution to test)", "error")
+    return None
+
+
+@check("sampling_distribution", units=Units("backend vs reference's exact processed distribution", _distribution_units),
+       requires="the reference (it computes the exact distribution)", precondition=_greedy_case, metric="p_value", tolerances={"alpha": 1e-3}, needs=[DISTRIBUTION],
+       scored_by_engines=False,
        prerequisite=(lambda c: not c.sampling.greedy, "check sampling_distribution needs temperature > 0 (a greedy "
                                                       "case has no distribution)"),
        summary="empirical next-token distribution matches the exact processed distribution from the reference logits "
@@ -96,15 +111,12 @@ def _first_tokens(gens: dict, prompt: int) -> list[int]:
        fails="temperature/top-k/top-p/min-p meaning something else, a near-uniform sampler (sglang-jax's seeded "
              "sampler, compat `seeded_sampler_exact`), a frozen PRNG key (`unseeded_key_advances`), sglang-jax's top-p "
              "convention")
-def sampling_distribution(ctx: RunData, case: Case) -> list[Verdict]:
+def sampling_distribution(ctx: RunData, case: Case, x: str, independence: bool) -> Verdict:
+    if independence:
+        return _repeat_independence(ctx, case, x)
     check, metric = "sampling_distribution", "p_value"
     spec = case.sampling
     alpha = case.tolerance("alpha", check)
-    if spec.greedy:
-        return [not_applicable(check, case.id, [], metric, "suite configuration: sampling_distribution needs "
-                               "temperature > 0 (a greedy case has no distribution to test)", "error")]
-    if not ctx.has_reference:
-        return no_units(check, case, metric, "the reference (it computes the exact distribution)", ctx)
     m = len(case.prompts)
     a_each = bonferroni(alpha, m)
     # engines whose own filter order gives another distribution for this spec: the draws are tested against it too
@@ -114,120 +126,115 @@ def sampling_distribution(ctx: RunData, case: Case) -> list[Verdict]:
     # are copies by design: main only
     pooled = ["main"] + ([f"repeat-{r}" for r in range(1, case.repeats)] if spec.seed is None else [])
 
-    def unit(x: str) -> Verdict:
-        variants = [ctx.gens_of(x, case, v) for v in pooled]
-        dists = _dists(ctx, case, x)
-        per_prompt, fails, weak = [], [], []
-        worst_p = 1.0
+    variants = [ctx.gens_of(x, case, v) for v in pooled]
+    dists = _dists(ctx, case, x)
+    per_prompt, fails, weak = [], [], []
+    worst_p = 1.0
+    for i in range(m):
+        if i not in dists:
+            raise Unavailable("error", f"no exact distribution for prompt {i} (the reference's score of {x}'s "
+                                       f"sample 0 of prompt {i} is missing)")
+        d = dists[i]
+        draws = [t for gens in variants for t in _first_tokens(gens, i)]
+        if not draws:
+            raise Unavailable("error", f"{x} returned no tokens for prompt {i}")
+        p = _probs(d["dist:processed"])
+        border = {int(t) for t in d.get("dist:borderline", [])}
+        g = goodness_of_fit(draws, p, alpha=a_each, tv=MIN_TV, borderline=border)
+        row = {"prompt": i, **g.as_dict(), "alpha": a_each}
+        for e in conventions:
+            alt = goodness_of_fit(draws, _probs(d[f"dist:processed:{e}"]), alpha=a_each, tv=MIN_TV,
+                                  borderline=border)
+            p_alt = _probs(d[f"dist:processed:{e}"])
+            row[f"{e}_semantics"] = {"p_value": alt.p_value, "out_of_support": alt.out_of_support,
+                                     "tv_between_semantics": 0.5 * float(np.abs(p - p_alt).sum())}
+        if g.p_value < a_each:  # which alternative explains the draws (the diagnosis), best fit first
+            alts = {f"{c.label}'s {c.what} convention": f"dist:processed:{e}" for e, c in conventions.items()}
+            alts.update({f"{k.rsplit(':', 1)[1]} not applied": k for k in d if k.startswith("dist:processed:without:")})
+            fits = []
+            for name, k in alts.items():
+                q = _probs(d[k])
+                ga = goodness_of_fit(draws, q, alpha=a_each, tv=MIN_TV, borderline=border)
+                if ga.p_value >= a_each:
+                    fits.append({"explanation": name, "p_value": ga.p_value,
+                                 "tv_from_canonical": 0.5 * float(np.abs(p - q).sum())})
+            row["explained_by"] = sorted(fits, key=lambda f: -f["p_value"])
+        if g.power < POWER_TARGET:
+            row["required_n"] = required_n(p, MIN_TV, a_each, POWER_TARGET)
+            weak.append(row)
+        worst_p = min(worst_p, g.p_value)
+        if g.p_value < a_each:
+            fails.append(row)
+        per_prompt.append(row)
+    data = {"alpha": alpha, "alpha_per_prompt": a_each, "min_effect_tv": MIN_TV, "power_target": POWER_TARGET,
+            "prompts": per_prompt, "variants": pooled, "spec": case.sampling.canonical()}
+    parts = []
+    for r in per_prompt:
+        s = (f"prompt {r['prompt']}: N={r['n']} chi2 {r['statistic']:.1f} on {r['df']} df, p={fmt_p(r['p_value'])}"
+             f", binned TV {r['binned_tv']:.3f}, power {r['power']:.3f} vs TV {MIN_TV}")
+        if r["out_of_support"]:
+            s += f", {r['out_of_support']} draws of masked tokens (e.g. {list(r['out_of_support_tokens'])[:5]})"
+        if r["borderline"]:
+            s += f", {r['borderline']} borderline draws set aside"
+        for e, c in conventions.items():
+            sj = r[f"{e}_semantics"]
+            s += (f"; vs {c.label}'s {c.what} semantics (TV {sj['tv_between_semantics']:.3f} from canonical): "
+                  f"p={fmt_p(sj['p_value'])}")
+        parts.append(s)
+    detail = f"alpha {alpha:g} ({a_each:g} per prompt); " + "; ".join(parts)
+    if fails:
+        why = []
+        for r in fails:
+            fits = r.get("explained_by") or []
+            if fits and fits[0]["explanation"].endswith(" convention"):
+                why.append(f"prompt {r['prompt']} follows {fits[0]['explanation']}, not the canonical one")
+            elif fits:
+                why.append(f"prompt {r['prompt']}'s draws fit the distribution with {fits[0]['explanation']} "
+                           f"(p={fmt_p(fits[0]['p_value'])})")
+            if len(fits) > 1:
+                why[-1] += " (also consistent: " + ", ".join(
+                    f"{f['explanation']} p={fmt_p(f['p_value'])}" for f in fits[1:]) + ")"
+        if why:
+            detail = "; ".join(why) + " — " + detail
+        v = verdict(check, case.id, [x], metric=metric, value=worst_p, threshold=a_each, passed=False,
+                    detail=detail, data=data)
+        return v
+    if weak:
+        needs = ", ".join(f"prompt {r['prompt']}: N={r['n']} gives power {r['power']:.3f}, needs N>={r['required_n']}"
+                          for r in weak)
+        v = verdict(check, case.id, [x], metric=metric, value=worst_p, threshold=a_each, passed=True,
+                    detail=f"underpowered for TV {MIN_TV} at power {POWER_TARGET} ({needs}); " + detail, data=data)
+        v.verdict = "error"
+        return v
+    return verdict(check, case.id, [x], metric=metric, value=worst_p, threshold=a_each, passed=True,
+                   detail=detail, data=data)
+
+
+def _repeat_independence(ctx: RunData, case: Case, x: str) -> Verdict:
+    """An unseeded case's repeats draw afresh: matches with the first call's draws beyond chance reject."""
+    check, m, alpha = "sampling_distribution", len(case.prompts), case.tolerance("alpha", "sampling_distribution")
+    gens = ctx.gens_of(x, case)
+    dists = _dists(ctx, case, x)
+    rows, worst = [], 1.0
+    tests = (case.repeats - 1) * m
+    a_each2 = bonferroni(alpha, tests)
+    for r in range(1, case.repeats):
+        rep = ctx.gens_of(x, case, f"repeat-{r}")
         for i in range(m):
-            if i not in dists:
-                raise Unavailable("error", f"no exact distribution for prompt {i} (the reference's score of {x}'s "
-                                           f"sample 0 of prompt {i} is missing)")
-            d = dists[i]
-            draws = [t for gens in variants for t in _first_tokens(gens, i)]
-            if not draws:
-                raise Unavailable("error", f"{x} returned no tokens for prompt {i}")
-            p = _probs(d["dist:processed"])
-            border = {int(t) for t in d.get("dist:borderline", [])}
-            g = goodness_of_fit(draws, p, alpha=a_each, tv=MIN_TV, borderline=border)
-            row = {"prompt": i, **g.as_dict(), "alpha": a_each}
-            for e in conventions:
-                alt = goodness_of_fit(draws, _probs(d[f"dist:processed:{e}"]), alpha=a_each, tv=MIN_TV,
-                                      borderline=border)
-                p_alt = _probs(d[f"dist:processed:{e}"])
-                row[f"{e}_semantics"] = {"p_value": alt.p_value, "out_of_support": alt.out_of_support,
-                                         "tv_between_semantics": 0.5 * float(np.abs(p - p_alt).sum())}
-            if g.p_value < a_each:  # which alternative explains the draws (the diagnosis), best fit first
-                alts = {f"{c.label}'s {c.what} convention": f"dist:processed:{e}" for e, c in conventions.items()}
-                alts.update({f"{k.rsplit(':', 1)[1]} not applied": k for k in d if k.startswith("dist:processed:without:")})
-                fits = []
-                for name, k in alts.items():
-                    q = _probs(d[k])
-                    ga = goodness_of_fit(draws, q, alpha=a_each, tv=MIN_TV, borderline=border)
-                    if ga.p_value >= a_each:
-                        fits.append({"explanation": name, "p_value": ga.p_value,
-                                     "tv_from_canonical": 0.5 * float(np.abs(p - q).sum())})
-                row["explained_by"] = sorted(fits, key=lambda f: -f["p_value"])
-            if g.power < POWER_TARGET:
-                row["required_n"] = required_n(p, MIN_TV, a_each, POWER_TARGET)
-                weak.append(row)
-            worst_p = min(worst_p, g.p_value)
-            if g.p_value < a_each:
-                fails.append(row)
-            per_prompt.append(row)
-        data = {"alpha": alpha, "alpha_per_prompt": a_each, "min_effect_tv": MIN_TV, "power_target": POWER_TARGET,
-                "prompts": per_prompt, "variants": pooled, "spec": case.sampling.canonical()}
-        parts = []
-        for r in per_prompt:
-            s = (f"prompt {r['prompt']}: N={r['n']} chi2 {r['statistic']:.1f} on {r['df']} df, p={fmt_p(r['p_value'])}"
-                 f", binned TV {r['binned_tv']:.3f}, power {r['power']:.3f} vs TV {MIN_TV}")
-            if r["out_of_support"]:
-                s += f", {r['out_of_support']} draws of masked tokens (e.g. {list(r['out_of_support_tokens'])[:5]})"
-            if r["borderline"]:
-                s += f", {r['borderline']} borderline draws set aside"
-            for e, c in conventions.items():
-                sj = r[f"{e}_semantics"]
-                s += (f"; vs {c.label}'s {c.what} semantics (TV {sj['tv_between_semantics']:.3f} from canonical): "
-                      f"p={fmt_p(sj['p_value'])}")
-            parts.append(s)
-        detail = f"alpha {alpha:g} ({a_each:g} per prompt); " + "; ".join(parts)
-        if fails:
-            why = []
-            for r in fails:
-                fits = r.get("explained_by") or []
-                if fits and fits[0]["explanation"].endswith(" convention"):
-                    why.append(f"prompt {r['prompt']} follows {fits[0]['explanation']}, not the canonical one")
-                elif fits:
-                    why.append(f"prompt {r['prompt']}'s draws fit the distribution with {fits[0]['explanation']} "
-                               f"(p={fmt_p(fits[0]['p_value'])})")
-                if len(fits) > 1:
-                    why[-1] += " (also consistent: " + ", ".join(
-                        f"{f['explanation']} p={fmt_p(f['p_value'])}" for f in fits[1:]) + ")"
-            if why:
-                detail = "; ".join(why) + " — " + detail
-            v = verdict(check, case.id, [x], metric=metric, value=worst_p, threshold=a_each, passed=False,
-                        detail=detail, data=data)
-            return v
-        if weak:
-            needs = ", ".join(f"prompt {r['prompt']}: N={r['n']} gives power {r['power']:.3f}, needs N>={r['required_n']}"
-                              for r in weak)
-            v = verdict(check, case.id, [x], metric=metric, value=worst_p, threshold=a_each, passed=True,
-                        detail=f"underpowered for TV {MIN_TV} at power {POWER_TARGET} ({needs}); " + detail, data=data)
-            v.verdict = "error"
-            return v
-        return verdict(check, case.id, [x], metric=metric, value=worst_p, threshold=a_each, passed=True,
-                       detail=detail, data=data)
-
-    def independence(x: str) -> Verdict:
-        gens = ctx.gens_of(x, case)
-        dists = _dists(ctx, case, x)
-        rows, worst = [], 1.0
-        tests = (case.repeats - 1) * m
-        a_each2 = bonferroni(alpha, tests)
-        for r in range(1, case.repeats):
-            rep = ctx.gens_of(x, case, f"repeat-{r}")
-            for i in range(m):
-                pairs = [(int(gens[k].completion_ids[0]), int(rep[k].completion_ids[0])) for k in sorted(gens)
-                         if k[0] == i and k in rep and gens[k].completion_ids and rep[k].completion_ids]
-                p = _probs(dists[i]["dist:processed"])
-                emp = np.bincount([a for a, _ in pairs], minlength=p.size) / max(1, len(pairs))
-                q = max(float((p * p).sum()), float((emp * emp).sum()))  # the larger: conservative
-                res = repeat_independence(pairs, q)
-                rows.append({"repeat": r, "prompt": i, **res.as_dict()})
-                worst = min(worst, res.p_value)
-        detail = "; ".join(f"repeat-{r['repeat']} prompt {r['prompt']}: {r['matches']}/{r['pairs']} draws equal to "
-                           f"the first call's (expected {r['expected']:.1f} if independent), p={fmt_p(r['p_value'])}"
-                           for r in rows)
-        return verdict(check, case.id, [x], metric="repeat_independence_p", value=worst, threshold=a_each2,
-                       passed=worst >= a_each2, detail=f"unseeded repeats, alpha {alpha:g}: " + detail,
-                       data={"alpha": alpha, "alpha_per_test": a_each2, "tests": rows})
-
-    out = []
-    for x in ctx.backends:
-        out += guard(check, case, [x], metric, lambda x=x: unit(x))
-        if spec.seed is None and case.repeats >= 2:
-            out += guard(check, case, [x], "repeat_independence_p", lambda x=x: independence(x))
-    return out
+            pairs = [(int(gens[k].completion_ids[0]), int(rep[k].completion_ids[0])) for k in sorted(gens)
+                     if k[0] == i and k in rep and gens[k].completion_ids and rep[k].completion_ids]
+            p = _probs(dists[i]["dist:processed"])
+            emp = np.bincount([a for a, _ in pairs], minlength=p.size) / max(1, len(pairs))
+            q = max(float((p * p).sum()), float((emp * emp).sum()))  # the larger: conservative
+            res = repeat_independence(pairs, q)
+            rows.append({"repeat": r, "prompt": i, **res.as_dict()})
+            worst = min(worst, res.p_value)
+    detail = "; ".join(f"repeat-{r['repeat']} prompt {r['prompt']}: {r['matches']}/{r['pairs']} draws equal to "
+                       f"the first call's (expected {r['expected']:.1f} if independent), p={fmt_p(r['p_value'])}"
+                       for r in rows)
+    return verdict(check, case.id, [x], metric="repeat_independence_p", value=worst, threshold=a_each2,
+                   passed=worst >= a_each2, detail=f"unseeded repeats, alpha {alpha:g}: " + detail,
+                   data={"alpha": alpha, "alpha_per_test": a_each2, "tests": rows})
 
 
 # ============================================================================ sampling_sequence
@@ -322,7 +329,14 @@ def _exercised(ctx: RunData, case: Case) -> tuple[dict[str, bool], dict[str, str
     return done, how
 
 
-@check("sampling_effects", units=None, metric="problems", tolerances={"logprob_atol": 1e-4}, needs=[EFFECTS],
+def _sampled_case(case: Case) -> NotApplicable | None:
+    if not case.sampling.greedy:
+        return NotApplicable("suite configuration: sampling_effects needs temperature 0 (deterministic effects)", "error")
+    return None
+
+
+@check("sampling_effects", units=WITH_REFERENCE_EACH_BACKEND, requires="the reference (it computes the expected tokens)",
+       precondition=_sampled_case, metric="problems", tolerances={"logprob_atol": 1e-4}, needs=[EFFECTS],
        scored_by_engines=False, unit_doc="backend vs reference (greedy, teacher-forced)",
        prerequisite=(lambda c: c.sampling.greedy, "check sampling_effects needs temperature 0 (its expected tokens "
                                                   "are the reference's argmax)"),
@@ -331,83 +345,74 @@ def _exercised(ctx: RunData, case: Case) -> tuple[dict[str, bool], dict[str, str
        measures="tokens that are not the reference's argmax under the spec (a logit margin within `logprob_atol` is a "
                 "tie), wrong stopping",
        fails="stop_token_ids, ignore_eos, min_tokens, penalties, logit_bias ignored or mis-applied")
-def sampling_effects(ctx: RunData, case: Case) -> list[Verdict]:
+def sampling_effects(ctx: RunData, case: Case, x: str) -> Verdict:
     check, metric = "sampling_effects", "problems"
     spec = case.sampling
     tie = case.tolerance("logprob_atol", check)
-    if not spec.greedy:
-        return [not_applicable(check, case.id, [], metric, "suite configuration: sampling_effects needs "
-                               "temperature 0 (deterministic effects)", "error")]
-    if not ctx.has_reference:
-        return no_units(check, case, metric, "the reference (it computes the expected tokens)", ctx)
-
-    def unit(x: str) -> Verdict:
-        exercised, how = _exercised(ctx, case)
-        gens = ctx.gens_of(x, case)
-        scores = ctx.scores_of(REFERENCE, case, x)
-        problems: list[str] = []
-        blamed: dict[str, int] = {}
-        lengths = []
-        for key, g in sorted(gens.items()):
-            s = scores.get(key)
-            if s is None or "fx:argmax" not in s.by_mode:
-                raise Unavailable("error", f"no greedy expectation for {x}'s completion {key} (the reference's "
-                                           "score phase did not add fx:argmax)")
-            ids = list(g.completion_ids)
-            lengths.append(len(ids))
-            eos = {int(t) for t in s.by_mode.get("fx:eos", [])}
-            am, margin = s.by_mode["fx:argmax"], s.by_mode["fx:margin"]
-            for i, tok in enumerate(ids):
-                if tok == int(am[i]) or margin[i] <= tie:
-                    continue
-                as_if = [f.removeprefix("fx:without:") for f, v in s.by_mode.items()
-                         if f.startswith("fx:without:") and int(v[i]) == tok]
-                for f in as_if:
-                    blamed[f] = blamed.get(f, 0) + 1
-                problems.append(f"prompt {key[0]} position {i}: token {tok}, expected {int(am[i])} (logit margin "
-                                f"{margin[i]:.3g})" + (f", as if {', '.join(as_if)} were not set" if as_if else ""))
-                break  # later positions are teacher-forced on this prefix, but one finding per stream is enough
-            stops = set(spec.stop_token_ids) | (set() if spec.ignore_eos else eos)
-            inner = [i for i, t in enumerate(ids[:-1]) if t in stops]
-            if inner:
-                problems.append(f"prompt {key[0]}: continued past stop/EOS token {ids[inner[0]]} at position "
-                                f"{inner[0]}")
-            elif ids and ids[-1] in stops:
-                if len(ids) <= spec.min_tokens:
-                    problems.append(f"prompt {key[0]}: stopped on {ids[-1]} after {len(ids)} tokens, before "
-                                    f"min_tokens {spec.min_tokens}")
-                if g.finish_reason != "stop":
-                    problems.append(f"prompt {key[0]}: ends with stop token {ids[-1]} but finish reason "
-                                    f"{g.finish_reason!r}")
-            elif len(ids) != spec.max_tokens:
-                problems.append(f"prompt {key[0]}: ended after {len(ids)} of max_tokens {spec.max_tokens} tokens "
-                                f"without a stop token (finish {g.finish_reason!r})")
-            elif g.finish_reason != "length":
-                problems.append(f"prompt {key[0]}: {len(ids)} = max_tokens tokens but finish reason "
+    exercised, how = _exercised(ctx, case)
+    gens = ctx.gens_of(x, case)
+    scores = ctx.scores_of(REFERENCE, case, x)
+    problems: list[str] = []
+    blamed: dict[str, int] = {}
+    lengths = []
+    for key, g in sorted(gens.items()):
+        s = scores.get(key)
+        if s is None or "fx:argmax" not in s.by_mode:
+            raise Unavailable("error", f"no greedy expectation for {x}'s completion {key} (the reference's "
+                                       "score phase did not add fx:argmax)")
+        ids = list(g.completion_ids)
+        lengths.append(len(ids))
+        eos = {int(t) for t in s.by_mode.get("fx:eos", [])}
+        am, margin = s.by_mode["fx:argmax"], s.by_mode["fx:margin"]
+        for i, tok in enumerate(ids):
+            if tok == int(am[i]) or margin[i] <= tie:
+                continue
+            as_if = [f.removeprefix("fx:without:") for f, v in s.by_mode.items()
+                     if f.startswith("fx:without:") and int(v[i]) == tok]
+            for f in as_if:
+                blamed[f] = blamed.get(f, 0) + 1
+            problems.append(f"prompt {key[0]} position {i}: token {tok}, expected {int(am[i])} (logit margin "
+                            f"{margin[i]:.3g})" + (f", as if {', '.join(as_if)} were not set" if as_if else ""))
+            break  # later positions are teacher-forced on this prefix, but one finding per stream is enough
+        stops = set(spec.stop_token_ids) | (set() if spec.ignore_eos else eos)
+        inner = [i for i, t in enumerate(ids[:-1]) if t in stops]
+        if inner:
+            problems.append(f"prompt {key[0]}: continued past stop/EOS token {ids[inner[0]]} at position "
+                            f"{inner[0]}")
+        elif ids and ids[-1] in stops:
+            if len(ids) <= spec.min_tokens:
+                problems.append(f"prompt {key[0]}: stopped on {ids[-1]} after {len(ids)} tokens, before "
+                                f"min_tokens {spec.min_tokens}")
+            if g.finish_reason != "stop":
+                problems.append(f"prompt {key[0]}: ends with stop token {ids[-1]} but finish reason "
                                 f"{g.finish_reason!r}")
-        missing = [f for f, ok in exercised.items() if not ok]
-        data = {"problems": problems, "exercised": how, "not_exercised": missing, "as_if_not_set": blamed,
-                "tie_margin": tie, "lengths": lengths, "spec": mapping.set_fields(spec)}
-        fields = ", ".join(f"{f}={getattr(spec, f)!r}" for f in exercised) or "max_tokens only"
-        if problems:
-            lead = ""
-            if blamed:
-                lead = "no effect of " + ", ".join(sorted(blamed)) + " — "
-            return verdict(check, case.id, [x], metric=metric, value=len(problems), threshold=0, passed=False,
-                           detail=lead + "; ".join(problems[:6]) + (f" (+{len(problems) - 6} more)"
-                                                                      if len(problems) > 6 else ""), data=data)
-        if missing:
-            v = verdict(check, case.id, [x], metric=metric, value=0, threshold=0, passed=True,
-                        detail=f"suite configuration: the case does not exercise {', '.join(missing)} (the reference's "
-                               "completions are the same without it): it cannot show that the field works", data=data)
-            v.verdict = "error"
-            return v
-        return verdict(check, case.id, [x], metric=metric, value=0, threshold=0, passed=True,
-                       detail=f"{fields}: every token is the reference's argmax under the spec and every completion "
-                              f"ends where the spec says ({len(lengths)} completions, lengths {lengths}); exercised: "
-                              + "; ".join(f"{f}: {h}" for f, h in how.items()), data=data)
-
-    return [v for x in ctx.backends for v in guard(check, case, [x], metric, lambda x=x: unit(x))]
+        elif len(ids) != spec.max_tokens:
+            problems.append(f"prompt {key[0]}: ended after {len(ids)} of max_tokens {spec.max_tokens} tokens "
+                            f"without a stop token (finish {g.finish_reason!r})")
+        elif g.finish_reason != "length":
+            problems.append(f"prompt {key[0]}: {len(ids)} = max_tokens tokens but finish reason "
+                            f"{g.finish_reason!r}")
+    missing = [f for f, ok in exercised.items() if not ok]
+    data = {"problems": problems, "exercised": how, "not_exercised": missing, "as_if_not_set": blamed,
+            "tie_margin": tie, "lengths": lengths, "spec": mapping.set_fields(spec)}
+    fields = ", ".join(f"{f}={getattr(spec, f)!r}" for f in exercised) or "max_tokens only"
+    if problems:
+        lead = ""
+        if blamed:
+            lead = "no effect of " + ", ".join(sorted(blamed)) + " — "
+        return verdict(check, case.id, [x], metric=metric, value=len(problems), threshold=0, passed=False,
+                       detail=lead + "; ".join(problems[:6]) + (f" (+{len(problems) - 6} more)"
+                                                                  if len(problems) > 6 else ""), data=data)
+    if missing:
+        v = verdict(check, case.id, [x], metric=metric, value=0, threshold=0, passed=True,
+                    detail=f"suite configuration: the case does not exercise {', '.join(missing)} (the reference's "
+                           "completions are the same without it): it cannot show that the field works", data=data)
+        v.verdict = "error"
+        return v
+    return verdict(check, case.id, [x], metric=metric, value=0, threshold=0, passed=True,
+                   detail=f"{fields}: every token is the reference's argmax under the spec and every completion "
+                          f"ends where the spec says ({len(lengths)} completions, lengths {lengths}); exercised: "
+                          + "; ".join(f"{f}: {h}" for f, h in how.items()), data=data)
 
 
 # ============================================================================ run level: mapping verdicts + table

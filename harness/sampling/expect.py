@@ -3,7 +3,7 @@
 `score_extras` is called by the recorder's score phase (harness/record.py, run_score) for the
 reference backend; it adds entries to each ScoreRecord's `by_mode` (lists of floats):
 
-For cases naming `sampling_distribution`, on the record of sample 0 of every prompt (one per
+For cases whose checks need `distribution` (sampling_distribution), on the record of sample 0 of every prompt (one per
 prompt and source), the full first-step distribution over the vocabulary:
 
 - `dist:raw`, `dist:temperature`, `dist:processed`: log-probabilities in each logprob mode
@@ -18,7 +18,7 @@ prompt and source), the full first-step distribution over the vocabulary:
   thresholds move by a relative 1e-3 or that tie the top-k boundary within 1e-4 (in either
   semantics): float32 engines may decide them either way.
 
-For cases naming `sampling_effects`, on every record, per completion position i (teacher-forced on
+For cases whose checks need `effects` (sampling_effects), on every record, per completion position i (teacher-forced on
 that source's own tokens, so one early difference does not cascade):
 
 - `fx:argmax`: the reference's greedy token under the spec (penalties, logit_bias, min_tokens
@@ -30,7 +30,7 @@ that source's own tokens, so one early difference does not cascade):
   exercise it);
 - `fx:eos`: the model's EOS ids (a constant list).
 
-For cases naming `sampling_sequence`, on every record, per completion position i (teacher-forced on
+For cases whose checks need `sequence` (sampling_sequence), on every record, per completion position i (teacher-forced on
 that source's own tokens): where the sampled token sits in the exact processed distribution given
 the completion's first i tokens, the two numbers of its randomised probability integral transform
 (harness.sampling.stats.pit_sequence_test):
@@ -47,12 +47,10 @@ from typing import Any
 import numpy as np
 
 from harness.processing import apply_penalties, log_softmax, mode_logprobs, processed_logits
+from harness.checks.catalog import DISTRIBUTION, EFFECTS, SEQUENCE, needs
 from harness.sampling.mapping import EFFECT_NEUTRAL, conventions
 from harness.spec import SamplingSpec
 
-#: cases naming only these checks need the reference's scores alone: engines skip scoring them (record.py),
-#: which for distribution cases (n = 1280 one-token completions per backend) is most of a run's time
-REFERENCE_SCORE_ONLY = frozenset({"sampling_distribution", "sampling_effects"})
 
 NEUTRAL: dict[str, Any] = EFFECT_NEUTRAL
 EFFECT_FIELDS = tuple(NEUTRAL)
@@ -157,20 +155,21 @@ def sequence_extras(runner: Any, prompt: list[int], completion: list[int], spec:
 
 
 def score_extras(runner: Any, case: Any, batch: list, scored: list) -> None:
-    """Add the entries above to the reference's Scored results of one (case, source) batch, in place."""
-    checks = set(case.checks)
-    if not checks & {"sampling_distribution", "sampling_effects", "sampling_sequence"}:
+    """Add the entries above to the reference's Scored results of one (case, source) batch, in place: those the
+    case's checks declare they need (harness/checks/catalog.py: DISTRIBUTION, EFFECTS, SEQUENCE)."""
+    need = needs(case.checks)
+    if not need & {DISTRIBUTION, EFFECTS, SEQUENCE}:
         return
     spec: SamplingSpec = case.sampling
     eos = set(getattr(runner, "_eos", set()))
     dists: dict[tuple[int, ...], dict] = {}
     for g, s in zip(batch, scored):
-        if "sampling_distribution" in checks and g.key.sample_index == 0:
+        if DISTRIBUTION in need and g.key.sample_index == 0:
             key = tuple(g.prompt_ids)
             if key not in dists:
                 dists[key] = distribution_extras(runner, g.prompt_ids, spec)
             s.by_mode.update(dists[key])
-        if "sampling_effects" in checks:
+        if EFFECTS in need:
             s.by_mode.update(effect_extras(runner, g.prompt_ids, g.completion_ids, spec, eos))
-        if "sampling_sequence" in checks:
+        if SEQUENCE in need:
             s.by_mode.update(sequence_extras(runner, g.prompt_ids, g.completion_ids, spec))
