@@ -29,11 +29,11 @@ PARITY_METRICS = {
 #: and power"); tests/rl/test_power.py checks them against it.
 DEFAULT_MARGINS = {  # 4 seeds per engine
     "grpo": {"auc": 0.15, "final": 0.26, "length": 0.27, "mismatch_k3": 1e-3},
-    "ppo": {"auc": 0.075, "final": 0.19, "length": 0.8, "mismatch_k3": 1e-3},
+    "ppo": {"auc": 0.17, "final": 0.28, "length": 0.8, "mismatch_k3": 1e-3},
 }
 LONG_MARGINS = {  # 10 seeds per engine
     "grpo": {"auc": 0.06, "final": 0.11, "length": 0.11, "mismatch_k3": 1e-3},
-    "ppo": {"auc": 0.03, "final": 0.075, "length": 0.33, "mismatch_k3": 1e-3},
+    "ppo": {"auc": 0.07, "final": 0.115, "length": 0.33, "mismatch_k3": 1e-3},
 }
 #: `run --tier`: seeds per engine and margins of a design (explicit --seeds / --margin override them).
 #: default: what `nox -s rl` runs on a 2-core CPU machine in about 30 minutes; long: the nightly tier.
