@@ -229,3 +229,38 @@ def rollout_output(rows: Sequence[Row], rollout_config: Any, pad: int) -> Any:
         [np.asarray(list(r.logprobs)[:width], dtype=np.float32) for r in rows]
     return RolloutOutput(text=[r.text for r in rows], logits=None, tokens=tok, left_padded_prompt_tokens=left,
                          logprobs=lps)
+
+
+
+def _own_arrays(state: Any) -> Any:
+    """`state` with a copy of every jax array in it (other leaves as they are)."""
+    import jax
+    import jax.numpy as jnp
+
+    return jax.tree.map(lambda x: jnp.copy(x) if isinstance(x, jax.Array) else x, state)
+
+
+def model_view(actor: Any) -> Any:
+    """What `model()` returns for a rollout given a `rollout_actor`: a module of the actor's structure holding
+    its own arrays. tunix's learners compare `rollout.model()` with the actor by array identity
+    (`tunix.rl.utils.is_sharing_weights`: every leaf `x is y`) and skip `sync_weights`, so `update_params`
+    never runs, when they match. `nnx.clone` alone is not enough: it rebuilds the module around the very
+    same (immutable) jax arrays, so the clone "shares" every weight with the actor."""
+    from flax import nnx
+
+    graphdef, state = nnx.split(actor)
+    return nnx.merge(graphdef, _own_arrays(state))
+
+
+def update_view(view: Any, params: Any) -> None:
+    """Keep `model_view`'s module in step with an `update_params` given an nnx state of the actor's structure,
+    with copies: the trainer's own arrays in the view would make the next sync look unnecessary to tunix.
+    Best effort (another structure leaves the view as it was): the engine holds the weights that count."""
+    if view is None or isinstance(params, (str, bytes)) or hasattr(params, "__fspath__"):
+        return
+    from flax import nnx
+
+    try:
+        nnx.update(view, _own_arrays(params))
+    except Exception:  # noqa: BLE001 - see the docstring
+        pass

@@ -62,11 +62,13 @@ from harness.backends.tunix_contract import (  # noqa: E402
     RolloutConfig,
     RolloutOutput,
     Row,
+    model_view,
     rollout_output,
     row_seed,
     scores_to_array,
     seed_int,
     unpad_for_logps,
+    update_view,
 )
 
 LogprobsMode = Literal["processed_logprobs", "raw_logprobs"]
@@ -303,9 +305,7 @@ class VllmRollout(BaseRollout):
         stale weights). Else vLLM's torch module (in-process) or the LLM."""
         if self._actor is not None:
             if self._model_view is None:
-                from flax import nnx
-
-                self._model_view = nnx.clone(self._actor)
+                self._model_view = model_view(self._actor)
             return self._model_view
         if self.in_process:
             try:
@@ -590,13 +590,7 @@ class VllmRollout(BaseRollout):
         if not self.llm.reset_prefix_cache():
             raise RuntimeError("vLLM refused reset_prefix_cache() after a weight update (requests still running?)")
         self.last_update_s = time.perf_counter() - t0
-        if self._model_view is not None and not isinstance(params, (str, os.PathLike)):
-            try:  # keep model() in step when the update is an nnx state of the actor's structure
-                from flax import nnx
-
-                nnx.update(self._model_view, params)
-            except Exception:  # noqa: BLE001 - the view is best effort; the engine holds the truth
-                pass
+        update_view(self._model_view, params)
 
 
 def with_tied_head(pairs: list[tuple[str, Any]], tied: bool, dtype: Any = None) -> list[tuple[str, Any]]:

@@ -67,11 +67,13 @@ from harness.backends.tunix_contract import (  # noqa: E402
     RolloutConfig,
     RolloutOutput,
     Row,
+    model_view,
     rollout_output,
     row_seed,
     scores_to_array,
     seed_int,
     unpad_for_logps,
+    update_view,
 )
 
 
@@ -260,9 +262,7 @@ class SglangJaxRollout(BaseRollout):
         if self._actor is None:
             return None
         if self._model_view is None:
-            from flax import nnx
-
-            self._model_view = nnx.clone(self._actor)
+            self._model_view = model_view(self._actor)
         return self._model_view
 
     # ---------------------------------------------------------------- native sampling dicts
@@ -585,13 +585,7 @@ class SglangJaxRollout(BaseRollout):
         named = self._named_arrays(params, filter_types)
         info = self._engine_call("update_weights", named=named)
         self._weights_from = None
-        if self._model_view is not None:
-            try:
-                from flax import nnx
-
-                nnx.update(self._model_view, params)
-            except Exception:  # noqa: BLE001 - the view is best effort; the engine holds the truth
-                pass
+        update_view(self._model_view, params)
         return info
 
     def _named_arrays(self, params: Any, filter_types: Optional[Tuple[Any, ...]]) -> dict[str, np.ndarray]:
