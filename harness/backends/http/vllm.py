@@ -123,6 +123,7 @@ class HttpVllmRollout(VllmRollout):
         from transformers import AutoTokenizer
 
         self._actor = self._model_view = self._mesh = None
+        self.llm = None  # model() without an actor: the weights live in the server, not here
         self._config = RolloutConfig()
         self.add_special_tokens = False
         self.param_mapping = None
