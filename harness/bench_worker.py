@@ -95,7 +95,7 @@ def measure(backend: str, suite_path: str, new_tokens: int, repeats: int, model_
             attribution: str = "on") -> dict:
     from harness.backends.base import runner_class
     from harness.model import is_built_in, resolve
-    from harness.record import tokenize_suite
+    from harness.recorder import tokenize_suite
     from harness.suite import load_suite
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -227,7 +227,7 @@ def _lock(run_dir: Path, backend: str) -> int:
 def cmd_record(args) -> int:
     import os
 
-    from harness.record import tokenize_suite, validate_prompts
+    from harness.recorder import tokenize_suite, validate_prompts
     from harness.suite import load_suite
 
     # Configuration errors surface here, before any engine starts or anything is written.
@@ -254,7 +254,7 @@ def cmd_record(args) -> int:
         raise HarnessError("--hold: only with --phase all and a supervised worker (not --no-isolate)")
     if not args.worker and not args.no_isolate:
         from harness.backends.base import is_backend
-        from harness.record import pending
+        from harness.recorder import pending
         from harness.supervise import repair, supervise
 
         if not is_backend(args.backend):
@@ -302,7 +302,7 @@ def _record(args, suite, models, dtype, run_dir, run_id, prompt_ids, phases, opt
     from harness.backends.base import BackendUnavailable, runner_class
     from harness.dtypes import DtypeMismatch
     from harness.dtypes import require as require_dtype
-    from harness.record import Recorder
+    from harness.recorder import Recorder
 
     try:
         cls = runner_class(args.backend)
@@ -370,7 +370,7 @@ def cmd_bench(args) -> int:
 
 def cmd_tokenize(args) -> int:
     from harness.model import resolve
-    from harness.record import tokenize_suite
+    from harness.recorder import tokenize_suite
     from harness.suite import load_suite
 
     suite = load_suite(args.suite)

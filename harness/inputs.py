@@ -109,7 +109,7 @@ def check_prompts(suite, config: dict) -> bool:
     prompts need the model's tokenizer, which lives in the backends' venvs: returns True when one of them may
     be too long (its UTF-8 bytes bound a byte-level BPE's token count), so that the caller has a backend
     tokenize and check it before anything runs."""
-    from harness.record import validate_prompts
+    from harness.recorder import validate_prompts
 
     ids = {c.id: [list(p.ids) if p.ids is not None else None for p in c.prompts] for c in suite.cases}
     validate_prompts(suite, ids, config["vocab_size"], context_of(config))

@@ -16,7 +16,7 @@ import pytest
 
 from harness.backends.base import Runner, Sample, Scored
 from harness.model import ModelRef
-from harness.record import Recorder, pending
+from harness.recorder import Recorder, pending
 from harness.records import ErrorRecord, RecordWriter, prune_records, read_records, records_path
 from harness.suite import SuiteError, load_suite
 from harness.supervise import repair

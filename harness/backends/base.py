@@ -55,7 +55,7 @@ class Runner(abc.ABC):
     backend_options: dict[str, Any] = {}
     #: the tunix `BaseRollout` this runner drives (engine runners), else None. The recorder also calls its
     #: tunix surface (generate(prompts, RolloutConfig), get_per_token_logps, pad_id, eos_id) the way tunix's
-    #: RLCluster does (harness/record.py: tunix variant)
+    #: RLCluster does (harness/recorder.py: tunix variant)
     rollout: Any = None
     #: the engine whose documented seed rule (harness/backends/seeds.py) this runner's draws follow; None: no rule
     #: (the reference draws with its own generator)

@@ -29,7 +29,7 @@ if TYPE_CHECKING:  # pragma: no cover
 GATE = {"logprob_quantile": 1.0, "logprob_max_atol": math.inf}
 
 # What a check may need the recorder to produce besides every backend's generate and score phases
-# (Check.needs; harness/record.py asks `needs(case.checks)` and never a check's name):
+# (Check.needs; harness/recorder.py asks `needs(case.checks)` and never a check's name):
 OTHER_WEIGHTS = "other_weights"  # the reference also scores the case under the other weight set ("<mode>@<set>");
 #                                  a backend that cannot swap weights skips the case
 SEED_RULE_VARIANTS = "seed_rule_variants"  # generate: each seeded draw again alone, with its documented seed

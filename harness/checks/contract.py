@@ -1,7 +1,7 @@
 """rollout_contract_*: can a trainer swap one rollout for the other? Field by field, for one RolloutConfig.
 
 For each pair of engine rollouts with `tunix` rows of a case (the batch through generate(prompts,
-RolloutConfig) and get_per_token_logps, harness/record.py), one verdict per field of what a trainer
+RolloutConfig) and get_per_token_logps, harness/recorder.py), one verdict per field of what a trainer
 consumes:
 
 - `rollout_contract_pad_eos`: pad_id() and eos_id() equal (the GRPO learner masks completions with

@@ -45,7 +45,7 @@ class Unavailable(Exception):
 
 def _score_source_of_error(err: ErrorRecord) -> str | None:
     """Whose completions a score-phase error was scoring: the record's source_backend, or the
-    detail harness.record writes ("scoring <src>'s completions\\n...")."""
+    detail harness.recorder writes ("scoring <src>'s completions\\n...")."""
     if getattr(err, "source_backend", None):
         return err.source_backend
     first = err.detail.split("\n", 1)[0]

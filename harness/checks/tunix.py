@@ -4,7 +4,7 @@ one its documented seed rule gives, and whether tunix's surface hands a trainer 
 The records these read: `native_params` captured at the engine call (`native_params_source: sent`), the
 variants `rule-main` / `rule-tunix` (each seeded draw again alone, with its documented seed) and `tunix` (the
 batch through generate(prompts, RolloutConfig) and get_per_token_logps on left-padded arrays), all written by
-harness/record.py.
+harness/recorder.py.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ NO_ROLLOUT = ("is not one of the engine rollouts this check holds to a documente
 
 def engine_kind(ctx: RunData, backend: str) -> str | None:
     """vllm / sglang_jax for the engine rollouts (their documented rules and spellings), from the backend's
-    session record (harness/record.py writes config.engine_kind); None for the reference, served engines and
+    session record (harness/recorder.py writes config.engine_kind); None for the reference, served engines and
     synthetic backends."""
     s = ctx.session(backend)
     kind = (s.config or {}).get("engine_kind") if s is not None else None

@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_PASS
     if args.command == "compare":
         from harness.rl.compare import compare_run, print_summary
-        from harness.rl.report import publish
+        from harness.rl.publish import publish
 
         margins = margins_of(args)
         if args.tier is None:  # the margins the run was made with

@@ -86,7 +86,7 @@ def run_one(cfg: RunConfig, run_dir: Path, launcher: str, timeout: float, log) -
 
 def run_all(args) -> int:
     from harness.rl.compare import compare_run, print_summary
-    from harness.rl.report import publish
+    from harness.rl.publish import publish
 
     t_start = time.monotonic()
 

@@ -1,6 +1,6 @@
 """What the reference computes for the sampling checks (numpy only: runs in the reference's venv).
 
-`score_extras` is called by the recorder's score phase (harness/record.py, run_score) for the
+`score_extras` is called by the recorder's score phase (harness/recorder.py, run_score) for the
 reference backend; it adds entries to each ScoreRecord's `by_mode` (lists of floats):
 
 For cases whose checks need `distribution` (sampling_distribution), on the record of sample 0 of every prompt (one per

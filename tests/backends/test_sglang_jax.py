@@ -44,7 +44,7 @@ from harness.backends.sglang_jax.rollout import (
 )
 from harness.backends import registry
 from harness.model import embedded
-from harness.record import tokenize_suite
+from harness.recorder import tokenize_suite
 from harness.rundir import read_run
 from harness.suite import load_suite
 

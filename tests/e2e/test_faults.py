@@ -110,7 +110,7 @@ def uninterrupted(tmp_path_factory) -> dict:
 @pytest.mark.parametrize("victim", ["worker", "supervisor", "driver"])
 def test_kill_then_resume_gives_the_uninterrupted_records(uninterrupted, tmp_path, victim, phase):
     out, run_dir = tmp_path / "reports", tmp_path / "reports" / "r"
-    # The reference scores a case in milliseconds: the worker holds case two (harness/record.py _pause_point) so
+    # The reference scores a case in milliseconds: the worker holds case two (harness/recorder.py _pause_point) so
     # that the kill lands inside it, not before or after.
     env = {**os.environ, "PARITY_PAUSE_IN_CASE": f"{phase}:two:8"}
     proc = subprocess.Popen(parity_argv(out, "r"), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
