@@ -704,16 +704,77 @@ def test_logprob_statistics_cover_panels_not_shown(tmp_path, monkeypatch):
 
 
 def test_junit_written_by_a_forked_process_is_the_same(tmp_path, monkeypatch):
-    """A large run's junit.xml is written by a forked process while the page renders: the same bytes."""
+    """A large run's summary.json and junit.xml are written by a forked process while the page renders: the
+    same bytes."""
     import harness.report as report_mod
+
+    def written():
+        return (re.sub(r'timestamp="[^"]*"', "", (run / "junit.xml").read_text()),
+                re.sub(r'"generated_at": "[^"]*"', "", (run / "summary.json").read_text()))
 
     run = make_run(tmp_path, failing=True)
     write_reports(run)
-    here = re.sub(r'timestamp="[^"]*"', "", (run / "junit.xml").read_text())
+    here = written()
     (run / "junit.xml").unlink()
-    monkeypatch.setattr(report_mod, "FORK_JUNIT_VERDICTS", 0)
+    (run / "summary.json").unlink()
+    monkeypatch.setattr(report_mod, "FORK_FILES_VERDICTS", 0)
     write_reports(run)
-    assert re.sub(r'timestamp="[^"]*"', "", (run / "junit.xml").read_text()) == here
+    assert written() == here
+
+
+def test_summary_written_by_a_forked_process_when_the_page_fails(tmp_path, monkeypatch):
+    import harness.report as report_mod
+    import harness.report.html as html_mod
+
+    run = make_run(tmp_path, failing=True)
+    monkeypatch.setattr(report_mod, "FORK_FILES_VERDICTS", 0)
+
+    def broken(*a, **k):
+        raise RuntimeError("template bug")
+
+    monkeypatch.setattr(html_mod, "render_html", broken)
+    with pytest.raises(RuntimeError, match="template bug"):
+        write_reports(run)
+    assert json.loads((run / "summary.json").read_text())["verdict"] == "fail"
+
+
+def test_summary_json_is_json_dumps_indent_2():
+    """summary.json's own writer spells every value as json.dumps(indent=2, allow_nan=False) does: scalars,
+    subclasses of them, keys of every kind, empty and nested containers, non-ASCII text; and refuses what it
+    refuses."""
+    import enum
+
+    from harness.report.summary import summary_json
+
+    class Text(str):
+        pass
+
+    class Number(enum.IntEnum):
+        THREE = 3
+
+    leaves = [None, True, False, 0, -1, 10 ** 30, 1.5, 1e-7, 1e16, -0.0, 0.1 + 0.2, "a\"b\\c\n\u00e9\u4e2d\U0001f600", "",
+              Text("t"), Number.THREE]
+    keys = ["k", "", "\u00e9", 1, 2.5, True, False, None, Text("tk"), Number.THREE]
+    rng = random.Random(0)
+
+    def tree(depth=0):
+        r = rng.random()
+        if depth > 4 or r < 0.5:
+            return rng.choice(leaves)
+        if r < 0.75:
+            items = [tree(depth + 1) for _ in range(rng.randint(0, 4))]
+            return items if rng.random() < 0.8 else tuple(items)
+        return {rng.choice(keys): tree(depth + 1) for _ in range(rng.randint(0, 4))}
+
+    for _ in range(3000):
+        x = tree()
+        assert summary_json(x) == json.dumps(x, indent=2, allow_nan=False) + "\n"
+    for bad, error in ((math.nan, ValueError), ([math.inf], ValueError), ({"a": -math.inf}, ValueError),
+                       ({math.nan: 1}, ValueError), ([object()], TypeError), ({(1,): 2}, TypeError)):
+        with pytest.raises(error):
+            json.dumps(bad, indent=2, allow_nan=False)
+        with pytest.raises(error):
+            summary_json(bad)
 
 
 def test_a_failed_forked_junit_writer_fails_the_report(tmp_path, monkeypatch):
@@ -721,7 +782,7 @@ def test_a_failed_forked_junit_writer_fails_the_report(tmp_path, monkeypatch):
     import harness.report.junit as junit_mod
 
     run = make_run(tmp_path, failing=True)
-    monkeypatch.setattr(report_mod, "FORK_JUNIT_VERDICTS", 0)
+    monkeypatch.setattr(report_mod, "FORK_FILES_VERDICTS", 0)
 
     def broken(*a, **k):
         raise OSError("disk full")

@@ -13,11 +13,10 @@ how to read the HTML; docs/summary-schema.md documents summary.json.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from harness.report.data import RunData, load_run
-from harness.report.summary import SUMMARY_SCHEMA_VERSION, build_summary, validate
+from harness.report.summary import SUMMARY_SCHEMA_VERSION, build_summary, summary_json, validate
 from harness.rundir import Compared
 
 __all__ = ["write_reports", "load_run", "build_summary", "SUMMARY_SCHEMA_VERSION", "RunData"]
@@ -33,8 +32,9 @@ def write_reports(run_dir: Path, compared: Compared | None = None) -> dict:
     """Write run_dir/summary.json, junit.xml and index.html; return the summary. `compared`: what
     harness.compare.compare of this process returned (its records, verdicts and suite are used as they are).
 
-    summary.json is written first and validated against its schema (a mismatch is a harness bug and
-    raises), so CI always has the machine-readable verdict even if rendering the HTML fails."""
+    summary.json is validated against its schema (a mismatch is a harness bug and raises) and written before
+    the page, or alongside it by a forked process that is waited for in any case, so CI always has the
+    machine-readable verdict even if rendering the HTML fails."""
     from harness.records import gc_paused
     from harness.report.html import render_html
     from harness.report.junit import write_junit
@@ -44,19 +44,22 @@ def write_reports(run_dir: Path, compared: Compared | None = None) -> dict:
         data = load_run(run_dir, compared)
         summary = build_summary(data)
         validate(summary)
-        _atomic_write(run_dir / "summary.json", json.dumps(summary, indent=2, allow_nan=False) + "\n")
-        junit = _Forked(lambda: write_junit(run_dir / "junit.xml", data.verdicts, summary),
-                        fork=len(data.verdicts) >= FORK_JUNIT_VERDICTS)
+
+        def files() -> None:
+            _atomic_write(run_dir / "summary.json", summary_json(summary))
+            write_junit(run_dir / "junit.xml", data.verdicts, summary)
+
+        written = _Forked(files, fork=len(data.verdicts) >= FORK_FILES_VERDICTS)
         try:
             _atomic_write(run_dir / "index.html", render_html(data, summary))
         finally:
-            junit.join()
+            written.join()  # summary.json is there even when the page failed
     return summary
 
 
-# junit.xml of a run with this many verdicts is written by a forked process while this one renders the page
-# (each takes seconds on a large run); below it, in turn
-FORK_JUNIT_VERDICTS = 10000
+# summary.json and junit.xml of a run with this many verdicts are written by a forked process while this one
+# renders the page (each part takes seconds on a large run); below it, before the page
+FORK_FILES_VERDICTS = 10000
 
 
 class _Forked:
