@@ -205,25 +205,25 @@ def compare_token_streams(*, name_0: str, ids_0: list[int], top_0: list[dict[str
 
 
 # ---------------------------------------------------------------- trainer-vs-rollout mismatch
-def _clean(rollout: list[list[float]], trainer: list[list[float]]) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Per sequence, drop positions where both sides are -inf (a masked token neither could sample)."""
-    ro, tr = [], []
-    for a, b in zip(rollout, trainer):
-        x, y = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-        keep = ~((x == -np.inf) & (y == -np.inf))
-        ro.append(x[keep])
-        tr.append(y[keep])
-    return ro, tr
+#: What to do with a position where a side's logprob is not finite (mismatch's `nonfinite`):
+#: "mismatch" (a gate): drop it only when both sides are -inf (a masked token neither could sample), otherwise
+#: it is an infinite mismatch (|dlogp| inf, k1 inf, k3 at the clamp); "drop" (a per-step curve, the RL
+#: records): drop every position where a side is not finite and count them (`n_dropped`).
+NONFINITE = ("mismatch", "drop")
 
 
-def _clean_flat(rollout: list[list[float]], trainer: list[list[float]]
-                ) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int]]]:
-    """_clean's arrays concatenated (x, y) and where each sequence lies in them: the same numbers, made with
-    a handful of numpy calls for the whole run of sequences instead of several per sequence."""
+def _clean_flat(rollout: list[list[float]], trainer: list[list[float]], nonfinite: str = "mismatch"
+                ) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int]], int]:
+    """Both sides concatenated (x = rollout, y = trainer) without the positions `nonfinite` drops, where each
+    sequence lies in them, and how many positions were dropped: a handful of numpy calls for the whole run of
+    sequences instead of several per sequence."""
     lens = [len(a) for a in rollout]
     x = np.array(list(itertools.chain.from_iterable(rollout)), dtype=np.float64)
     y = np.array(list(itertools.chain.from_iterable(trainer)), dtype=np.float64)
-    keep = ~((x == -np.inf) & (y == -np.inf))
+    if nonfinite == "drop":
+        keep = np.isfinite(x) & np.isfinite(y)
+    else:
+        keep = ~((x == -np.inf) & (y == -np.inf))
     kept = np.cumsum(keep).tolist()
     spans, start, end = [], 0, 0
     for n in lens:
@@ -231,62 +231,131 @@ def _clean_flat(rollout: list[list[float]], trainer: list[list[float]]
         stop = kept[end - 1] if end else 0
         spans.append((start, stop))
         start = stop
-    return x[keep], y[keep], spans
+    return x[keep], y[keep], spans, len(kept) - (kept[-1] if kept else 0)
 
 
-def mismatch_metrics(*, rollout_name: str, rollout: list[list[float]], trainer_name: str,
-                     trainer: list[list[float]], is_band: tuple[float, float] = IS_BAND) -> dict:
+def _same_shape(rollout_name: str, rollout, trainer_name: str, trainer) -> None:
+    if len(rollout) != len(trainer) or any(len(a) != len(b) for a, b in zip(rollout, trainer)):
+        raise ValueError(f"{rollout_name} and {trainer_name} sequences differ in shape")
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    """Trainer-vs-rollout mismatch over the tokens of a set of sequences (see `mismatch`). The mismatch
+    check's verdict data is `as_dict()`; the RL step records spell the same fields the way tunix and verl
+    log them (harness/rl/metrics.py)."""
+
+    rollout: str
+    trainer: str
+    n_tokens: int  # positions compared
+    n_sequences: int
+    n_dropped: int  # positions left out under the `nonfinite` rule
+    is_band: tuple[float, float]
+    max_abs_dlogp: float
+    mean_abs_dlogp: float
+    k1: float
+    k3: float
+    chi2_token: float
+    pearson_probs: float | None  # np.corrcoef; None when a side's probabilities are constant (or < 2 tokens)
+    pearson_probs_floored: float | None  # tunix's: cov / sqrt(max(var_r * var_t, 1e-12)); None for no tokens
+    prob_diff_max: float
+    prob_diff_mean: float
+    is_outside_frac: float
+    ppl_ratio: float
+    log_ppl_diff: float
+    rollout_ppl: float | None  # mean over sequences of exp(-mean logp); None for no tokens
+    trainer_ppl: float | None
+    log_ppl_abs_diff: float | None
+
+    def as_dict(self) -> dict:
+        """The mismatch check's verdict data (checks.json): these keys, in this order."""
+        return {"rollout": self.rollout, "trainer": self.trainer, "n_tokens": self.n_tokens,
+                "n_sequences": self.n_sequences, "is_band": list(self.is_band),
+                "max_abs_dlogp": self.max_abs_dlogp, "mean_abs_dlogp": self.mean_abs_dlogp, "k1": self.k1,
+                "k3": self.k3, "chi2_token": self.chi2_token, "pearson_probs": self.pearson_probs,
+                "prob_diff_max": self.prob_diff_max, "prob_diff_mean": self.prob_diff_mean,
+                "is_outside_frac": self.is_outside_frac, "ppl_ratio": self.ppl_ratio,
+                "log_ppl_diff": self.log_ppl_diff}
+
+
+def mismatch(*, rollout_name: str, rollout: list[list[float]], trainer_name: str, trainer: list[list[float]],
+             is_band: tuple[float, float] = IS_BAND, nonfinite: str = "mismatch") -> Mismatch:
     """Trainer-vs-rollout mismatch the way verl (rollout_corr_helper.compute_offpolicy_metrics,
-    utils/debug/metrics.py) and tunix define it, over the tokens of a set of sequences:
+    utils/debug/metrics.py) and tunix (agentic_grpo_learner, "sampler_trainer/*") define it, over the tokens
+    of a set of sequences (pairwise of equal length; `nonfinite` in NONFINITE says which positions count):
 
     - dlogp = rollout - trainer; max and mean |dlogp|
     - k1 = mean(rollout - trainer)                            KL(rollout || trainer), direct estimator
     - k3 = mean(exp(r) - r - 1), r = trainer - rollout       (clamped to +-20, as verl)
     - chi2_token = mean(exp(r)^2) - 1
-    - pearson_probs: Pearson correlation of exp(rollout) and exp(trainer); prob_diff_{max,mean}
-    - is_outside_frac: fraction of importance ratios exp(r) outside [0.9, 1.1]
-    - ppl_ratio = mean over sequences of exp(mean_seq(rollout) - mean_seq(trainer))
-      = trainer PPL / rollout PPL per sequence (verl's ppl_ratio); log_ppl_diff likewise
+    - pearson_probs: Pearson correlation of exp(rollout) and exp(trainer) (np.corrcoef);
+      pearson_probs_floored: tunix's form of it; prob_diff_{max,mean}
+    - is_outside_frac: fraction of importance ratios exp(r) outside `is_band`
+    - per sequence, the mean logp of each side over its compared positions: ppl_ratio = mean over sequences
+      of exp(mean_seq(rollout) - mean_seq(trainer)) = trainer PPL / rollout PPL (verl's ppl_ratio),
+      log_ppl_diff its log, log_ppl_abs_diff the mean |difference|, rollout_ppl / trainer_ppl the mean
+      exp(-mean_seq) of each side (verl's rollout_ppl / training_ppl)
     """
-    if len(rollout) != len(trainer) or any(len(a) != len(b) for a, b in zip(rollout, trainer)):
-        raise ValueError(f"{rollout_name} and {trainer_name} sequences differ in shape")
-    x, y, spans = _clean_flat(rollout, trainer)
-    out: dict = {"rollout": rollout_name, "trainer": trainer_name, "n_tokens": int(x.size),
-                 "n_sequences": len(spans), "is_band": list(is_band)}
+    if nonfinite not in NONFINITE:
+        raise ValueError(f"nonfinite={nonfinite!r}: one of {NONFINITE}")
+    _same_shape(rollout_name, rollout, trainer_name, trainer)
+    x, y, spans, dropped = _clean_flat(rollout, trainer, nonfinite)
+    head = {"rollout": rollout_name, "trainer": trainer_name, "n_tokens": int(x.size), "n_sequences": len(spans),
+            "n_dropped": dropped, "is_band": tuple(is_band)}
     if x.size == 0:
-        return out | {"max_abs_dlogp": 0.0, "mean_abs_dlogp": 0.0, "k1": 0.0, "k3": 0.0, "chi2_token": 0.0,
-                      "pearson_probs": None, "prob_diff_max": 0.0, "prob_diff_mean": 0.0, "is_outside_frac": 0.0,
-                      "ppl_ratio": 1.0, "log_ppl_diff": 0.0}
-    with np.errstate(invalid="ignore", over="ignore"):
+        return Mismatch(**head, max_abs_dlogp=0.0, mean_abs_dlogp=0.0, k1=0.0, k3=0.0, chi2_token=0.0,
+                        pearson_probs=None, pearson_probs_floored=None, prob_diff_max=0.0, prob_diff_mean=0.0,
+                        is_outside_frac=0.0, ppl_ratio=1.0, log_ppl_diff=0.0, rollout_ppl=None, trainer_ppl=None,
+                        log_ppl_abs_diff=None)
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
         d = abs_diffs(x, y)  # (float64 arrays already: the same values as from lists, without the round trip)
         r, ratio = _log_ratio(x, y)
         px, py = np.exp(x), np.exp(y)
         pearson = None
         if x.size >= 2 and np.std(px) > 0 and np.std(py) > 0:
             pearson = float(np.corrcoef(px, py)[0, 1])
+        # tunix's expression as it is written there: the RL records hold the number tunix logs
+        px_d, py_d = px - px.mean(), py - py.mean()
+        floored = float((px_d * py_d).mean() / np.sqrt(max(float((px_d ** 2).mean() * (py_d ** 2).mean()), 1e-12)))
         # float(np.mean(a)) of a 1-d float64 array is its pairwise sum / size: the same, without the wrapper
         seq = [(float(_SUM(x[i:j])) / (j - i), float(_SUM(y[i:j])) / (j - i)) for i, j in spans if j > i]
+        seq_x = np.array([a for a, _ in seq])
+        seq_y = np.array([b for _, b in seq])
         log_ppl = np.array([a - b for a, b in seq]) if seq else np.zeros(1)
+        # (n_tokens > 0, so some sequence has a compared position and seq is not empty)
+        rollout_ppl, trainer_ppl = float(np.exp(-seq_x).mean()), float(np.exp(-seq_y).mean())
+        log_ppl_abs_diff = float(np.abs(seq_x - seq_y).mean())
     # _mean(a) is float(np.mean(a)) of these 1-d float64 arrays (np.mean sums with the same pairwise
     # reduction, then divides by the count), without np.mean's Python wrapper
     x_y = x - y
     k1 = _mean(x_y) if np.all(np.isfinite(x_y)) else math.inf
     pdiff = np.abs(px - py)
     outside = (ratio < is_band[0]) | (ratio > is_band[1])
-    out.update({
-        "max_abs_dlogp": float(d.max()),
-        "mean_abs_dlogp": _mean(d),
-        "k1": k1,
-        "k3": _k3(r, ratio),
-        "chi2_token": _mean(ratio ** 2) - 1.0,
-        "pearson_probs": pearson,
-        "prob_diff_max": float(pdiff.max()),
-        "prob_diff_mean": _mean(pdiff),
-        "is_outside_frac": int(np.count_nonzero(outside)) / outside.size,  # (np.mean of a bool array: the same)
-        "ppl_ratio": _mean(np.exp(np.clip(log_ppl, -SAFETY_BOUND, SAFETY_BOUND))),
-        "log_ppl_diff": _mean(log_ppl),
-    })
-    return out
+    return Mismatch(
+        **head,
+        max_abs_dlogp=float(d.max()),
+        mean_abs_dlogp=_mean(d),
+        k1=k1,
+        k3=_k3(r, ratio),
+        chi2_token=_mean(ratio ** 2) - 1.0,
+        pearson_probs=pearson,
+        pearson_probs_floored=floored,
+        prob_diff_max=float(pdiff.max()),
+        prob_diff_mean=_mean(pdiff),
+        is_outside_frac=int(np.count_nonzero(outside)) / outside.size,  # (np.mean of a bool array: the same)
+        ppl_ratio=_mean(np.exp(np.clip(log_ppl, -SAFETY_BOUND, SAFETY_BOUND))),
+        log_ppl_diff=_mean(log_ppl),
+        rollout_ppl=rollout_ppl,
+        trainer_ppl=trainer_ppl,
+        log_ppl_abs_diff=log_ppl_abs_diff,
+    )
+
+
+def mismatch_metrics(*, rollout_name: str, rollout: list[list[float]], trainer_name: str,
+                     trainer: list[list[float]], is_band: tuple[float, float] = IS_BAND) -> dict:
+    """`mismatch(...)` (non-finite values are a mismatch) as the mismatch check's verdict data."""
+    return mismatch(rollout_name=rollout_name, rollout=rollout, trainer_name=trainer_name, trainer=trainer,
+                    is_band=is_band).as_dict()
 
 
 def _mean(a: np.ndarray) -> float:
@@ -308,9 +377,8 @@ def _k3(r: np.ndarray, ratio: np.ndarray) -> float:
 
 def k3_kl(*, rollout_name: str, rollout: list[list[float]], trainer_name: str, trainer: list[list[float]]) -> float:
     """mismatch_metrics(...)["k3"] alone (the same number), for callers that need nothing else."""
-    if len(rollout) != len(trainer) or any(len(a) != len(b) for a, b in zip(rollout, trainer)):
-        raise ValueError(f"{rollout_name} and {trainer_name} sequences differ in shape")
-    x, y, _ = _clean_flat(rollout, trainer)
+    _same_shape(rollout_name, rollout, trainer_name, trainer)
+    x, y, _, _ = _clean_flat(rollout, trainer)
     if x.size == 0:
         return 0.0
     return _k3(*_log_ratio(x, y))

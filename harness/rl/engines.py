@@ -57,7 +57,7 @@ from harness.backends import registry
 # tunix's BaseRollout where tunix is installed (the RL venvs), else the contract's one stand-in
 from harness.backends.tunix_contract import BaseRollout
 from harness.rl import task as task_lib
-from harness.rl.metrics import mismatch_metrics
+from harness.rl.metrics import step_metrics
 
 #: engine -> its BaseRollout "module:Class" (harness.backends.registry); the baselines are built below
 ENGINE_CLASSES = {name: e.rollout for name, e in registry.rl_engines().items() if e.rollout}
@@ -315,7 +315,8 @@ class TrackedRollout(BaseRollout):
                 rollout_lp.append(row[mask[i, :n]])
             rec["logprob_len_mismatch"] = bad
             tr = per_seq(trainer)
-            rec["sample"] = mismatch_metrics(tr, rollout_lp)
+            rec["sample"] = step_metrics(rollout_name=f"{self.engine_name} generate", rollout=rollout_lp,
+                                         trainer_name="trainer", trainer=tr)
         elif out.logprobs is None:
             rec["sample"] = None
             rec["sample_missing"] = "generate returned logprobs=None with return_logprobs=True"
@@ -325,7 +326,8 @@ class TrackedRollout(BaseRollout):
                 eng = np.asarray(self.inner.get_per_token_logps(jnp.asarray(prompt_ids), jnp.asarray(completion)),
                                  dtype=np.float64)
                 rec["engine_logps_s"] = time.perf_counter() - t0
-                rec["score"] = mismatch_metrics(per_seq(trainer), per_seq(eng))
+                rec["score"] = step_metrics(rollout_name=f"{self.engine_name} get_per_token_logps",
+                                            rollout=per_seq(eng), trainer_name="trainer", trainer=per_seq(trainer))
             except Exception as e:  # noqa: BLE001
                 rec["score"] = None
                 rec["score_error"] = f"{type(e).__name__}: {e}"

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from harness.rl import stats
-from harness.rl.metrics import mismatch_metrics
+from harness.rl.metrics import step_metrics
 
 
 def test_band_is_a_t_interval_over_seeds():
@@ -122,7 +122,7 @@ def test_gain_test_is_one_sided():
 
 def test_mismatch_zero_for_identical_logprobs():
     lp = [[-0.5, -1.0, -2.0], [-0.1]]
-    m = mismatch_metrics(lp, lp)
+    m = step_metrics(rollout_name="engine", rollout=lp, trainer_name="trainer", trainer=lp)
     assert m["logp_diff_max"] == 0.0 and m["k3_kl"] == 0.0 and m["kl"] == 0.0
     assert m["tokens"] == 4.0
     assert m["probs_pearson_corr"] == pytest.approx(1.0)
@@ -131,7 +131,7 @@ def test_mismatch_zero_for_identical_logprobs():
 def test_mismatch_definitions_follow_verl_and_tunix():
     trainer = [[-1.0, -2.0]]
     rollout = [[-1.5, -1.0]]
-    m = mismatch_metrics(trainer, rollout)
+    m = step_metrics(rollout_name="engine", rollout=rollout, trainer_name="trainer", trainer=trainer)
     d = np.array([-1.0 + 1.5, -2.0 + 1.0])  # trainer - rollout (verl's log_ratio)
     assert m["k3_kl"] == pytest.approx(np.mean(np.exp(d) - d - 1))
     assert m["kl"] == pytest.approx(np.mean(-d))  # mean(rollout - trainer)
@@ -143,7 +143,20 @@ def test_mismatch_definitions_follow_verl_and_tunix():
 
 def test_mismatch_rejects_misaligned_and_reports_nonfinite():
     with pytest.raises(ValueError):
-        mismatch_metrics([[-1.0, -2.0]], [[-1.0]])
-    m = mismatch_metrics([[-1.0, -2.0]], [[-1.0, float("nan")]])
+        step_metrics(rollout_name="engine", rollout=[[-1.0]], trainer_name="trainer", trainer=[[-1.0, -2.0]])
+    m = step_metrics(rollout_name="engine", rollout=[[-1.0, float("nan")]], trainer_name="trainer",
+                     trainer=[[-1.0, -2.0]])
     assert m["nonfinite_tokens"] == 1.0 and m["tokens"] == 1.0
-    assert mismatch_metrics([], []) == {}
+    assert step_metrics(rollout_name="engine", rollout=[], trainer_name="trainer", trainer=[]) == {}
+
+
+def test_step_metrics_are_the_mismatch_checks_numbers_under_tunix_and_verl_names():
+    from harness.checks.compare_fns import mismatch_metrics
+
+    rollout, trainer = [[-0.3, -1.7, -2.2], [-0.9]], [[-0.31, -1.5, -2.4], [-1.0]]
+    m = step_metrics(rollout_name="engine", rollout=rollout, trainer_name="trainer", trainer=trainer)
+    c = mismatch_metrics(rollout_name="engine", rollout=rollout, trainer_name="trainer", trainer=trainer)
+    assert (m["k3_kl"], m["kl"], m["logp_diff_max"], m["logp_diff_mean"], m["chi2_token"]) == \
+        (c["k3"], c["k1"], c["max_abs_dlogp"], c["mean_abs_dlogp"], c["chi2_token"])
+    # (both sequences have the rollout's mean logp above the trainer's, so the mean |difference| is |the mean|)
+    assert m["log_ppl_abs_diff"] == pytest.approx(abs(c["log_ppl_diff"]))
