@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from harness.backends import registry
-from harness.checks.base import WITH_REFERENCE_EACH_BACKEND, NotApplicable, Unit, Units, check, verdict
+from harness.checks.base import WITH_REFERENCE_EACH_BACKEND, Unit, Units, check, verdict
 from harness.checks.catalog import DISTRIBUTION, EFFECTS, SEQUENCE
 from harness.checks.data import REFERENCE, RunData, Unavailable
 from harness.sampling import mapping
@@ -92,16 +92,10 @@ def _distribution_units(ctx: RunData, case: Case) -> list[Unit]:
             + ([Unit((x, True), [x], metric="repeat_independence_p")] if repeats else [])] if ctx.has_reference else []
 
 
-def _greedy_case(case: Case) -> NotApplicable | None:
-    if case.sampling.greedy:
-        return NotApplicable("suite configuration: sampling_distribution needs temperature > 0 (a greedy case has no "
-                             "distribution to test)", "error")
-    return None
-
-
-@check("sampling_distribution", units=Units("backend vs reference's exact processed distribution", _distribution_units),
-       requires="the reference (it computes the exact distribution)", precondition=_greedy_case, metric="p_value", tolerances={"alpha": 1e-3}, needs=[DISTRIBUTION],
-       scored_by_engines=False,
+@check("sampling_distribution", section="sampling",
+       units=Units("backend vs reference's exact processed distribution", _distribution_units),
+       requires="the reference (it computes the exact distribution)", metric="p_value", tolerances={"alpha": 1e-3},
+       needs=[DISTRIBUTION], scored_by_engines=False,
        prerequisite=(lambda c: not c.sampling.greedy, "check sampling_distribution needs temperature > 0 (a greedy "
                                                       "case has no distribution)"),
        summary="empirical next-token distribution matches the exact processed distribution from the reference logits "
@@ -238,13 +232,9 @@ def _repeat_independence(ctx: RunData, case: Case, x: str) -> Verdict:
 
 
 # ============================================================================ sampling_sequence
-def _sampled(case: Case) -> NotApplicable | None:
-    return NotApplicable("suite configuration: sampling_sequence needs temperature > 0 (a greedy case has no "
-                         "distribution to test)", "error") if case.sampling.greedy else None
-
-
-@check("sampling_sequence", units=WITH_REFERENCE_EACH_BACKEND, metric="p_value", tolerances={"alpha": 1e-3},
-       precondition=_sampled, needs=[SEQUENCE], scored_by_engines=False,
+@check("sampling_sequence", section="sampling",
+       units=WITH_REFERENCE_EACH_BACKEND, metric="p_value", tolerances={"alpha": 1e-3},
+       needs=[SEQUENCE], scored_by_engines=False,
        unit_doc="backend vs reference's exact processed distribution at every sampled position",
        prerequisite=(lambda c: not c.sampling.greedy, "check sampling_sequence needs temperature > 0 (a greedy case "
                                                       "has no distribution)"),
@@ -329,14 +319,9 @@ def _exercised(ctx: RunData, case: Case) -> tuple[dict[str, bool], dict[str, str
     return done, how
 
 
-def _sampled_case(case: Case) -> NotApplicable | None:
-    if not case.sampling.greedy:
-        return NotApplicable("suite configuration: sampling_effects needs temperature 0 (deterministic effects)", "error")
-    return None
-
-
-@check("sampling_effects", units=WITH_REFERENCE_EACH_BACKEND, requires="the reference (it computes the expected tokens)",
-       precondition=_sampled_case, metric="problems", tolerances={"logprob_atol": 1e-4}, needs=[EFFECTS],
+@check("sampling_effects", section="sampling",
+       units=WITH_REFERENCE_EACH_BACKEND, requires="the reference (it computes the expected tokens)",
+       metric="problems", tolerances={"logprob_atol": 1e-4}, needs=[EFFECTS],
        scored_by_engines=False, unit_doc="backend vs reference (greedy, teacher-forced)",
        prerequisite=(lambda c: c.sampling.greedy, "check sampling_effects needs temperature 0 (its expected tokens "
                                                   "are the reference's argmax)"),
