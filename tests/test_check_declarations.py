@@ -31,7 +31,17 @@ def test_every_declaration_is_complete_and_the_registry_is_the_catalog():
         assert c.name == name and c.summary and c.measures and c.fails, name
         assert c.unit_doc or (c.units is not None and c.units.doc), name
         assert c.needs <= catalog.NEEDS, name
+        assert c.section in catalog.SECTIONS, name  # its place in the reference table and the self-test matrix
         assert CHECKS[name] is c
+
+
+def test_the_catalog_order_is_the_sections_then_the_modules_declarations():
+    sections = [catalog.SECTIONS.index(c.section) for c in CATALOG.values()]
+    assert sections == sorted(sections)
+    with pytest.raises(ValueError, match="unknown section 'nowhere'"):
+        from harness.checks.base import check
+
+        check("x", section="nowhere", summary="s", units=EACH_BACKEND)
 
 
 def test_every_module_of_the_package_is_framework_or_declares_a_check():

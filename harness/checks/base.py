@@ -2,7 +2,7 @@
 
 A check is declared once, on the function that judges one of its units:
 
-    @check("completion_logprobs", units=EACH_BACKEND_VS_REFERENCE, metric="max_abs_dlogp",
+    @check("completion_logprobs", section="logprobs", units=EACH_BACKEND_VS_REFERENCE, metric="max_abs_dlogp",
            tolerances={"logprob_atol": 1e-4}, summary="...", measures="...", fails="...")
     def completion_logprobs(ctx: RunData, case: Case, x: str) -> Verdict: ...
 
@@ -186,6 +186,7 @@ class Check:
     measures: str = ""  # the reference table: what the verdict's value is, against which threshold
     fails: str = ""  # the reference table: what makes it fail
     unit_doc: str = ""  # the reference table's unit, where the Units' doc does not say it
+    section: str | None = None  # its place in the reference table and the self-test matrix (catalog.SECTIONS)
     module: str = ""
 
     def metric_for(self, case: Case) -> str:
@@ -213,17 +214,19 @@ def check(name: str, *, summary: str, units: Units | None, metric: str | Callabl
           tolerances: dict[str, float] | None = None, precondition: Callable[[Case], NotApplicable | None] | None = None,
           requires: str = "", needs: Iterable[str] = (), scored_by_engines: bool = True,
           prerequisite: tuple[Callable[[Case], bool], str] | None = None, measures: str = "", fails: str = "",
-          unit_doc: str = "") -> Callable[[Callable], Check]:
+          unit_doc: str = "", section: str | None = None) -> Callable[[Callable], Check]:
     """Declare the decorated function as check `name` (the `Check` fields say what each argument means)."""
     unknown = set(needs) - catalog.NEEDS
     if unknown:
         raise ValueError(f"check {name}: unknown needs {sorted(unknown)} (known: {sorted(catalog.NEEDS)})")
+    if section is not None and section not in catalog.SECTIONS:
+        raise ValueError(f"check {name}: unknown section {section!r} (known: {', '.join(catalog.SECTIONS)})")
 
     def declare(fn: Callable) -> Check:
         c = Check(name=name, summary=summary, fn=fn, units=units, metric=metric, tolerances=dict(tolerances or {}),
                   precondition=precondition, requires=requires, needs=frozenset(needs),
                   scored_by_engines=scored_by_engines, prerequisite=prerequisite, measures=measures, fails=fails,
-                  unit_doc=unit_doc, module=fn.__module__)
+                  unit_doc=unit_doc, section=section, module=fn.__module__)
         catalog.declare(c)
         return c
 

@@ -38,12 +38,11 @@ EFFECTS = "effects"  # the reference's greedy expectations (fx:*, harness/sampli
 SEQUENCE = "sequence"  # the reference's PIT inputs at every sampled position (seq:*, harness/sampling/expect.py)
 NEEDS = frozenset({OTHER_WEIGHTS, SEED_RULE_VARIANTS, DISTRIBUTION, EFFECTS, SEQUENCE})
 
-# The order of the reference table and of the self-test's detection matrix (presentation only: a check
-# not listed follows these, in the order its module declares it).
-DISPLAY_ORDER = ("prompt_ids", "prompt_logprobs", "completion_logprobs", "logprob_mode", "greedy_tokens", "replay",
-                 "self_consistency", "mismatch", "seed_determinism", "batch_invariance", "n_samples", "eos_policy",
-                 "weight_update", "params_sent", "seed_rule", "tunix_surface", "rollout_contract", "sampling_support",
-                 "sampling_distribution", "sampling_sequence", "sampling_effects")
+# The sections of the reference table and of the self-test's detection matrix, in their order (presentation
+# only). A check names its section in its declaration (`@check(..., section=...)`) and sits in it in the order
+# the modules declare them (modules by name, then top to bottom); a check naming none follows them all.
+SECTIONS = ("prompt", "logprobs", "tokens", "trainer", "determinism", "eos", "weights", "tunix", "rollout",
+            "sampling")
 
 # modules of this package that declare no check (imported by the checks, never scanned for declarations)
 FRAMEWORK = frozenset({"base", "catalog", "compare_fns", "data", "inject", "profiles", "pytest_plugin", "registry"})
@@ -59,8 +58,14 @@ def declare(check: "Check") -> None:
     _DECLARED[check.name] = check
 
 
+def _place(c: "Check") -> tuple:
+    """Where a check sits in the catalog's order (SECTIONS): its section, its module, its line there."""
+    rank = SECTIONS.index(c.section) if c.section in SECTIONS else len(SECTIONS)
+    return rank, c.module, c.fn.__code__.co_firstlineno
+
+
 class _Catalog(Mapping):
-    """name -> Check, in DISPLAY_ORDER; the check modules are imported on first use."""
+    """name -> Check, in the order of SECTIONS; the check modules are imported on first use."""
 
     def __init__(self) -> None:
         self._ordered: dict[str, "Check"] | None = None
@@ -72,9 +77,7 @@ class _Catalog(Mapping):
             for m in pkgutil.iter_modules(pkg.__path__):
                 if m.name not in FRAMEWORK and not m.ispkg:
                     importlib.import_module(f"harness.checks.{m.name}")
-            rank = {n: i for i, n in enumerate(DISPLAY_ORDER)}
-            names = sorted(_DECLARED, key=lambda n: (rank.get(n, len(rank)), list(_DECLARED).index(n)))
-            self._ordered = {n: _DECLARED[n] for n in names}
+            self._ordered = {c.name: c for c in sorted(_DECLARED.values(), key=_place)}
         return self._ordered
 
     def __getitem__(self, name: str) -> "Check":

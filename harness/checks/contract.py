@@ -113,7 +113,8 @@ def _units(ctx: RunData, case: Case) -> list[Unit]:
     return units + [Unit((f, a, b), [a, b], check=f"rollout_contract_{f}") for a, b in pairs for f in FIELDS]
 
 
-@check("rollout_contract", units=Units("pair of engine rollouts (`tunix: true`)", _units), metric="differences",
+@check("rollout_contract", section="rollout",
+       units=Units("pair of engine rollouts (`tunix: true`)", _units), metric="differences",
        tolerances={"logprob_atol": 1e-4},
        prerequisite=(lambda c: c.tunix, "check rollout_contract needs tunix: true (it compares the rollouts' tunix "
                                         "outputs)"),

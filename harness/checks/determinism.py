@@ -69,7 +69,8 @@ def _repeated_and_seeded(case: Case) -> NotApplicable | None:
     return NotApplicable(why) if (why := _needs_seed(case)) else None
 
 
-@check("seed_determinism", units=EACH_BACKEND, metric="completions_differing", precondition=_repeated_and_seeded,
+@check("seed_determinism", section="determinism",
+       units=EACH_BACKEND, metric="completions_differing", precondition=_repeated_and_seeded,
        tolerances={"logprob_atol": 1e-4},
        prerequisite=(lambda c: c.repeats >= 2, "check seed_determinism needs repeats >= 2 (it compares repeats)"),
        summary="the same seed gives the same tokens, finish reasons and logprobs (within logprob_atol) on a repeat "
@@ -118,7 +119,8 @@ def _alone_and_seeded(case: Case) -> NotApplicable | None:
     return NotApplicable(why) if (why := _needs_seed(case)) else None
 
 
-@check("batch_invariance", units=EACH_BACKEND, metric="completions_differing", precondition=_alone_and_seeded,
+@check("batch_invariance", section="determinism",
+       units=EACH_BACKEND, metric="completions_differing", precondition=_alone_and_seeded,
        tolerances={"logprob_atol": 1e-4, "top_k_rescue": 5},
        prerequisite=(lambda c: c.alone, "check batch_invariance needs alone: true (it compares each prompt alone with "
                                         "the batch)"),
@@ -172,7 +174,7 @@ def batch_invariance(ctx: RunData, case: Case, x: str) -> Verdict:
                    data={"max_abs_dlogp": worst, "tie_divergences": ties, "problems": lines})
 
 
-@check("n_samples", units=EACH_BACKEND, metric="problems", tolerances={"alpha": 1e-3},
+@check("n_samples", section="determinism", units=EACH_BACKEND, metric="problems", tolerances={"alpha": 1e-3},
        summary="n > 1 returns n samples per prompt, indices 0..n-1 grouped by prompt in order, and no coincidence "
                "between them that is improbable (p < alpha) under the reference's exact sampling distribution",
        measures="problems: indices not 0..n-1, order, and coincidences improbable under the exact distribution: equal "

@@ -46,7 +46,7 @@ def completion_problems(rec, stops: set[int], max_tokens: int) -> list[str]:
     return out
 
 
-@check("eos_policy", units=EACH_BACKEND_AND_REFERENCE, metric="violations",
+@check("eos_policy", section="eos", units=EACH_BACKEND_AND_REFERENCE, metric="violations",
        summary="a completion that stops on EOS or a stop token includes it in tokens and logprobs, with finish "
                "reason 'stop'; 'length' means max_tokens; no stop token inside; on identical greedy streams the "
                "finish reasons equal the reference's",

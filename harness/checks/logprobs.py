@@ -123,7 +123,8 @@ def _matched(score, rec, who: str) -> str | None:
     return None
 
 
-@check("completion_logprobs", units=EACH_BACKEND_VS_REFERENCE, metric=Gate.metric_of("completion_logprobs"),
+@check("completion_logprobs", section="logprobs",
+       units=EACH_BACKEND_VS_REFERENCE, metric=Gate.metric_of("completion_logprobs"),
        tolerances={"logprob_atol": 1e-4, **GATE},
        summary="each backend's completion logprobs equal the reference's teacher-forced logprobs of that backend's own "
                "tokens, in the logprob mode the backend declares; metric max |dlogp|",
@@ -163,7 +164,7 @@ def _sampled_only(case: Case) -> NotApplicable | None:
     return NotApplicable("greedy: the support is the argmax; greedy_tokens checks it") if case.sampling.greedy else None
 
 
-@check("sampling_support", units=EACH_BACKEND_VS_REFERENCE, metric="tokens_outside_support",
+@check("sampling_support", section="sampling", units=EACH_BACKEND_VS_REFERENCE, metric="tokens_outside_support",
        precondition=_sampled_only, unit_doc="backend vs reference (sampled cases)",
        summary="every sampled token lies inside the support of the case's processed distribution (the reference's "
                "processed logprob of it is finite): top-k, top-p and min-p were obeyed",
@@ -199,7 +200,7 @@ def sampling_support(ctx: RunData, case: Case, x: str) -> Verdict:
                    passed=not outside and n > 0, detail=detail, data={"outside": outside, "n_tokens": n})
 
 
-@check("logprob_mode", units=EACH_BACKEND_VS_REFERENCE, metric="distance_to_declared_mode",
+@check("logprob_mode", section="logprobs", units=EACH_BACKEND_VS_REFERENCE, metric="distance_to_declared_mode",
        tolerances={"logprob_atol": 1e-4, **GATE},
        summary="the logprob mode detected from the data (distance to the reference's exact raw / temperature / "
                "processed values) includes the one the backend declares: catches processed labelled raw and "
@@ -293,7 +294,8 @@ def modes_coincide(case: Case, mode_a: str, mode_b: str) -> bool:
 _comparable = modes_coincide
 
 
-@check("replay", units=SCORER_SOURCE_PAIRS, metric=Gate.metric_of("replay"), tolerances={"logprob_atol": 1e-4, **GATE},
+@check("replay", section="trainer",
+       units=SCORER_SOURCE_PAIRS, metric=Gate.metric_of("replay"), tolerances={"logprob_atol": 1e-4, **GATE},
        summary="forced-token replay: engine B's get_per_token_logps of backend A's completion equals A's own logprobs "
                "where the modes coincide (greedy, or the same mode) and the reference's score of the same tokens",
        measures="max \\|dlogp\\| of B's `get_per_token_logps` of A's tokens vs the reference's score (always) and "
@@ -353,7 +355,7 @@ def replay(ctx: RunData, case: Case, b: str, a: str) -> Verdict:
                    data={"vs_reference": vs_ref.data(), "vs_source": vs_src.data(), "notes": sorted(skipped_src)})
 
 
-@check("self_consistency", units=EACH_BACKEND, metric=Gate.metric_of("self_consistency"),
+@check("self_consistency", section="trainer", units=EACH_BACKEND, metric=Gate.metric_of("self_consistency"),
        tolerances={"logprob_atol": 1e-4, **GATE},
        summary="a backend's get_per_token_logps of its own completion equals the logprobs its generate returned "
                "where the modes coincide (skipped, with the reason, where they cannot); k3 reported",

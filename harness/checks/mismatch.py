@@ -19,7 +19,8 @@ from harness.suite import Case
 from harness.verdict import Verdict
 
 
-@check("mismatch", units=ENGINE_VS_REFERENCE, metric="k3", tolerances={"k3_max": 1e-6, "is_outside_max": 0.0},
+@check("mismatch", section="trainer",
+       units=ENGINE_VS_REFERENCE, metric="k3", tolerances={"k3_max": 1e-6, "is_outside_max": 0.0},
        summary="trainer-vs-rollout mismatch metrics of each engine against the reference, the way verl and tunix "
                "define them (max/mean |dlogp|, k1, k3, chi2, Pearson of probs, prob diffs, IS ratios outside "
                "[0.9, 1.1], PPL ratio); gated on k3 and on the IS fraction",

@@ -20,7 +20,7 @@ def _prompts_by_index(recs_by_variant: dict) -> dict[int, set[tuple[int, ...]]]:
     return out
 
 
-@check("prompt_ids", units=REFERENCE_PAIRS_ELSE_ENGINE_PAIRS, metric="prompts_differing",
+@check("prompt_ids", section="prompt", units=REFERENCE_PAIRS_ELSE_ENGINE_PAIRS, metric="prompts_differing",
        summary="every backend was given the same prompt token ids (each engine tokenizes in its own venv), in every "
                "variant, and id prompts arrive unchanged; per engine vs the reference (engine pairs without one)",
        measures="prompts whose ids differ", fails="another tokenization in an engine's venv; an id prompt changed")
@@ -59,7 +59,7 @@ def _gate(case: Case) -> Gate:
     return Gate.of(case, "prompt_logprobs", "prompt_logprob_atol")
 
 
-@check("prompt_logprobs", units=EACH_BACKEND_VS_REFERENCE, metric=lambda case: _gate(case).metric,
+@check("prompt_logprobs", section="prompt", units=EACH_BACKEND_VS_REFERENCE, metric=lambda case: _gate(case).metric,
        tolerances={"prompt_logprob_atol": 1e-4, **GATE},
        summary="one entry per prompt token, the first None, each within tolerance of the reference's teacher-forced "
                "value (vLLM's structure rule plus values); metric max |dlogp|",

@@ -45,7 +45,7 @@ def _greedy_only(case: Case) -> NotApplicable | None:
                          f"sampling engines are compared by distribution, not token by token")
 
 
-@check("greedy_tokens", units=ALL_PAIRS, metric="prompts_diverged", precondition=_greedy_only,
+@check("greedy_tokens", section="tokens", units=ALL_PAIRS, metric="prompts_diverged", precondition=_greedy_only,
        tolerances={"top_k_rescue": 5},
        summary="greedy token streams equal the reference's (and each other's) up to the first divergence; at a "
                "divergence each side's token must be in the other's top-k (vLLM's rule: tie noise, not a defect); "

@@ -64,7 +64,7 @@ def _expected_seed(kind: str, case: Case, variant: str, i: int, j: int, rows: in
     return request_seed(kind, spec.seed, j, spec.n, sent_n)
 
 
-@check("params_sent", units=EACH_ROLLOUT, metric="fields_differing",
+@check("params_sent", section="tunix", units=EACH_ROLLOUT, metric="fields_differing",
        summary="the sampling parameters each rollout passed to its engine (captured at the engine call, not "
                "recomputed) mean the case's spec: no field dropped or rewritten (top_k, top_p, min_p, temperature, "
                "max tokens, penalties, ...), seeds as the documented rule gives them, and no explicit seed shared by "
@@ -132,7 +132,7 @@ def params_sent(ctx: RunData, case: Case, x: str) -> Verdict:
 
 
 # ------------------------------------------------------------------------------------------ seed_rule
-@check("seed_rule", units=EACH_ROLLOUT, metric="draws_differing", tolerances={"top_k_rescue": 5},
+@check("seed_rule", section="tunix", units=EACH_ROLLOUT, metric="draws_differing", tolerances={"top_k_rescue": 5},
        needs=[SEED_RULE_VARIANTS], unit_doc="engine rollout (seeded cases with n > 1 or `tunix: true`)",
        prerequisite=(lambda c: c.sampling.seed is not None and (c.sampling.n > 1 or c.tunix),
                      "check seed_rule needs a seed and n > 1 or tunix: true (it reproduces each draw from its "
@@ -199,7 +199,7 @@ def model_pad_id(ctx: RunData) -> int | None:
     return None
 
 
-@check("tunix_surface", units=EACH_ROLLOUT, metric="problems", tolerances={"logprob_atol": 1e-4},
+@check("tunix_surface", section="tunix", units=EACH_ROLLOUT, metric="problems", tolerances={"logprob_atol": 1e-4},
        unit_doc="engine rollout (`tunix: true`)", prerequisite=(lambda c: c.tunix, "check tunix_surface needs tunix: true"),
        summary="what a trainer receives through tunix's surface (generate(prompts, RolloutConfig), "
                "get_per_token_logps on left-padded arrays, pad_id, eos_id) agrees with the rollout's rich API: "

@@ -36,7 +36,7 @@ def _missing_set(ctx: RunData, weight_set: str) -> str | None:
             f"stale weights from live ones by")
 
 
-@check("weight_update", units=EACH_BACKEND_VS_REFERENCE,
+@check("weight_update", section="weights", units=EACH_BACKEND_VS_REFERENCE,
        metric=lambda case: f"{Gate.of(case, 'weight_update').metric}_vs_live_weights",
        tolerances={"logprob_atol": 1e-4, **GATE}, needs=[OTHER_WEIGHTS],
        summary="after update_params(W) logprobs match the reference under W and not under the other set (the "
