@@ -16,7 +16,8 @@ from harness.checks.base import (EACH_BACKEND, EACH_BACKEND_VS_REFERENCE, SCORER
 from harness.checks.catalog import GATE
 from harness.checks.compare_fns import abs_quantile, abs_quantiles, compare_logprobs, k3_kl, mode_distances
 from harness.checks.data import REFERENCE, RunData, Unavailable
-from harness.spec import LOGPROB_MODES
+from harness.sampling.table import acting
+from harness.spec import LOGPROB_MODES, SamplingSpec
 from harness.suite import Case
 from harness.verdict import Verdict
 
@@ -275,14 +276,17 @@ def logprob_mode(ctx: RunData, case: Case, x: str) -> Verdict:
                          "n_tokens": len(lp), "max_abs_dlogp": worst, "quantile": gate.quantile})
 
 
+_OFF = SamplingSpec()  # every field at its default: the value that leaves the logits alone
+
+
 def modes_coincide(case: Case, mode_a: str, mode_b: str) -> bool:
     """Whether two logprob modes are the same numbers under the case's sampling: always when
     greedy; temperature = processed without truncation, penalties or bias; raw = temperature at T=1."""
     sp = case.sampling
     if mode_a == mode_b or sp.greedy:
         return True
-    untruncated = (sp.top_k is None and sp.top_p >= 1.0 and sp.min_p == 0.0 and not sp.logit_bias
-                   and sp.repetition_penalty == 1.0 and sp.presence_penalty == 0.0 and sp.frequency_penalty == 0.0)
+    # processed = temperature when every field the reference applies besides temperature is off
+    untruncated = all(getattr(sp, f) == getattr(_OFF, f) for f in acting("filter", "logits"))
     pair = {mode_a, mode_b}
     if pair == {"temperature", "processed"}:
         return untruncated

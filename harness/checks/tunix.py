@@ -14,6 +14,9 @@ from harness.checks.catalog import SEED_RULE_VARIANTS
 from harness.checks.compare_fns import compare_token_streams
 from harness.checks.data import RunData, Unavailable
 from harness.backends.seeds import ENGINES, documented_seed, request_seed, row_seed, sends_n, sent_spec
+from harness.sampling.mapping import NOT_SENT
+from harness.sampling.table import ROWS
+from harness.spec import SamplingSpec
 from harness.suite import Case
 from harness.verdict import Verdict
 
@@ -49,9 +52,13 @@ EACH_ROLLOUT = Units("engine rollout", lambda ctx, case: [
 
 
 # ------------------------------------------------------------------------------------------ params_sent
-_TUNIX_FIELDS = ("temperature", "top_p", "top_k", "max_tokens")  # what a RolloutConfig carries (seed apart)
-_RICH_FIELDS = ("temperature", "top_p", "top_k", "min_p", "max_tokens", "min_tokens", "repetition_penalty",
-                "presence_penalty", "frequency_penalty", "ignore_eos", "logit_bias")
+# The spec fields params_sent compares value for value, from the sampling table's rows: those a request of the
+# rich API carries, and those of them a RolloutConfig carries too (the row's tunix side is sent). n, seed and
+# stop_token_ids have rules of their own (below); top_logprobs is what comes back, not how a token is drawn.
+_OWN_RULE = ("n", "seed", "stop_token_ids", "top_logprobs")
+_RICH_FIELDS = tuple(r.canonical for r in ROWS if r.canonical in SamplingSpec.model_fields
+                     and r.canonical not in _OWN_RULE)
+_TUNIX_FIELDS = tuple(r.canonical for r in ROWS if r.canonical in _RICH_FIELDS and r.tunix.status not in NOT_SENT)
 
 
 def _expected_seed(kind: str, case: Case, variant: str, i: int, j: int, rows: int, sent_n: int) -> int | None:

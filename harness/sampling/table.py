@@ -23,6 +23,7 @@ the per-engine tests and `python -m harness.sampling.introspect --check` fail on
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,6 +66,11 @@ class Row:
     seed: tuple[str, ...] = ()  # the names this row covers in the design table
     seed_note: str = ""  # what the design table said about it (tunix column / sglang_jax column)
     checked_by: str = ""  # the behavioural check that proves the row
+    #: how the reference applies the field (harness/processing.py, harness/sampling/expect.py), for the checks
+    #: that treat fields by kind (`acting`): "filter" truncates the sampled distribution (greedy ignores it),
+    #: "logits" changes the logits before temperature (sampled and greedy), "length" bounds the completion's
+    #: length, "stop" decides which token ends it; "" for none of these
+    acts: str = ""
 
     @property
     def status(self) -> str:
@@ -94,18 +100,19 @@ ROWS: list[Row] = [
         "alone: same set of tokens. With top_k or min_p, vLLM applies top_p to the renormalised remainder, "
         "sglang-jax to the full distribution: different distributions (measured TV up to 0.19 on the tiny model)",
         ("top_p",), "get_default_sampling_params(); sglang_jax top_p:float=1.0",
-        "sampling_distribution (top_p, top_k+top_p, min_p+top_p)"),
+        "sampling_distribution (top_p, top_k+top_p, min_p+top_p)", acts="filter"),
     Row("top_k", S("top_k", 0, "converted", "0 or -1 = off"), S("top_k", -1, "converted", "-1 = off, 0 rejected"),
         S("top_k", None, "converted", "None = unset: generation_config decides"),
         "None -> vLLM 0 / sglang-jax -1 / tunix the rollout engine's explicit off (0 or -1), never None",
         "three spellings of 'off'; tunix None would let a model's generation_config (e.g. top_k 20) apply",
         ("top_k",), "get_default_sampling_params(); sglang_jax says top_k:int=1.0 (it is -1)",
-        "sampling_distribution (top_k)"),
+        "sampling_distribution (top_k)", acts="filter"),
     Row("min_p", S("min_p", 0.0), S("min_p", 0.0),
         S(None, None, "one-sided", "vLLM rollout: rollout_vllm_sampling_kwargs; sglang-jax rollout: cannot"),
         "same value (relative to the most likely token, after temperature)",
         "same token set alone and with top_k (intersection); with top_p see top_p",
-        ("min_p",), "get_default_sampling_params(); sglang_jax min_p:float=0.0", "sampling_distribution (min_p)"),
+        ("min_p",), "get_default_sampling_params(); sglang_jax min_p:float=0.0",
+        "sampling_distribution (min_p)", acts="filter"),
     Row("seed", S("seed", None), S("sampling_seed", None, "converted", "needs enable_deterministic_sampling"),
         S("seed", None, "equivalent", "an int (a jax.Array seed is donated and deleted)"),
         "seed -> seed / sampling_seed (per sample: derive_seed) / seed",
@@ -115,38 +122,39 @@ ROWS: list[Row] = [
     Row("max_tokens", S("max_tokens", 16), S("max_new_tokens", 128, "converted"),
         S("max_tokens_to_generate", 64, "converted"),
         "always sent explicitly", "defaults differ (16 / 128 / 64): no engine default decides a length",
-        ("max_tokens",), "tunix: max_generation_steps; sglang_jax: max_new_tokens", "sampling_effects, eos_policy"),
+        ("max_tokens",), "tunix: max_generation_steps; sglang_jax: max_new_tokens",
+        "sampling_effects, eos_policy", acts="length"),
     Row("min_tokens", S("min_tokens", 0), S("min_new_tokens", 0, "converted"),
         S(None, None, "one-sided", "vLLM rollout: rollout_vllm_sampling_kwargs"),
         "min_tokens -> min_tokens / min_new_tokens", "EOS and stop tokens are suppressed before min_tokens",
-        ("min_tokens",), "sglang_jax min_new_tokens:int=0, to check", "sampling_effects (min_tokens)"),
+        ("min_tokens",), "sglang_jax min_new_tokens:int=0, to check", "sampling_effects (min_tokens)", acts="length"),
     Row("stop_token_ids", S("stop_token_ids", None), S("stop_token_ids", None),
         S("eos_tokens", None, "converted", "tunix's samplers send [tokenizer.eos_id()]"),
         "list of ids; the model's EOS is added by each engine (unless ignore_eos)",
         "a stop token that ends a completion is included in its ids (sglang-jax needs no_stop_trim and "
         "skip_special_tokens False for that: keep_stop_token workaround)",
         ("stop_token_ids",), "tunix: [self.tokenizer.eos_id()]; sglang_jax: None: to check",
-        "sampling_effects (stop_token_ids), eos_policy"),
+        "sampling_effects (stop_token_ids), eos_policy", acts="stop"),
     Row("ignore_eos", S("ignore_eos", False), S("ignore_eos", False),
         S(None, None, "one-sided", "vLLM rollout: rollout_vllm_sampling_kwargs"),
-        "same value", "", ("ignore_eos",), "tunix: False, to check", "sampling_effects (ignore_eos)"),
+        "same value", "", ("ignore_eos",), "tunix: False, to check", "sampling_effects (ignore_eos)", acts="stop"),
     Row("repetition_penalty", S("repetition_penalty", 1.0),
         S("repetition_penalty", 1.0, "engine bug", "0.0.2: validated, never applied (no penalizer); SglangJaxRollout's "
                                                   "compat repetition_penalty_applied adds one"),
         S(None, None, "one-sided", "vLLM rollout: rollout_vllm_sampling_kwargs, else generation_config decides"),
         "same value (vLLM: over prompt and output tokens)",
         "sglang-jax 0.0.2 has presence/frequency/min-new-tokens penalizers only: repetition_penalty has no effect",
-        ("repetition_penalty",), "tunix: to support", "sampling_effects (repetition_penalty)"),
+        ("repetition_penalty",), "tunix: to support", "sampling_effects (repetition_penalty)", acts="logits"),
     Row("presence_penalty", S("presence_penalty", 0.0), S("presence_penalty", 0.0),
         S(None, None, "one-sided", "vLLM rollout: rollout_vllm_sampling_kwargs"),
         "same value (output tokens only, subtracted once per present token)", "",
         ("presence_penalty",), "tunix: lack, not to support because tunix does not use it",
-        "sampling_effects (presence_penalty)"),
+        "sampling_effects (presence_penalty)", acts="logits"),
     Row("frequency_penalty", S("frequency_penalty", 0.0), S("frequency_penalty", 0.0),
         S(None, None, "one-sided", "vLLM rollout: rollout_vllm_sampling_kwargs"),
         "same value (output tokens only, subtracted per occurrence)", "",
         ("frequency_penalty",), "tunix: lack, not to support because tunix does not use it",
-        "sampling_effects (frequency_penalty)"),
+        "sampling_effects (frequency_penalty)", acts="logits"),
     Row("logit_bias", S("logit_bias", None),
         S("logit_bias", None, "engine bug", "str keys; 0.0.2: validated, never applied; SglangJaxRollout's compat "
                                           "logit_bias_applied adds a penalizer"),
@@ -154,7 +162,8 @@ ROWS: list[Row] = [
         "{int: float} -> vLLM {int: float} (None if empty) / sglang-jax {str: float}",
         "canonical biases lie in [-100, 100] (vLLM's from_optional clamps to that); sglang-jax 0.0.2 "
         "never adds the bias to the logits",
-        ("logit_bias",), "tunix: None, not to support because tunix does not use it", "sampling_effects (logit_bias)"),
+        ("logit_bias",), "tunix: None, not to support because tunix does not use it",
+        "sampling_effects (logit_bias)", acts="logits"),
     Row("top_logprobs", S("logprobs", None, "converted", "k; the sampled token is always added (up to k+1)"),
         S(("request:return_logprob", "request:top_logprobs_num"), (False, None), "converted",
           "request-level, not a sampling field"),
@@ -337,6 +346,12 @@ def _default(side: Side) -> Any:
     if not side.fields:
         return None
     return side.default if len(side.fields) == 1 else list(side.default)
+
+
+@functools.cache
+def acting(*kinds: str) -> tuple[str, ...]:
+    """The canonical fields whose row `acts` as one of `kinds`, in the table's order (the checks ask per record)."""
+    return tuple(r.canonical for r in ROWS if r.acts and r.acts in kinds)
 
 
 def table_rows(snapshots: dict[str, dict] | None = None) -> list[dict]:
