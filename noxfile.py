@@ -74,6 +74,28 @@ def _exit_with_harness_code() -> None:
     os._exit(max(_HARNESS_CODES))
 
 
+# Each session's venv install and run time, printed together when the nox run ends (a `./dev tests` on a fresh
+# machine: where its minutes went, from one run). [session, venv, started, install seconds or None (reused),
+# ready], in run order; a session runs from its venv's start to the next session's (or the end of the run).
+_TIMES: list[list] = []
+
+
+@atexit.register  # (registered after _exit_with_harness_code, so it runs before that one exits)
+def _print_times() -> None:
+    if len(_TIMES) < 2:
+        return  # one session: its own log says it
+    end = time.monotonic()
+    lines = ["[nox] time per session: install = venv creation and pip (reused: up to date), run = the rest",
+             f"  {'session':22s} {'venv':14s} {'install':>9s} {'run':>9s}"]
+    for i, (name, venv, started, install_s, ready) in enumerate(_TIMES):
+        stop = _TIMES[i + 1][2] if i + 1 < len(_TIMES) else end
+        inst = "reused" if install_s is None else f"{install_s:.0f} s"
+        lines.append(f"  {name:22s} {venv:14s} {inst:>9s} {stop - ready:7.0f} s")
+    total_install = sum(t[3] or 0.0 for t in _TIMES)
+    lines.append(f"  {'all':22s} {'':14s} {total_install:7.0f} s {end - _TIMES[0][2] - total_install:7.0f} s")
+    print("\n".join(lines), file=sys.stderr, flush=True)
+
+
 def _stamp(files: list[Path]) -> str:
     digest = hashlib.sha256()
     for f in files:
@@ -106,10 +128,13 @@ class Venv:
             session.error(str(e))
         start = time.monotonic()
         VirtualEnv(str(self.location), interpreter=self.spec.python, reuse_existing=True).create()
-        if self._install(ROOT / "requirements" / req):
-            session.log(f"venv {name}: installed in {time.monotonic() - start:.0f} s")
+        installed = self._install(ROOT / "requirements" / req)
+        ready = time.monotonic()
+        if installed:
+            session.log(f"venv {name}: installed in {ready - start:.0f} s")
         else:
             session.log(f"venv {name}: reused ({self.location})")
+        _TIMES.append([session.name, name, start, ready - start if installed else None, ready])
 
     def run(self, *args: str, **kwargs):
         """`session.run` in this venv: its bin first on PATH, `python` its interpreter."""
