@@ -35,9 +35,8 @@ from harness.verdict import Verdict
 
 def compare_data(ctx: RunData, workers: int | None = None) -> list[Verdict]:
     """Every verdict of the run, in checks.json's order. `workers`: processes for the case checks (default:
-    PARITY_COMPARE_WORKERS, else 1). Measured on a 2-core machine with 100k records, two workers did not
-    shorten compare: the forked checker's copy-on-write page faults and the verdicts' trip back cost about
-    what the second core saved (docs/report.md, Large runs); more cores may differ, hence the option."""
+    PARITY_COMPARE_WORKERS, else AUTO: a run of AUTO_CASES cases or more gets one per usable core, at most
+    AUTO_MAX_WORKERS; a smaller one none forked). The verdicts are the same for any number."""
     cases = list(ctx.suite.cases)
     verdicts = backend_ran(ctx) + tolerance_profile(ctx)
     n = _workers(workers, len(cases))
@@ -48,13 +47,30 @@ def compare_data(ctx: RunData, workers: int | None = None) -> list[Verdict]:
     return verdicts + mapping_verdicts(ctx)  # fields an engine would drop: explicit (harness/checks/sampling.py)
 
 
+# Measured on this project's 2-core machine over the 100k-record synthetic run (2916 cases; docs/report.md, Large
+# runs): two workers took 14-15 s of the parent's CPU where one took 22-23 s, the forked one 9 s (its
+# copy-on-write page faults and the verdicts' trip back cost about 1-2 s), and compare + report 39-52 s wall
+# where one took 48-56 s, at load 3.5-5.4. A run of the default suite's size (tens of cases) gains nothing from a
+# fork, and each worker holds its share of the run's pages again as it touches them, hence the floor and the cap.
+AUTO_CASES = 500
+AUTO_MAX_WORKERS = 4
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def _workers(asked: int | None, n_cases: int) -> int:
     if asked is None:
-        raw = os.environ.get("PARITY_COMPARE_WORKERS", "1")
-        try:
-            asked = int(raw)
-        except ValueError:
-            raise ValueError(f"PARITY_COMPARE_WORKERS={raw!r}: a number of processes (1: none forked)") from None
+        raw = os.environ.get("PARITY_COMPARE_WORKERS", "auto")
+        if raw == "auto":
+            asked = min(_cores(), AUTO_MAX_WORKERS) if n_cases >= AUTO_CASES else 1
+        else:
+            try:
+                asked = int(raw)
+            except ValueError:
+                raise ValueError(f"PARITY_COMPARE_WORKERS={raw!r}: a number of processes (1: none forked), "
+                                 "or auto") from None
     if asked > 1 and "fork" not in multiprocessing.get_all_start_methods():
         return 1  # the workers inherit the loaded run; without fork it would have to be pickled to each
     return max(1, min(asked, n_cases))

@@ -236,3 +236,23 @@ def test_forked_case_checks_give_the_sequential_verdicts():
     assert len(ctx.suite.cases) >= 3 and one
     for n in (2, 3):
         assert compare_data(ctx, workers=n) == one
+
+
+def test_compare_workers_default_to_the_cores_on_large_runs_only(monkeypatch):
+    """PARITY_COMPARE_WORKERS unset or auto: a large run is checked by one process per usable core (capped), a
+    small one by this process alone; a number is taken as it is; anything else is refused, naming the variable."""
+    from harness import compare
+
+    monkeypatch.delenv("PARITY_COMPARE_WORKERS", raising=False)
+    monkeypatch.setattr(compare, "_cores", lambda: 8)
+    assert compare._workers(None, compare.AUTO_CASES - 1) == 1
+    assert compare._workers(None, compare.AUTO_CASES) == compare.AUTO_MAX_WORKERS
+    monkeypatch.setattr(compare, "_cores", lambda: 1)
+    assert compare._workers(None, 10 * compare.AUTO_CASES) == 1
+    monkeypatch.setenv("PARITY_COMPARE_WORKERS", "3")
+    assert compare._workers(None, 2) == 2 and compare._workers(None, 10) == 3
+    monkeypatch.setenv("PARITY_COMPARE_WORKERS", "auto")
+    assert compare._workers(None, 10) == 1
+    monkeypatch.setenv("PARITY_COMPARE_WORKERS", "many")
+    with pytest.raises(ValueError, match="PARITY_COMPARE_WORKERS"):
+        compare._workers(None, 10)
