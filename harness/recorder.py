@@ -290,7 +290,34 @@ class Recorder:
                        "rollout_config": {"max_tokens_to_generate": width, "temperature": cfg.temperature,
                                           "top_p": cfg.top_p, "top_k": cfg.top_k, "seed": cfg.seed,
                                           "eos_tokens": cfg.eos_tokens}}))
+        if out and self.runner.update_forms_probe:
+            out[0].tunix["update_params"] = self.update_params_probe(rows, spec)
         return out
+
+    def update_params_probe(self, rows: list[tuple[list[int], list[int]]], spec) -> dict:
+        """What the rollout's update_params does with each form in which tunix hands it weights
+        (harness/backends/update_forms.py): the other weight set in each form, a teacher-forced score of
+        the first tunix row after it, the live set put back with the harness's own swap. Recorded on the
+        case's first tunix row for rollout_contract_update_params."""
+        from harness.backends.update_forms import build_forms, probe
+
+        live = self.live
+        other = {"A": "B", "B": "A"}.get(live or "")
+        if other is None or self.models.get(other) is None:
+            return {"skipped": f"no weight set {other or '?'} to update to (--model-b)"}
+        p_ids, c_ids = next(((p, c) for p, c in rows if c), ([], []))
+        if not c_ids:
+            return {"skipped": "no completion tokens to score after an update"}
+
+        def swap(which: str) -> None:
+            self.live = None  # unknown until the swap succeeds (as _ensure_weights)
+            self.runner.set_weights(self.models[which])
+            self.live = which
+
+        got = probe(update=self.runner.rollout.update_params,
+                    score=lambda: [float(x) for x in self.runner.score([p_ids], [c_ids], spec)[0].logprobs],
+                    swap_new=lambda: swap(other), swap_old=lambda: swap(live), forms=build_forms(self.models[other].path))
+        return {"from": live, "to": other, **got}
 
     def seed_rule_case(self, case: Case, prompts: list[list[int]]) -> list[GenerationRecord]:
         """Every seeded draw again, alone as an n = 1 request with the seed its documented rule gives

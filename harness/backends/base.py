@@ -60,6 +60,9 @@ class Runner(abc.ABC):
     #: the engine whose documented seed rule (harness/backends/seeds.py) this runner's draws follow; None: no rule
     #: (the reference draws with its own generator)
     seed_engine: str | None = None
+    #: whether the recorder probes the rollout's update_params with each form tunix passes weights in
+    #: (harness/backends/update_forms.py): the in-process engine rollouts, whose weights the harness can swap back
+    update_forms_probe: bool = False
     #: "module:Class" of the engine-native paths `parity bench` measures beside the generic calls (a
     #: harness.bench_worker.NativeBench: generate with logprobs off, recompile counts, per-layer attribution);
     #: None: the generic calls only

@@ -46,6 +46,7 @@ class VllmRunner(Runner):
     bench = "harness.backends.vllm_bench:VllmBench"
     logprob_mode = "processed"
     seed_engine = "vllm"
+    update_forms_probe = True
 
     def __init__(self, model: ModelRef, **options: Any):
         super().__init__(model, **options)

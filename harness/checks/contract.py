@@ -17,6 +17,12 @@ consumes:
 - `rollout_contract_text`: on rows with the same tokens, the same text;
 - `rollout_contract_per_token_logps`: get_per_token_logps of each rollout's rows is the raw teacher-forced
   logprob (the reference's), 0 at padding, for both.
+- `rollout_contract_update_params`: each form in which tunix hands a rollout weights (HF-named arrays, the
+  tunix state as `nnx.state(model)`, with `filter_types=(nnx.Param,)` as `RLCluster.sync_weights` passes it, a
+  partial update in two calls; harness/backends/update_forms.py) is accepted by both and takes effect, or
+  refused by both with an error. Accepted but without effect (the old weights still live: silent staleness,
+  or other weights) fails for either; accepted by one and refused by the other fails. A form one venv cannot
+  build (no flax: no nnx filter) is named in the detail, not compared.
 
 A difference fails, unless the case accepts it (`accept: {rollout_contract_<field>: reason}`): then the verdict
 passes, its detail saying what differs and the suite's reason.
@@ -33,7 +39,7 @@ from harness.checks.data import REFERENCE, RunData, Unavailable
 from harness.suite import Case
 from harness.verdict import Verdict
 
-FIELDS = ("pad_eos", "prompt", "tokens", "logprobs", "text", "per_token_logps")
+FIELDS = ("pad_eos", "prompt", "tokens", "logprobs", "text", "per_token_logps", "update_params")
 MODES = ("raw", "temperature", "processed")
 
 
@@ -120,13 +126,15 @@ def _units(ctx: RunData, case: Case) -> list[Unit]:
                                         "outputs)"),
        summary="swap one rollout for the other: for one RolloutConfig the two rollouts' RolloutOutput as a trainer "
                "consumes it, field by field (verdicts rollout_contract_<field>: pad_eos, prompt, tokens, logprobs, "
-               "text, per_token_logps); each difference fails with its effect on a trainer (e.g. the per-token "
+               "text, per_token_logps, update_params: each form tunix passes weights in accepted and effective, or "
+               "refused by both); each difference fails with its effect on a trainer (e.g. the per-token "
                "IS-ratio shift), unless the suite accepts it with a reason",
        measures="differences in one field of what a trainer consumes (verdicts `rollout_contract_<field>`: "
                 + ", ".join(f"`{f}`" for f in FIELDS) + "; greedy rows: `greedy_tokens`' `top_k_rescue`)",
        fails="the rollouts cannot be swapped: each difference named with its effect on a trainer; `logprobs` fails "
              "when the two return different modes (detected against the reference's exact modes of each rollout's "
-             "rows), with the per-token log IS-ratio shift measured on those rows")
+             "rows), with the per-token log IS-ratio shift measured on those rows; `update_params` when a form is "
+             "accepted without taking effect (silently stale) or accepted by one rollout and refused by the other")
 def rollout_contract(ctx: RunData, case: Case, f: str, a: str, b: str) -> Verdict:
     atol = case.tolerance("logprob_atol", "rollout_contract")
     k = int(case.tolerance("top_k_rescue", "greedy_tokens"))
@@ -235,6 +243,10 @@ def _field(ctx: RunData, case: Case, f: str, a: str, b: str, atol: float, k: int
                 if any(v != 0.0 for v in ptl[n:]):
                     diffs.append(f"{x} row {key[0]}: get_per_token_logps not 0 at padding")
         effect = "old/reference logprobs recomputed through the rollout differ, and with them every ratio"
+    elif f == "update_params":
+        data, diffs = _update_params(ctx, a, b, ra, rb, keys, atol)
+        effect = ("a trainer's weight sync (RLCluster.sync_weights) fails with one rollout, or the rollout keeps "
+                  "generating from weights the trainer has left")
     check = f"rollout_contract_{f}"
     if diffs:
         detail = f"{'; '.join(diffs[:8])}{'; ...' if len(diffs) > 8 else ''} -> {effect}"
@@ -248,6 +260,63 @@ def _field(ctx: RunData, case: Case, f: str, a: str, b: str, atol: float, k: int
               "tokens": "EOS kept by both" + (", greedy rows identical" if case.sampling.greedy else ""),
               "logprobs": data.get("explained", "same logprob meaning and positions"),
               "text": f"same text on the {sum(same.values())} rows with the same tokens",
-              "per_token_logps": "both return the raw teacher-forced logprobs, 0 at padding"}[f]
+              "per_token_logps": "both return the raw teacher-forced logprobs, 0 at padding",
+              "update_params": data.get("explained", "")}[f]
     return verdict(check, case.id, [a, b], metric="differences", value=0, threshold=0, passed=True, detail=detail,
                    data=data)
+
+
+def _update_outcome(got: dict | None, atol: float) -> str:
+    """One rollout's answer to one form: takes effect / refused / silently stale / other weights / not built."""
+    if got is None or got.get("outcome") == "not_built":
+        return "not built"
+    if got["outcome"] == "refused":
+        return "refused"
+    if got["d_new"] <= atol:
+        return "takes effect"
+    return "silently stale" if got["d_old"] <= atol else "other weights"
+
+
+def _update_params(ctx: RunData, a: str, b: str, ra: dict, rb: dict, keys: list, atol: float) -> tuple[dict, list]:
+    """rollout_contract_update_params: the probe each rollout's first tunix row carries (harness/recorder.py)."""
+    from harness.backends.update_forms import FORMS
+
+    probes = {}
+    for x, rows in ((a, ra), (b, rb)):
+        pr = (rows[keys[0]].tunix or {}).get("update_params") if keys else None
+        if pr is None:
+            raise Unavailable("skipped", f"{x}'s records carry no update_params probe (recorded before it existed, "
+                                         "or a rollout the harness cannot swap back): re-record")
+        if "skipped" in pr:
+            raise Unavailable("skipped", f"{x}: update_params probe not run: {pr['skipped']}")
+        if pr["d_sets"] <= atol:
+            raise Unavailable("error", f"{x}: weight sets {pr['from']} and {pr['to']} score the probe tokens alike "
+                                       f"(max |dlogp| {pr['d_sets']:.3g}): the probe cannot tell an update's effect")
+        probes[x] = pr
+    table, diffs, compared, not_built = {}, [], [], []
+    for form in FORMS:
+        got = {x: probes[x]["forms"].get(form) for x in (a, b)}
+        out = {x: _update_outcome(got[x], atol) for x in (a, b)}
+        table[form] = {x: {**(got[x] or {}), "verdict": out[x]} for x in (a, b)}
+        for x in (a, b):
+            if out[x] in ("silently stale", "other weights"):
+                g = got[x]
+                diffs.append(f"{form}: {x} accepted update_params({g.get('built_as')}) and "
+                             + ("kept the old weights" if out[x] == "silently stale" else "runs neither weight set")
+                             + f" (max |dlogp| {g['d_new']:.3g} to the new set, {g['d_old']:.3g} to the old)")
+        if "not built" in out.values():
+            not_built.append(f"{form} ({'; '.join(f'{x}: ' + (got[x] or {}).get('reason', 'not recorded') for x in (a, b) if out[x] == 'not built')})")
+            continue
+        compared.append(form)
+        if out[a] != out[b] and not any(v in ("silently stale", "other weights") for v in out.values()):
+            err = "; ".join(f"{x}: {got[x].get('error')}" for x in (a, b) if out[x] == "refused")
+            diffs.append(f"{form}: {a} {out[a]}, {b} {out[b]} ({err})")
+    data = {"forms": table, "compared": compared, "not_compared": not_built,
+            "d_sets": {x: probes[x]["d_sets"] for x in (a, b)}}
+    if not compared and not diffs:
+        raise Unavailable("skipped", f"no form of update_params could be built in both venvs: {'; '.join(not_built)}")
+    if not diffs:
+        both = {form: table[form][a]["verdict"] for form in compared}
+        data["explained"] = ("; ".join(f"{form}: {v} on both" for form, v in both.items())
+                             + (f"; not compared: {'; '.join(not_built)}" if not_built else ""))
+    return data, diffs

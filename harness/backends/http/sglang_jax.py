@@ -164,6 +164,7 @@ class HttpSglangJaxRollout(SglangJaxRollout):
 
 class SglangJaxHttpRunner(SglangJaxRunner):
     name = "sglang_jax_http"
+    update_forms_probe = False  # a served engine takes a model directory only (update_params(path))
     bench = None  # measured through the generic calls (the engine is behind its server)
 
     def __init__(self, model: ModelRef, **options: Any):  # noqa: D107 - see the module docstring

@@ -310,6 +310,7 @@ class HttpVllmRollout(VllmRollout):
 
 class VllmHttpRunner(VllmRunner):
     name = "vllm_http"
+    update_forms_probe = False  # a served engine takes a model directory only (update_params(path))
     bench = None  # measured through the generic calls (the engine is behind its server)
 
     def __init__(self, model: ModelRef, **options: Any):  # noqa: D107 - VllmRunner's options + HttpOptions

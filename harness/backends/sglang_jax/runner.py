@@ -34,6 +34,7 @@ class SglangJaxRunner(Runner):
     #: top-k/top-p/min-p; greedy gives raw (notes: sglang-jax output logprobs)
     logprob_mode = LOGPROB_MODE
     seed_engine = "sglang_jax"
+    update_forms_probe = True
 
     def __init__(self, model: ModelRef, **options: Any):
         super().__init__(model, **options)
