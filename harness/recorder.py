@@ -131,6 +131,7 @@ class Recorder:
         self.prompt_ids = prompt_ids  # case id -> tokenized prompts
         self.quiet = quiet
         self.live: str | None = "A"
+        self.probed_in = ""  # the tunix case whose first row carries this session's update_params probe
         self.no_swap = ""  # why this backend cannot swap weights, once it said so
         self.state_path: Path | None = None
 
@@ -291,14 +292,17 @@ class Recorder:
                                           "top_p": cfg.top_p, "top_k": cfg.top_k, "seed": cfg.seed,
                                           "eos_tokens": cfg.eos_tokens}}))
         if out and self.runner.update_forms_probe:
-            out[0].tunix["update_params"] = self.update_params_probe(rows, spec)
+            # a property of the rollout, not of the case: probed once per session (each form costs two swaps)
+            out[0].tunix["update_params"] = {"skipped": f"probed once per session, in case {self.probed_in}"} \
+                if self.probed_in else self.update_params_probe(rows, spec)
+            self.probed_in = self.probed_in or case.id
         return out
 
     def update_params_probe(self, rows: list[tuple[list[int], list[int]]], spec) -> dict:
         """What the rollout's update_params does with each form in which tunix hands it weights
         (harness/backends/update_forms.py): the other weight set in each form, a teacher-forced score of
         the first tunix row after it, the live set put back with the harness's own swap. Recorded on the
-        case's first tunix row for rollout_contract_update_params."""
+        first tunix row of the session's first tunix case for rollout_contract_update_params."""
         from harness.backends.update_forms import build_forms, probe
 
         live = self.live
