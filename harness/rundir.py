@@ -16,7 +16,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import pydantic_core
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
@@ -170,11 +170,34 @@ class RunRecords:
             by_kind[r.kind].append(r)
         return out
 
+    def generation_index(self) -> dict[GenKey, GenerationRecord]:
+        return generation_index(self.generations)
+
+    def score_index(self) -> dict[ScoreKey, ScoreRecord]:
+        return score_index(self.scores)
+
     def __iter__(self) -> Iterator:
         return iter(self.all)
 
     def __len__(self) -> int:
         return len(self.all)
+
+
+#: (backend, case_id, prompt_index, sample_index, variant)
+GenKey = tuple[str, str, int, int, str]
+#: (scorer, source_backend, case_id, prompt_index, sample_index, variant)
+ScoreKey = tuple[str, str, str, int, int, str]
+
+
+def generation_index(generations: Iterable[GenerationRecord]) -> dict[GenKey, GenerationRecord]:
+    """Generations by where they belong, in record order (of two records of one key, the later wins)."""
+    return {(g.backend, g.key.case_id, g.key.prompt_index, g.key.sample_index, g.key.variant): g for g in generations}
+
+
+def score_index(scores: Iterable[ScoreRecord]) -> dict[ScoreKey, ScoreRecord]:
+    """Scores by scorer, whose completion and where it belongs, in record order (the later of one key wins)."""
+    return {(s.backend, s.source_backend, s.key.case_id, s.key.prompt_index, s.key.sample_index, s.key.variant): s
+            for s in scores}
 
 
 def read_run(run_dir: Path) -> list:

@@ -23,6 +23,7 @@ from harness.report import plots
 from harness.report import rl as rl_run
 from harness.report.data import REFERENCE, RunData, load_vocab, token_text
 from harness.report.summary import group_verdict
+from harness.rundir import generation_index, score_index
 from harness.verdict import OUTCOMES
 
 RANK = {"error": 0, "fail": 1, "pass": 2, "measured": 3, "skipped": 4}
@@ -142,17 +143,12 @@ class _Index:
     """Records indexed by what the report looks up."""
 
     def __init__(self, data: RunData):
-        self.gen: dict[tuple, object] = {}
+        self.gen = generation_index(data.generations)  # (backend, case, prompt, sample, variant) -> record
         self.by_case: dict[str, list] = defaultdict(list)
         for g in data.generations:
-            k = g.key
-            self.gen[(g.backend, k.case_id, k.prompt_index, k.sample_index, k.variant)] = g
-            self.by_case[k.case_id].append(g)
-        self.ref_score: dict[tuple, object] = {}
-        for s in data.scores:
-            if s.backend == REFERENCE:
-                k = s.key
-                self.ref_score[(s.source_backend, k.case_id, k.prompt_index, k.sample_index, k.variant)] = s
+            self.by_case[g.key.case_id].append(g)
+        # the reference's scores: (source, case, prompt, sample, variant) -> record
+        self.ref_score = {k[1:]: s for k, s in score_index(data.scores).items() if k[0] == REFERENCE}
 
 
 def _stream_row(label: str, backend: str, gen, ref_score, base_ids: list[int] | None, vocab, color: str,

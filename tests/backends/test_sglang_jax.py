@@ -45,7 +45,7 @@ from harness.backends.sglang_jax.rollout import (
 from harness.backends import registry
 from harness.model import embedded
 from harness.recorder import tokenize_suite
-from harness.rundir import read_run
+from harness.rundir import RunRecords
 from harness.suite import load_suite
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/backends/tied.py
@@ -287,23 +287,19 @@ def _start_compat_off_probes():
 class Run:
     def __init__(self, path: Path, procs: dict, suite: Path):
         self.path, self.procs, self.suite = path, procs, suite
+        recs = RunRecords.load(path)
         self.gen: dict = defaultdict(dict)  # backend -> (case, prompt, sample, variant) -> record
-        self.score: dict = defaultdict(dict)  # (scorer, source) -> (case, prompt, sample) -> record
-        self.errors = []
+        self.score: dict = defaultdict(dict)  # (scorer, source) -> (case, prompt, sample) -> record, main variant
+        self.errors = recs.errors
         self.sessions = defaultdict(list)
-        for r in read_run(path):
-            if r.kind in ("generation", "score") and r.key.variant in SURFACE_VARIANTS:
-                continue  # the rollout-surface variants have checks of their own (harness/checks/tunix.py)
-            if r.kind == "generation":
-                self.gen[r.backend][(r.key.case_id, r.key.prompt_index, r.key.sample_index, r.key.variant)] = r
-            elif r.kind == "score":
-                if r.key.variant == "main":  # other variants' scores would overwrite the main one's key
-                    self.score[(r.backend, r.source_backend)][(r.key.case_id, r.key.prompt_index,
-                                                               r.key.sample_index)] = r
-            elif r.kind == "error":
-                self.errors.append(r)
-            elif r.kind == "session":
-                self.sessions[r.backend].append(r)
+        for (backend, *key), r in recs.generation_index().items():
+            if key[3] not in SURFACE_VARIANTS:  # the rollout-surface variants: checks of their own (checks/tunix.py)
+                self.gen[backend][tuple(key)] = r
+        for (scorer, source, *key), r in recs.score_index().items():
+            if key[3] == "main":
+                self.score[(scorer, source)][tuple(key[:3])] = r
+        for r in recs.sessions:
+            self.sessions[r.backend].append(r)
 
     def sg(self, case: str, variant: str = "main") -> dict:
         return {k[1:3]: r for k, r in self.gen["sglang_jax"].items() if k[0] == case and k[3] == variant}

@@ -31,7 +31,7 @@ pytest.importorskip("vllm", reason="tests/backends/test_vllm.py runs in the vLLM
 from harness.records import SURFACE_VARIANTS  # noqa: E402
 from harness.backends import registry  # noqa: E402
 from harness.model import embedded  # noqa: E402
-from harness.rundir import read_run  # noqa: E402
+from harness.rundir import RunRecords  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/backends/tied.py
 
@@ -75,15 +75,14 @@ class Run:
     """The records of one run directory, indexed for comparisons."""
 
     def __init__(self, path: Path, wall: dict[str, float]):
-        recs = read_run(path)
+        recs = RunRecords.load(path)
         self.path, self.wall = path, wall
-        self.errors = [r for r in recs if r.kind == "error"]
-        self.sessions = {(r.backend, r.phase): r for r in recs if r.kind == "session"}
+        self.errors = recs.errors
+        self.sessions = {(r.backend, r.phase): r for r in recs.sessions}
         # the rollout-surface variants (tunix, rule-*) have checks of their own (harness/checks/tunix.py)
-        self.gen = {(g.backend, g.key.case_id, g.key.prompt_index, g.key.sample_index, g.key.variant): g
-                    for g in recs if g.kind == "generation" and g.key.variant not in SURFACE_VARIANTS}
-        self.score = {(s.backend, s.source_backend, s.key.case_id, s.key.prompt_index, s.key.sample_index): s
-                      for s in recs if s.kind == "score" and s.key.variant == "main"}
+        self.gen = {k: g for k, g in recs.generation_index().items() if k[4] not in SURFACE_VARIANTS}
+        # (scorer, source, case, prompt, sample): the main variant's
+        self.score = {k[:5]: s for k, s in recs.score_index().items() if k[5] == "main"}
 
     def gens(self, backend: str, case: str | None = None, variant: str | None = None) -> list:
         return [g for (b, c, _, _, v), g in sorted(self.gen.items(), key=lambda kv: kv[0])
