@@ -211,3 +211,30 @@ def test_a_field_the_table_says_is_sent_is_sent(s: SamplingSpec) -> None:
     g = M.to_engine(s, "sglang_jax")
     optional = {"stop_token_ids", "logit_bias", "sampling_seed"}  # not sent when empty (the dialect's OMIT)
     assert set(M.native_fields(M.dialect("sglang_jax"))) - optional <= set(g) <= set(M.native_fields(M.dialect("sglang_jax")))
+
+
+# a value other than the default for every spec field but temperature (a new field must say its own)
+_SET = {"max_tokens": 5, "min_tokens": 2, "top_p": 0.5, "top_k": 2, "min_p": 0.3, "n": 2, "seed": 3,
+        "stop_token_ids": (1,), "ignore_eos": True, "repetition_penalty": 1.5, "presence_penalty": 1.0,
+        "frequency_penalty": 1.0, "logit_bias": {0: 5.0}, "top_logprobs": 2}
+
+
+def test_a_rows_acts_is_what_the_reference_does_with_the_field() -> None:
+    """table.acting (what the checks read to treat fields by kind) against harness/processing.py: a `filter`
+    field truncates the processed distribution, a `logits` field changes the penalised logits, and no other
+    field changes either."""
+    import numpy as np
+
+    from harness.processing import apply_penalties, processed_logits
+    from harness.sampling.table import acting
+
+    assert set(_SET) == set(SamplingSpec.model_fields) - {"temperature"}
+    logits = np.linspace(-2.0, 2.0, 8)
+    base = SamplingSpec(temperature=1.0)
+    for f, value in _SET.items():
+        spec = base.model_copy(update={f: value})
+        truncates = not np.array_equal(processed_logits(logits, spec), processed_logits(logits, base))
+        penalises = not np.array_equal(apply_penalties(logits, spec, [0, 3], [3]),
+                                       apply_penalties(logits, base, [0, 3], [3]))
+        assert truncates == (f in acting("filter")), f
+        assert penalises == (f in acting("logits")), f
