@@ -218,6 +218,12 @@ def _probe_swap(r: SglangJaxRollout) -> dict:
     return {"swaps": [info_b, info_a]}
 
 
+def _probe_idle(r: SglangJaxRollout) -> dict:
+    """After one call, the engine left alone: its scheduler's loops and its process's CPU per second."""
+    _probe_greedy_plain(r)
+    return r._engine_call("idle_load", seconds=2.0)
+
+
 PROBES = {
     "flax_always_shard_variable_off": _probe_start,
     "flax_pytree_module_off": _probe_start,
@@ -236,6 +242,7 @@ PROBES = {
     "prompt_id_echo_unclipped": _probe_last_vocab_id,
     "n_as_seeded_requests": _probe_n4,
     "stop_before_length": _probe_eos_at_limit,
+    "idle_scheduler_waits": _probe_idle,
 }
 #: unseeded sampling only exists with the engine's deterministic sampling off (tunix's default)
 PROBE_ENGINE = {"unseeded_key_advances": {"enable_deterministic_sampling": False}}
@@ -709,6 +716,19 @@ def test_compat_off_n_as_seeded_requests(control):
     assert not _err(off), off
     assert len(off["samples"]) == 4 and len({tuple(s) for s in off["samples"]}) == 1
     assert len(on["samples"]) == 4 and len({tuple(s) for s in on["samples"]}) == 4
+
+
+def test_compat_off_idle_scheduler_waits(control):
+    """Off, an idle scheduler loops without blocking; on, it waits on its sockets: at most one loop per
+    IDLE_WAIT_MS (and a few around the call), and the engine's CPU is figured, not asserted."""
+    off, on = _off("idle_scheduler_waits"), _control_probe(control, "idle_scheduler_waits")
+    assert not _err(off), off
+    figure("idle engine CPU s/s, workaround off", off["cpu_s_per_s"])
+    figure("idle engine CPU s/s, workaround on", on["cpu_s_per_s"])
+    figure("idle scheduler loops/s, workaround off", off["loops_per_s"])
+    figure("idle scheduler loops/s, workaround on", on["loops_per_s"])
+    assert on["loops_per_s"] <= 2 * 1000 / compat.IDLE_WAIT_MS, on
+    assert off["loops_per_s"] > 20 * on["loops_per_s"], (off, on)
 
 
 def test_compat_off_stop_before_length(control):

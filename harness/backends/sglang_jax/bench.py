@@ -6,8 +6,8 @@
 - attribution: `rollout` = SglangJaxRollout through its process boundary; `compat_engine` = the same request
   replayed on the same engine process by Engine.generate alone (with our compat patches); `bare_engine` = a
   second engine process with the same engine kwargs and only the workarounds it needs to run
-  (compat.TO_RUN), measured after the first is closed (an idle 0.0.2 scheduler thread busy-polls, so two
-  engines at once would measure each other).
+  (compat.TO_RUN), measured after the first is closed (without compat.idle_scheduler_waits an idle 0.0.2
+  scheduler thread busy-polls, so two engines at once would measure each other).
 """
 
 from __future__ import annotations

@@ -196,6 +196,14 @@ REGISTRY: dict[str, Workaround] = {w.name: w for w in [
         "as cut off)",
         "test_compat_off_stop_before_length; eos_policy (sample-n4 on peaked models)",
         "host", _sgl_at_most_002),
+    Workaround(
+        "idle_scheduler_waits", "20 (new)",
+        "the scheduler loop reads its sockets with zmq.NOBLOCK and loops again when there is nothing to run: "
+        "an idle engine never blocks",
+        "an idle engine keeps a core busy (its scheduler thread loops thousands of times a second), slowing "
+        "whatever else runs: a second engine of the same run, the tests beside an engine a fixture keeps",
+        "test_compat_off_idle_scheduler_waits (idle scheduler loops per second); no check (results unchanged)",
+        "patch", _sgl_at_most_002),
 ]}
 
 #: defects in the notes with no workaround here, and why
@@ -576,6 +584,43 @@ def prompt_id_echo_unclipped() -> None:
     Scheduler.add_input_logprob_return_values = add_input_logprob_return_values
 
 
+#: longest an idle scheduler waits for a request before its idle self-checks run again (idle_scheduler_waits)
+IDLE_WAIT_MS = 100
+
+
+def _idle(sched) -> bool:
+    """Nothing to run and nothing that could become runnable without a request: the last loop ran no batch,
+    nothing waits or runs, no prefill is cut in chunks."""
+    return (sched.last_batch is None and not sched.waiting_queue and sched.chunked_req is None
+            and sched.running_batch.is_empty())
+
+
+def idle_scheduler_waits() -> None:
+    """Item 20 (new): an idle scheduler waits on its two sockets (zmq poll, at most IDLE_WAIT_MS) before it
+    reads them, instead of looping again at once. A request or RPC wakes it as soon as it arrives; what the
+    loop does when idle (memory and tree-cache self-checks) still runs every IDLE_WAIT_MS; a busy scheduler
+    never waits."""
+    import zmq
+    from sgl_jax.srt.managers.scheduler import Scheduler
+
+    orig = Scheduler.recv_requests
+
+    def recv_requests(self):
+        if _on("idle_scheduler_waits") and self.node_rank == 0 and _idle(self):
+            poller = self.__dict__.get("_parity_poller")
+            if poller is None:
+                poller = zmq.Poller()
+                for sock in (self.recv_from_tokenizer, self.recv_from_rpc):
+                    if sock is not None:
+                        poller.register(sock, zmq.POLLIN)
+                self._parity_poller = poller
+            poller.poll(IDLE_WAIT_MS)
+        return orig(self)
+
+    recv_requests.__wrapped__ = orig
+    Scheduler.recv_requests = recv_requests
+
+
 # ---------------------------------------------------------------- logprobs inside the jitted step
 # Items 4, 5, 6 and 9 share the sampler and the logits processor. The code below replaces
 # Sampler.__call__, ModelRunner.sample, ModelRunner._forward and LogitsProcessor.__call__; each
@@ -859,6 +904,7 @@ _PATCHES: list[tuple[tuple[str, ...], Callable[[], None]]] = [
     (("logit_bias_applied", "repetition_penalty_applied"), penalties_applied),
     (("lm_head_model_dtype",), lm_head_model_dtype),
     (("prompt_id_echo_unclipped",), prompt_id_echo_unclipped),
+    (("idle_scheduler_waits",), idle_scheduler_waits),
     (("sampler_logprobs_escape_jit", "top_logprobs_on_device", "prefill_logprob_rows_padded",
       "unseeded_key_advances"), install_logprob_path),
 ]

@@ -140,6 +140,27 @@ class LocalEngine:
             out = [out]
         return [_plain(o) for o in out]
 
+    def idle_load(self, seconds: float = 2.0) -> dict:
+        """What this engine does while nobody calls it, over `seconds` of this process doing nothing else:
+        scheduler loop iterations per second and this process's CPU seconds per second (compat
+        idle_scheduler_waits: without it 0.0.2 loops without ever blocking)."""
+        sched = self.engine.scheduler_info["scheduler"]
+        count = [0]
+        loop = sched.recv_requests  # (bound: the class's, patched or not)
+
+        def counted():
+            count[0] += 1
+            return loop()
+
+        sched.recv_requests = counted  # the loop looks it up on the instance at each iteration
+        try:
+            t, cpu = time.perf_counter(), time.process_time()
+            time.sleep(seconds)
+            wall, cpu = time.perf_counter() - t, time.process_time() - cpu
+        finally:
+            del sched.recv_requests
+        return {"loops_per_s": count[0] / wall, "cpu_s_per_s": cpu / wall, "seconds": wall}
+
     # ---------------------------------------------------------------- attribution (`parity bench`)
     def step_timing(self) -> None:
         """Time every step, forward and sample from now on (harness/steptimer.py)."""
