@@ -236,6 +236,21 @@ class RecordDiff:
                 "golden_tokens": self.golden_tokens, "run_tokens": self.run_tokens}
 
 
+def _reference_values(score: dict) -> dict[str, list]:
+    """What a score record holds besides its own logprobs (the reference's exact values: ScoreRecord's by_mode,
+    other_weights, distribution, effects, sequence), by a name for the diff."""
+    out = {f"score {m}": v for m, v in score.get("by_mode", {}).items()}
+    for w, modes in score.get("other_weights", {}).items():
+        out.update({f"score {m} under weight set {w}": v for m, v in modes.items()})
+    for part in ("distribution", "effects", "sequence"):
+        for name, v in (score.get(part) or {}).items():
+            if isinstance(v, dict):
+                out.update({f"{part} {name} {sub}": u for sub, u in v.items()})
+            else:
+                out[f"{part} {name}"] = v
+    return out
+
+
 def diff_record(k: Key, g: dict, r: dict, atol: float) -> RecordDiff:
     """What differs between a golden record and a run's record of the same key."""
     problems: list[str] = []
@@ -259,7 +274,8 @@ def diff_record(k: Key, g: dict, r: dict, atol: float) -> RecordDiff:
         if g["logprob_mode"] != r["logprob_mode"]:
             problems.append(f"score mode {g['logprob_mode']} -> {r['logprob_mode']}")
         pairs = [("score logprobs", g["logprobs"], r["logprobs"])]
-        pairs += [(f"score {m}", v, r.get("by_mode", {}).get(m)) for m, v in sorted(g.get("by_mode", {}).items())]
+        gv, rv = _reference_values(g), _reference_values(r)
+        pairs += [(what, v, rv.get(what)) for what, v in sorted(gv.items())]
     if gt == rt:  # logprobs of other tokens are not comparable; the token difference is the finding
         for what, a, b in pairs:
             d, at, problem = _max_abs(a, b)

@@ -401,7 +401,7 @@ class Recorder:
                     # weight_update (harness/checks/weights.py) must show that a backend's logprobs are NOT
                     # those of the other weight set (stale weights after update_params). Only the reference
                     # can say what the other set gives: it scores the same tokens under it too, stored as
-                    # by_mode["<mode>@<set>"] next to the live set's by_mode["<mode>"].
+                    # other_weights[<set>][<mode>] next to the live set's by_mode[<mode>].
                     other = "B" if case.weights == "A" else "A"
                     if self.runner.name == registry.reference() and OTHER_WEIGHTS in needs(case.checks) \
                             and self.models.get(other) is not None:
@@ -410,14 +410,15 @@ class Recorder:
                         stale = self.runner.score([g.prompt_ids for g in batch], [g.completion_ids for g in batch],
                                                   case.sampling)
                         for s, o in zip(scored, stale):
-                            s.by_mode.update({f"{m}@{other}": v for m, v in o.by_mode.items()})
+                            s.other_weights[other] = o.by_mode
                     if self.runner.name == registry.reference():  # exact distributions / greedy expectations for
                         score_extras(self.runner, case, batch, scored)  # what the checks need (harness/sampling/expect.py)
                     records = [
                         ScoreRecord(**self._base("score"), key=g.key, model_hash=self.models[case.weights].content_hash,
                                     source_backend=src, prompt_ids=g.prompt_ids, completion_ids=g.completion_ids,
                                     logprobs=s.logprobs, logprob_mode="raw", by_mode=s.by_mode, top=s.top,
-                                    timings={"batch_score_s": dt})
+                                    other_weights=s.other_weights, distribution=s.distribution,
+                                    effects=s.effects, sequence=s.sequence, timings={"batch_score_s": dt})
                         for g, s in zip(batch, scored)
                     ]
                 except Unsupported as e:

@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from harness.spec import LogprobMode
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 Phase = Literal["generate", "score"]
 
 
@@ -106,6 +106,52 @@ class GenerationRecord(_Base):
     timings: dict[str, float] = Field({}, description="seconds: batch_generate_s, ...")
 
 
+class FirstStepDistribution(BaseModel):
+    """The reference's exact first-step distribution over the vocabulary, for `sampling_distribution`.
+
+    Computed by harness/sampling/expect.py from the float64 logits after the prompt."""
+
+    model_config = ConfigDict(extra="forbid", ser_json_inf_nan="constants")
+    raw: list[float] = Field(description="log-probabilities of the raw logits")
+    temperature: list[float] = Field(description="log-probabilities at the case's temperature")
+    processed: list[float] = Field(description="log-probabilities of the canonical sampling distribution "
+                                               "(temperature, then top-k, top-p, min-p in vLLM's order)")
+    processed_by_engine: dict[str, list[float]] = Field(
+        {}, description="engine -> the processed distribution under that engine's own order of the filters, for "
+                        "each engine whose sampling dialect declares one (SamplingDialect.processed)")
+    processed_without: dict[str, list[float]] = Field(
+        {}, description="field -> the processed distribution with that one set field (top_k, top_p, min_p, "
+                        "temperature) at its neutral value: the diagnosis's alternatives")
+    borderline: list[int] = Field([], description="token ids whose membership of the support float32 may decide "
+                                                  "either way (thresholds within a relative 1e-3, top-k ties)")
+
+
+class GreedyEffects(BaseModel):
+    """The reference's greedy expectation at each completion position, for `sampling_effects`.
+
+    Position i is teacher-forced on the completion's first i tokens (harness/sampling/expect.py)."""
+
+    model_config = ConfigDict(extra="forbid", ser_json_inf_nan="constants")
+    argmax: list[int] = Field(description="the greedy token under the spec (penalties, logit_bias, min_tokens)")
+    margin: list[float] = Field(description="processed logit of that argmax minus that of the completion's token "
+                                            "(inf where the completion's token is impossible)")
+    without: dict[str, list[int]] = Field(
+        {}, description="effect field the spec sets -> the argmax with that field at its neutral value")
+    eos: list[int] = Field([], description="the model's EOS token ids")
+
+
+class SequencePIT(BaseModel):
+    """Where each sampled token sits in the exact processed distribution at its position, for `sampling_sequence`.
+
+    The two inputs of its randomised probability integral transform, teacher-forced on the sampled prefix
+    (harness/sampling/expect.py, harness.sampling.stats.pit_values)."""
+
+    model_config = ConfigDict(extra="forbid")
+    above: list[float] = Field(description="processed probability mass of the tokens ranked above the sampled one "
+                                           "(descending probability, ties by token id)")
+    p: list[float] = Field(description="the sampled token's processed probability (0 outside the support)")
+
+
 class ScoreRecord(_Base):
     """Teacher-forced logprobs of one recorded completion (`get_per_token_logps`)."""
 
@@ -117,10 +163,23 @@ class ScoreRecord(_Base):
     completion_ids: list[int]
     logprobs: list[float] = Field(description="teacher-forced logprob of each completion token (backend's own mode)")
     logprob_mode: LogprobMode
-    by_mode: dict[str, list[float]] = Field(
+    by_mode: dict[LogprobMode, list[float]] = Field(
         default_factory=dict, description="reference only: exact logprobs per mode (raw, temperature, processed)")
+    other_weights: dict[Literal["A", "B"], dict[LogprobMode, list[float]]] = Field(
+        default_factory=dict, description="reference only, cases checking weight_update: weight set -> by_mode of "
+                                          "the same tokens under the weight set that is not live")
+    distribution: FirstStepDistribution | None = Field(
+        None, description="reference only, sample 0 of each prompt of cases checking sampling_distribution")
+    effects: GreedyEffects | None = Field(None, description="reference only, cases checking sampling_effects")
+    sequence: SequencePIT | None = Field(None, description="reference only, cases checking sampling_sequence")
     top: list[dict[str, float]] | None = Field(None, description="raw top-k per completion position")
     timings: dict[str, float] = {}
+
+
+def reference_fields() -> dict:
+    """A score record's reference-only fields, empty (as on an engine's score record): what a copy of a
+    reference score record drops to stand for an engine's."""
+    return {"by_mode": {}, "other_weights": {}, "distribution": None, "effects": None, "sequence": None}
 
 
 class ErrorRecord(_Base):
@@ -232,10 +291,67 @@ def _field_errors(e: ValidationError) -> str:
     return "; ".join(parts) + more
 
 
+#: version-1 by_mode keys besides the plain modes (harness/sampling/expect.py and the recorder wrote them)
+_V1_DIST, _V1_FX, _V1_SEQ = "dist:", "fx:", "seq:"
+
+
+def upgrade(doc: object) -> object:
+    """A parsed record line as version 2, in place (any other version or shape is returned as it is, for the
+    validation to judge). Version 1 stored the reference's extras as string keys of a score record's
+    `by_mode`, token ids as floats: "<mode>@<set>" (under the other weight set), "dist:<mode>",
+    "dist:processed:<engine>", "dist:processed:without:<field>", "dist:borderline", "fx:argmax", "fx:margin",
+    "fx:without:<field>", "fx:eos", "seq:above", "seq:p". The one place that reads those keys: they become
+    `other_weights`, `distribution`, `effects` and `sequence`. The other kinds did not change."""
+    if not isinstance(doc, dict) or doc.get("schema_version") != 1:
+        return doc
+    doc["schema_version"] = SCHEMA_VERSION
+    by_mode = doc.get("by_mode")
+    if doc.get("kind") != "score" or not isinstance(by_mode, dict):
+        return doc
+    modes, other, dist, fx, seq = {}, {}, {}, {}, {}
+    for k, v in by_mode.items():
+        if not isinstance(k, str):
+            modes[k] = v
+        elif k.startswith(_V1_DIST):
+            name = k[len(_V1_DIST):]
+            if name.startswith("processed:without:"):
+                dist.setdefault("processed_without", {})[name[len("processed:without:"):]] = v
+            elif name.startswith("processed:"):
+                dist.setdefault("processed_by_engine", {})[name[len("processed:"):]] = v
+            elif name == "borderline":
+                dist[name] = [int(t) for t in v]
+            else:
+                dist[name] = v
+        elif k.startswith(_V1_FX):
+            name = k[len(_V1_FX):]
+            if name.startswith("without:"):
+                fx.setdefault("without", {})[name[len("without:"):]] = [int(t) for t in v]
+            else:
+                fx[name] = [int(t) for t in v] if name in ("argmax", "eos") else v
+        elif k.startswith(_V1_SEQ):
+            seq[k[len(_V1_SEQ):]] = v
+        elif "@" in k:
+            mode, _, wset = k.rpartition("@")
+            other.setdefault(wset, {})[mode] = v
+        else:
+            modes[k] = v
+    doc["by_mode"] = modes
+    if other:
+        doc["other_weights"] = other
+    if dist:
+        doc["distribution"] = dist
+    if fx:
+        doc["effects"] = fx
+    if seq:
+        doc["sequence"] = seq
+    return doc
+
+
 def _validate_line(path: Path, i: int, line: str, lines: list[str], tolerate_torn_tail: bool):
-    """The reference path for one line: json.loads, then validation; raises RecordFileError (or returns
-    None for a torn last line when tolerated). Only lines that the fast path (pydantic's own JSON parser)
-    rejects come here."""
+    """The reference path for one line: json.loads, the version-1 upgrade, then validation; raises
+    RecordFileError (or returns None for a torn last line when tolerated). Only lines that the fast path
+    (pydantic's own JSON parser) rejects come here: a version-1 score record whose by_mode carries more than
+    the plain modes among them (its other lines read as they are: nothing else changed)."""
     try:
         doc = json.loads(line)
     except json.JSONDecodeError as e:
@@ -245,7 +361,7 @@ def _validate_line(path: Path, i: int, line: str, lines: list[str], tolerate_tor
         what = "last line cut off (a writer killed mid-line?)" if is_last else "not JSON"
         raise RecordFileError(f"{path}:{i}: {what}: {e}") from None
     try:
-        return _ADAPTER.validate_python(doc)
+        return _ADAPTER.validate_python(upgrade(doc))
     except ValidationError as e:
         kind = doc.get("kind") if isinstance(doc, dict) else None
         what = f"not a valid {kind} record" if kind in ("session", "generation", "score", "error") else \
@@ -330,10 +446,15 @@ def schema_markdown() -> str:
            "Generated by `python -m harness schema --markdown` from `harness/records.py`; a test keeps it in sync.",
            "", f"Schema version: **{SCHEMA_VERSION}**. One JSON object per line in "
            "`<run>/records/<backend>.<phase>.jsonl`; `kind` tells which table below applies. Floats may be "
-           "`-Infinity` (a token masked out by top-k/top-p has processed logprob -inf).", ""]
+           "`-Infinity` (a token masked out by top-k/top-p has processed logprob -inf).", "",
+           "Version 1 files (older runs, golden baselines) are read as version 2 (`harness.records.upgrade`): "
+           "version 1 kept the reference's extras as string keys of a score record's `by_mode` (`\"<mode>@<set>\"`, "
+           "`\"dist:*\"`, `\"fx:*\"`, `\"seq:*\"`, token ids as floats); they become `other_weights`, "
+           "`distribution`, `effects` and `sequence`. Nothing else changed.", ""]
     paras = (__doc__ or "").split("\n\n")
     out += paras[2].splitlines() + ["", " ".join(paras[3].split()).split(". ", 1)[1], ""]
-    for cls in (CaseKey, SessionRecord, GenerationRecord, ScoreRecord, ErrorRecord):
+    for cls in (CaseKey, SessionRecord, GenerationRecord, ScoreRecord, FirstStepDistribution, GreedyEffects,
+                SequencePIT, ErrorRecord):
         out += [f"## {cls.__name__}", "", (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else "", "",
                 "| field | type | default | meaning |", "| --- | --- | --- | --- |"]
         for name, f in cls.model_fields.items():

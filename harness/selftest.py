@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Callable
 
 from harness.checks import inject
+from harness.records import reference_fields
 from harness.rundir import REFERENCE, read_manifest_dict, write_manifest
 from harness.verdict import OUTCOMES
 
@@ -123,7 +124,8 @@ def inject_topk_ignored(run_dir: Path, backend: str, derived: dict) -> str:
             continue
         d = repl[k]
         s["completion_ids"] = list(d["completion_ids"])
-        if s["backend"] == REFERENCE:
+        if s["backend"] == REFERENCE:  # the derived values are all the reference knows of the new tokens
+            s.update(reference_fields())
             s["by_mode"] = {m: list(v) for m, v in d[REFERENCE].items()}
             s["logprobs"] = list(d[REFERENCE][s["logprob_mode"]])
         else:  # an engine's teacher-forced score of those tokens: the exact value stands in for its float32 one

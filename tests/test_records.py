@@ -116,3 +116,71 @@ def test_every_read_sees_any_change(tmp_path):
     p.write_text(gen(0).model_dump_json().replace('"case_id":"c"', '"case_id":"d"') + "\n")
     assert read_records(p)[0].key.case_id == "d" and first[0].key.case_id == "c"
     assert read_records(p)[0] is not read_records(p)[0]  # no cache: parsed every time
+
+
+def _v1_score(by_mode: dict) -> dict:
+    """A score record line as version 1 wrote it: the reference's extras as string keys of by_mode."""
+    return {"schema_version": 1, "run_id": "r", "backend": "reference", "phase": "score", "kind": "score",
+            "key": {"suite": "s", "case_id": "c", "case_hash": "h", "weights": "A", "prompt_index": 0,
+                    "sample_index": 0, "variant": "main"},
+            "model_hash": "m", "source_backend": "vllm", "prompt_ids": [1, 2], "completion_ids": [3, 4],
+            "logprobs": [-0.5, -0.25], "logprob_mode": "raw", "by_mode": by_mode, "top": None, "timings": {}}
+
+
+def test_version_1_string_keys_become_the_typed_extras(tmp_path):
+    from harness.records import SCHEMA_VERSION, ScoreRecord
+
+    modes = {"raw": [-0.5, -0.25], "temperature": [-0.6, -0.2], "processed": [-0.7, float("-inf")]}
+    v1 = _v1_score({**modes, "raw@B": [-1.5, -1.25], "processed@B": [-2.0, -3.0],
+                    "dist:raw": [-1.0, -2.0], "dist:temperature": [-1.1, -2.1], "dist:processed": [-0.1, float("-inf")],
+                    "dist:processed:sglang_jax": [-0.2, -3.0], "dist:processed:without:top_k": [-0.3, -2.5],
+                    "dist:borderline": [7.0], "fx:argmax": [3.0, 9.0], "fx:margin": [0.0, float("inf")],
+                    "fx:eos": [2.0], "fx:without:logit_bias": [3.0, 4.0], "seq:above": [0.25, 0.0],
+                    "seq:p": [0.5, 0.75]})
+    plain = _v1_score(dict(modes))
+    p = tmp_path / "reference.score.jsonl"
+    p.write_text(json.dumps(v1) + "\n" + json.dumps(plain) + "\n")
+    rec, rec_plain = read_records(p)
+    assert isinstance(rec, ScoreRecord) and rec.by_mode == modes and rec_plain.by_mode == modes
+    assert rec.schema_version == SCHEMA_VERSION == 2
+    assert rec.other_weights == {"B": {"raw": [-1.5, -1.25], "processed": [-2.0, -3.0]}}
+    d = rec.distribution
+    assert (d.raw, d.temperature, d.processed) == ([-1.0, -2.0], [-1.1, -2.1], [-0.1, float("-inf")])
+    assert d.processed_by_engine == {"sglang_jax": [-0.2, -3.0]} and d.processed_without == {"top_k": [-0.3, -2.5]}
+    assert d.borderline == [7] and type(d.borderline[0]) is int
+    fx = rec.effects
+    assert fx.argmax == [3, 9] and all(type(t) is int for t in fx.argmax + fx.eos + fx.without["logit_bias"])
+    assert fx.margin == [0.0, float("inf")] and fx.eos == [2] and fx.without == {"logit_bias": [3, 4]}
+    assert (rec.sequence.above, rec.sequence.p) == ([0.25, 0.0], [0.5, 0.75])
+    assert (rec_plain.other_weights, rec_plain.distribution, rec_plain.effects, rec_plain.sequence) == \
+        ({}, None, None, None)
+    # written again it is a version-2 line that reads back the same, through the fast path
+    q = tmp_path / "again.jsonl"
+    with RecordWriter(q) as w:
+        w.write(rec)
+    assert '"dist:' not in q.read_text() and read_records(q) == [rec]
+
+
+def test_version_2_score_carries_no_string_keys(tmp_path):
+    """The string keys are read from version-1 lines only: in a version-2 record they are an error naming the
+    field."""
+    doc = _v1_score({"raw": [-0.5, -0.25], "dist:processed": [-0.1, -2.0]})
+    doc["schema_version"] = 2
+    p = tmp_path / "x.jsonl"
+    p.write_text(json.dumps(doc) + "\n")
+    with pytest.raises(RecordFileError, match=r"x\.jsonl:1: not a valid score record: field 'by_mode\.dist:processed"):
+        read_records(p)
+
+
+def test_committed_golden_run_reads_its_weight_update_scores_typed():
+    """The committed golden run (version 1 or later) reads with the other weight set's scores typed."""
+    from pathlib import Path
+
+    from harness.rundir import RunRecords
+
+    golden = sorted((Path(__file__).resolve().parent.parent / "golden").glob("*/records"))
+    assert golden
+    scores = RunRecords.load(golden[0].parent).scores
+    other = [s for s in scores if s.other_weights]
+    assert other and all(set(s.by_mode) <= {"raw", "temperature", "processed"} for s in scores)
+    assert all(set(s.other_weights) == {"B" if s.key.weights == "A" else "A"} for s in other)

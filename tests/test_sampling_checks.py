@@ -134,7 +134,8 @@ def build(tmp_path: Path, *, n: int = 1500, sampler: str = "exact", frozen: bool
                 score_extras(ref, case, batch, scored)
                 w.write_many([ScoreRecord(run_id="r", backend="reference", phase="score", key=g.key, model_hash="m",
                                           source_backend=src, prompt_ids=g.prompt_ids, completion_ids=g.completion_ids,
-                                          logprobs=s.logprobs, logprob_mode="raw", by_mode=s.by_mode)
+                                          logprobs=s.logprobs, logprob_mode="raw", by_mode=s.by_mode,
+                                          distribution=s.distribution, effects=s.effects, sequence=s.sequence)
                               for g, s in zip(batch, scored)])
     (run / "run.json").write_text(json.dumps({"suite": str(tmp_path / "suite.yaml"), "backends": list(gens)}))
     return run

@@ -13,11 +13,14 @@ from __future__ import annotations
 import abc
 import importlib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness.backends import registry
 from harness.model import ModelRef
 from harness.spec import LogprobMode, SamplingSpec
+
+if TYPE_CHECKING:
+    from harness.records import FirstStepDistribution, GreedyEffects, SequencePIT
 
 
 @dataclass
@@ -43,6 +46,12 @@ class Scored:
     logprobs: list[float]
     by_mode: dict[str, list[float]] = field(default_factory=dict)
     top: list[dict[str, float]] | None = None
+    #: the reference's extras for the checks that need them (harness.records.ScoreRecord's fields of the same
+    #: names): set by the recorder (other_weights) and harness/sampling/expect.py (the others)
+    other_weights: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    distribution: FirstStepDistribution | None = None
+    effects: GreedyEffects | None = None
+    sequence: SequencePIT | None = None
 
 
 class Runner(abc.ABC):

@@ -155,8 +155,3 @@ class ReferenceRunner(Runner):
             self._score_from_logits(list(p), list(c), spec, self.logits(list(p) + list(c)))
             for p, c in zip(prompts, completions)
         ]
-
-    def next_token_distribution(self, prompt: list[int], spec: SamplingSpec) -> dict[str, list[float]]:
-        """The full first-step distribution in every mode (for sampling-distribution checks)."""
-        row = self.logits(list(prompt))[-1]
-        return {m: d.tolist() for m, d in mode_logprobs(row, spec, apply_penalties(row, spec, prompt, [])).items()}

@@ -29,13 +29,14 @@ if TYPE_CHECKING:  # pragma: no cover
 GATE = {"logprob_quantile": 1.0, "logprob_max_atol": math.inf}
 
 # What a check may need the recorder to produce besides every backend's generate and score phases
-# (Check.needs; harness/recorder.py asks `needs(case.checks)` and never a check's name):
-OTHER_WEIGHTS = "other_weights"  # the reference also scores the case under the other weight set ("<mode>@<set>");
+# (Check.needs; harness/recorder.py asks `needs(case.checks)` and never a check's name). Each reference-computed
+# need names the ScoreRecord field that carries it (harness/records.py):
+OTHER_WEIGHTS = "other_weights"  # the reference also scores the case under the other weight set;
 #                                  a backend that cannot swap weights skips the case
 SEED_RULE_VARIANTS = "seed_rule_variants"  # generate: each seeded draw again alone, with its documented seed
-DISTRIBUTION = "distribution"  # the reference's exact first-step distribution (dist:*, harness/sampling/expect.py)
-EFFECTS = "effects"  # the reference's greedy expectations (fx:*, harness/sampling/expect.py)
-SEQUENCE = "sequence"  # the reference's PIT inputs at every sampled position (seq:*, harness/sampling/expect.py)
+DISTRIBUTION = "distribution"  # the reference's exact first-step distribution (harness/sampling/expect.py)
+EFFECTS = "effects"  # the reference's greedy expectations (harness/sampling/expect.py)
+SEQUENCE = "sequence"  # the reference's PIT inputs at every sampled position (harness/sampling/expect.py)
 NEEDS = frozenset({OTHER_WEIGHTS, SEED_RULE_VARIANTS, DISTRIBUTION, EFFECTS, SEQUENCE})
 
 # The sections of the reference table and of the self-test's detection matrix, in their order (presentation
@@ -157,12 +158,12 @@ def reference_markdown() -> str:
 
 
 NEEDS_DOC = {
-    OTHER_WEIGHTS: "the reference scores the case under the other weight set too, `by_mode[\"<mode>@<set>\"]`; a "
+    OTHER_WEIGHTS: "the reference scores the case under the other weight set too, `ScoreRecord.other_weights`; a "
                    "backend that cannot swap weights skips the case",
     SEED_RULE_VARIANTS: "each seeded draw generated again alone with its documented seed, variants `rule-main` / "
                         "`rule-tunix`",
-    DISTRIBUTION: "the reference's exact first-step distribution, `by_mode[\"dist:*\"]`",
-    EFFECTS: "the reference's greedy expectations, `by_mode[\"fx:*\"]`",
+    DISTRIBUTION: "the reference's exact first-step distribution, `ScoreRecord.distribution`",
+    EFFECTS: "the reference's greedy expectations, `ScoreRecord.effects`",
     SEQUENCE: "where each sampled token sits in the exact processed distribution at its position, "
-              "`by_mode[\"seq:above\"]` and `by_mode[\"seq:p\"]`",
+              "`ScoreRecord.sequence`",
 }

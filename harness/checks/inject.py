@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from harness import rundir
+from harness.records import reference_fields, upgrade
 from harness.rundir import REFERENCE
 from harness.suite import load_suite
 
@@ -41,8 +42,10 @@ def _files(run_dir: Path) -> list[Path]:
 
 
 def load(run_dir: Path) -> dict[str, list[dict]]:
-    """file name -> records as dicts (the files' order kept)."""
-    return {p.name: [json.loads(line) for line in p.read_text().splitlines() if line.strip()] for p in _files(run_dir)}
+    """file name -> records as dicts (the files' order kept), in the current record format (a version-1 file's
+    records upgraded: harness.records.upgrade); `save` writes them so."""
+    return {p.name: [upgrade(json.loads(line)) for line in p.read_text().splitlines() if line.strip()]
+            for p in _files(run_dir)}
 
 
 def save(run_dir: Path, files: dict[str, list[dict]]) -> None:
@@ -142,8 +145,9 @@ def add_clones(run_dir: Path, clones: dict[str, str], noise: float = 0.0, suite:
             for r in (ref_own if source in clones else _ref_scores(files, source)).values():
                 tag = f"{scorer}<-{source}/{'/'.join(map(str, _k(r)))}"
                 files[f"{scorer}.score.jsonl"].append(
-                    copy.deepcopy(r) | {"backend": scorer, "source_backend": source, "by_mode": {}, "top": None,
-                                        "logprobs": _jitter(r["by_mode"]["raw"], tag, noise), "logprob_mode": "raw"})
+                    copy.deepcopy(r) | reference_fields() | {
+                        "backend": scorer, "source_backend": source, "top": None,
+                        "logprobs": _jitter(r["by_mode"]["raw"], tag, noise), "logprob_mode": "raw"})
     save(run_dir, files)
     write_manifest(run_dir, backends, suite or rundir.read_manifest_dict(run_dir).get("suite") or "cases/default.yaml")
 
@@ -214,12 +218,21 @@ def inject_temperature_twice(run_dir: Path, backend: str, t2: dict[str, dict[str
 
 
 def _cut_scores(files, source: str, key: tuple, n_keep: int) -> None:
-    """Every score of `source`'s completion `key`, cut to its first n_keep tokens."""
+    """Every score of `source`'s completion `key`, cut to its first n_keep tokens: every per-position value
+    (the first-step distribution and the EOS ids are not per position: they stay)."""
     for s in _scores(files, source=source):
         if _k(s) == key:
             s["completion_ids"] = s["completion_ids"][:n_keep]
             s["logprobs"] = s["logprobs"][:n_keep]
             s["by_mode"] = {m: v[:n_keep] for m, v in s["by_mode"].items()}
+            s["other_weights"] = {w: {m: v[:n_keep] for m, v in modes.items()}
+                                  for w, modes in s.get("other_weights", {}).items()}
+            if s.get("effects"):
+                fx = s["effects"]
+                fx["argmax"], fx["margin"] = fx["argmax"][:n_keep], fx["margin"][:n_keep]
+                fx["without"] = {f: v[:n_keep] for f, v in fx.get("without", {}).items()}
+            if s.get("sequence"):
+                s["sequence"] = {f: v[:n_keep] for f, v in s["sequence"].items()}
             if s.get("top") is not None:
                 s["top"] = s["top"][:n_keep]
 
@@ -245,6 +258,12 @@ def _cut(run_dir: Path, backend: str, select, n_drop: int) -> list[tuple]:
     return cut
 
 
+def _scored_tokens(sc: dict) -> dict:
+    """A copy of what a score record says about its tokens (everything but where it belongs)."""
+    fields = {"completion_ids": [], "logprobs": [], "top": None, **reference_fields()}
+    return {f: copy.deepcopy(sc.get(f, empty)) for f, empty in fields.items()}
+
+
 def inject_dropped_eos(run_dir: Path, backend: str) -> str:
     """The EOS/stop token that ended a completion removed from its ids and logprobs (finish
     reason still 'stop'), as sglang-jax's skip_special_tokens does."""
@@ -261,15 +280,15 @@ def inject_truncated(run_dir: Path, backend: str, n_drop: int = 2) -> str:
 
 def inject_stale_weights(run_dir: Path, backend: str) -> str:
     """In cases that check weight_update, logprobs computed with the other weight set (the update
-    did not take effect): the reference's by_mode['<mode>@<other>'] of the same tokens."""
+    did not take effect): the reference's other_weights[<other>][<mode>] of the same tokens."""
     files = load(run_dir)
     ref = _ref_scores(files, backend)
 
     def fn(case, r):
         other = "B" if case.weights == "A" else "A"
-        r["completion_logprobs"] = list(ref[_k(r)]["by_mode"][f"{r['logprob_mode']}@{other}"])
+        r["completion_logprobs"] = list(ref[_k(r)]["other_weights"][other][r["logprob_mode"]])
     n = _edit_gens(run_dir, backend, fn, lambda c, r: "weight_update" in c.checks and _k(r) in ref
-                   and any("@" in m for m in ref[_k(r)]["by_mode"]))
+                   and bool(ref[_k(r)].get("other_weights")))
     return f"{n} completions of {backend} with stale weights"
 
 
@@ -295,8 +314,7 @@ def inject_duplicate_samples(run_dir: Path, backend: str) -> str:
                 for s in _scores(files, source=backend):
                     if _k(s) == k:
                         s0 = next(t for t in _scores(files, s["backend"], backend) if _k(t) == (k[0], k[1], 0))
-                        for f in ("completion_ids", "logprobs", "by_mode", "top"):
-                            s[f] = copy.deepcopy(s0[f])
+                        s.update(_scored_tokens(s0))
             n += 1
     if not n:
         raise LookupError(f"{backend} has no n > 1 case")
@@ -492,7 +510,7 @@ def inject_samples_reversed(run_dir: Path, backend: str) -> str:
                 by_scorer.setdefault(sc["backend"], []).append(sc)
         for scs in by_scorer.values():
             scs.sort(key=lambda sc: sc["key"]["sample_index"])
-            moved = [{f: copy.deepcopy(sc[f]) for f in ("completion_ids", "logprobs", "by_mode", "top")} for sc in scs]
+            moved = [_scored_tokens(sc) for sc in scs]
             for sc, m in zip(scs, reversed(moved)):
                 sc.update(m)
     if not n:

@@ -4,13 +4,13 @@ on each engine; plus the run-level sampling table and the mapping verdicts.
 sampling_distribution (per backend, the reference included as the method's own control): the first
 completion token of every main-variant sample is a draw from the engine's next-token distribution
 (an unseeded case's repeat variants are pooled with it: fresh draws); per prompt, harness.sampling.stats.goodness_of_fit tests the draws against the exact processed
-distribution the reference computed from its float64 logits (ScoreRecord.by_mode["dist:processed"],
+distribution the reference computed from its float64 logits (ScoreRecord.distribution.processed,
 harness/sampling/expect.py). False-alarm rate: the case's `alpha` (catalog default 1e-3) per verdict,
 Bonferroni-split over the case's prompts. Power: at least POWER_TARGET against any alternative at
 total-variation distance MIN_TV on the test's bins; a test with less power than that is an error
 (underpowered), never a pass. Where an engine declares its own order of the filters and it differs for
 the spec (sglang-jax: top_p combined with top_k or min_p), the draws are also tested against that
-engine's semantics (`dist:processed:<engine>`), so that the verdict says whether a failure is that
+engine's semantics (`distribution.processed_by_engine`), so that the verdict says whether a failure is that
 convention difference or a sampler defect. For an unseeded case recorded with `repeats: 2+`, a second
 verdict (metric repeat_independence_p) tests that the repeat's draws are independent of the first
 call's: matches of the same (prompt, sample) beyond sum_t p_t^2 reject (a frozen PRNG key).
@@ -43,6 +43,7 @@ from harness.backends import registry
 from harness.checks.base import WITH_REFERENCE_EACH_BACKEND, Unit, Units, check, verdict
 from harness.checks.catalog import DISTRIBUTION, EFFECTS, SEQUENCE
 from harness.checks.data import REFERENCE, RunData, Unavailable
+from harness.records import FirstStepDistribution
 from harness.sampling import mapping
 from harness.sampling.table import acting
 from harness.sampling.stats import (
@@ -62,17 +63,17 @@ POWER_TARGET = 0.95
 
 
 # ============================================================================ helpers
-def _dists(ctx: RunData, case: Case, source: str) -> dict[int, dict[str, list[float]]]:
-    """prompt index -> the reference's dist:* entries (from its score of `source`'s completions)."""
+def _dists(ctx: RunData, case: Case, source: str) -> dict[int, FirstStepDistribution]:
+    """prompt index -> the reference's exact first-step distribution (from its score of `source`'s completions)."""
     scores = ctx.scores_of(REFERENCE, case, source)
     out = {}
     for (p, s), rec in scores.items():
-        if "dist:processed" in rec.by_mode:
-            out[p] = rec.by_mode
+        if rec.distribution is not None:
+            out[p] = rec.distribution
     if not out:
         raise Unavailable("error", f"the reference's score of {source}'s completions of case {case.id} carries no "
-                                   "exact distribution (dist:processed): re-run the reference's score phase with "
-                                   "this harness version (harness/sampling/expect.py)")
+                                   "exact distribution (its distribution field): re-run the reference's score phase "
+                                   "with this harness version (harness/sampling/expect.py)")
     return out
 
 
@@ -133,22 +134,21 @@ def sampling_distribution(ctx: RunData, case: Case, x: str, independence: bool) 
         draws = [t for gens in variants for t in _first_tokens(gens, i)]
         if not draws:
             raise Unavailable("error", f"{x} returned no tokens for prompt {i}")
-        p = _probs(d["dist:processed"])
-        border = {int(t) for t in d.get("dist:borderline", [])}
+        p = _probs(d.processed)
+        border = set(d.borderline)
         g = goodness_of_fit(draws, p, alpha=a_each, tv=MIN_TV, borderline=border)
         row = {"prompt": i, **g.as_dict(), "alpha": a_each}
         for e in conventions:
-            alt = goodness_of_fit(draws, _probs(d[f"dist:processed:{e}"]), alpha=a_each, tv=MIN_TV,
-                                  borderline=border)
-            p_alt = _probs(d[f"dist:processed:{e}"])
+            p_alt = _probs(d.processed_by_engine[e])
+            alt = goodness_of_fit(draws, p_alt, alpha=a_each, tv=MIN_TV, borderline=border)
             row[f"{e}_semantics"] = {"p_value": alt.p_value, "out_of_support": alt.out_of_support,
                                      "tv_between_semantics": 0.5 * float(np.abs(p - p_alt).sum())}
         if g.p_value < a_each:  # which alternative explains the draws (the diagnosis), best fit first
-            alts = {f"{c.label}'s {c.what} convention": f"dist:processed:{e}" for e, c in conventions.items()}
-            alts.update({f"{k.rsplit(':', 1)[1]} not applied": k for k in d if k.startswith("dist:processed:without:")})
+            alts = {f"{c.label}'s {c.what} convention": d.processed_by_engine[e] for e, c in conventions.items()}
+            alts.update({f"{f} not applied": q for f, q in d.processed_without.items()})
             fits = []
-            for name, k in alts.items():
-                q = _probs(d[k])
+            for name, logq in alts.items():
+                q = _probs(logq)
                 ga = goodness_of_fit(draws, q, alpha=a_each, tv=MIN_TV, borderline=border)
                 if ga.p_value >= a_each:
                     fits.append({"explanation": name, "p_value": ga.p_value,
@@ -218,7 +218,7 @@ def _repeat_independence(ctx: RunData, case: Case, x: str) -> Verdict:
         for i in range(m):
             pairs = [(int(gens[k].completion_ids[0]), int(rep[k].completion_ids[0])) for k in sorted(gens)
                      if k[0] == i and k in rep and gens[k].completion_ids and rep[k].completion_ids]
-            p = _probs(dists[i]["dist:processed"])
+            p = _probs(dists[i].processed)
             emp = np.bincount([a for a, _ in pairs], minlength=p.size) / max(1, len(pairs))
             q = max(float((p * p).sum()), float((emp * emp).sum()))  # the larger: conservative
             res = repeat_independence(pairs, q)
@@ -249,7 +249,7 @@ def _repeat_independence(ctx: RunData, case: Case, x: str) -> Verdict:
 def sampling_sequence(ctx: RunData, case: Case, x: str) -> Verdict:
     """Whole sampled sequences, position by position (sampling_distribution sees first tokens only): the
     randomised PIT of every sampled token under the reference's exact processed distribution at its own
-    position (teacher-forced on the sampled prefix, ScoreRecord.by_mode["seq:above"/"seq:p"],
+    position (teacher-forced on the sampled prefix, ScoreRecord.sequence,
     harness/sampling/expect.py) must look i.i.d. Uniform(0,1): harness.sampling.stats.pit_sequence_test
     over the case's main completions, all prompts and samples."""
     check_name, metric = "sampling_sequence", "p_value"
@@ -263,11 +263,11 @@ def sampling_sequence(ctx: RunData, case: Case, x: str) -> Verdict:
     rng = np.random.default_rng(zlib.crc32(f"{case.id}:{x}".encode()))
     seqs, rows = [], []
     for (pi, si), rec in sorted(scores.items()):
-        if "seq:above" not in rec.by_mode:
+        if rec.sequence is None:
             raise Unavailable("error", f"the reference's score of {x}'s completions of case {case.id} has no "
-                                       "per-position PIT (seq:above): re-run the reference's score phase with "
+                                       "per-position PIT (its sequence field): re-run the reference's score phase with "
                                        "this harness version (harness/sampling/expect.py)")
-        u = pit_values(rec.by_mode["seq:above"], rec.by_mode["seq:p"], rng)
+        u = pit_values(rec.sequence.above, rec.sequence.p, rng)
         seqs.append(u)
         rows.append({"prompt": pi, "sample": si, "tokens": len(u), "mean_u": float(u.mean()) if u.size else None})
     r = pit_sequence_test(seqs, rng)  # the same stream simulates the null: deterministic
@@ -297,19 +297,20 @@ def _exercised(ctx: RunData, case: Case) -> tuple[dict[str, bool], dict[str, str
     how: dict[str, str] = {}
     for key, g in sorted(gens.items()):
         s = scores.get(key)
-        if s is None or "fx:argmax" not in s.by_mode:
+        if s is None or s.effects is None:
             raise Unavailable("error", f"the reference's score of its own completion {key} carries no greedy "
-                                       "expectation (fx:argmax): re-run its score phase with this harness version")
+                                       "expectation (its effects field): re-run its score phase with this harness "
+                                       "version")
         ids = list(g.completion_ids)
-        eos = {int(t) for t in s.by_mode.get("fx:eos", [])}
-        am = s.by_mode["fx:argmax"]
+        eos = set(s.effects.eos)
+        am = s.effects.argmax
         for f in active:
             if f in acting("logits", "length"):  # the argmax without the field differs somewhere
-                wo = s.by_mode.get(f"fx:without:{f}", [])
+                wo = s.effects.without.get(f, [])
                 for i, (a, b) in enumerate(zip(am, wo)):
-                    if int(a) != int(b):
+                    if a != b:
                         done[f] = True
-                        how.setdefault(f, f"prompt {key[0]} position {i}: argmax {int(a)}, without {f} {int(b)}")
+                        how.setdefault(f, f"prompt {key[0]} position {i}: argmax {a}, without {f} {b}")
                         break
             elif f == "stop_token_ids" and ids and ids[-1] in spec.stop_token_ids and g.finish_reason == "stop":
                 done[f] = True
@@ -343,21 +344,20 @@ def sampling_effects(ctx: RunData, case: Case, x: str) -> Verdict:
     lengths = []
     for key, g in sorted(gens.items()):
         s = scores.get(key)
-        if s is None or "fx:argmax" not in s.by_mode:
+        if s is None or s.effects is None:
             raise Unavailable("error", f"no greedy expectation for {x}'s completion {key} (the reference's "
-                                       "score phase did not add fx:argmax)")
+                                       "score phase did not add its effects)")
         ids = list(g.completion_ids)
         lengths.append(len(ids))
-        eos = {int(t) for t in s.by_mode.get("fx:eos", [])}
-        am, margin = s.by_mode["fx:argmax"], s.by_mode["fx:margin"]
+        eos = set(s.effects.eos)
+        am, margin = s.effects.argmax, s.effects.margin
         for i, tok in enumerate(ids):
-            if tok == int(am[i]) or margin[i] <= tie:
+            if tok == am[i] or margin[i] <= tie:
                 continue
-            as_if = [f.removeprefix("fx:without:") for f, v in s.by_mode.items()
-                     if f.startswith("fx:without:") and int(v[i]) == tok]
+            as_if = [f for f, v in s.effects.without.items() if v[i] == tok]
             for f in as_if:
                 blamed[f] = blamed.get(f, 0) + 1
-            problems.append(f"prompt {key[0]} position {i}: token {tok}, expected {int(am[i])} (logit margin "
+            problems.append(f"prompt {key[0]} position {i}: token {tok}, expected {am[i]} (logit margin "
                             f"{margin[i]:.3g})" + (f", as if {', '.join(as_if)} were not set" if as_if else ""))
             break  # later positions are teacher-forced on this prefix, but one finding per stream is enough
         stops = set(spec.stop_token_ids) | (set() if spec.ignore_eos else eos)

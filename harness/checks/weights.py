@@ -2,7 +2,7 @@
 
 The reference scores every completion of a case that names this check under
 the case's weight set (by_mode[mode]) and, as well, under the other set
-(by_mode["<mode>@<other>"], written by harness.recorder.Recorder.run_score). A
+(other_weights[<other>][mode], written by harness.recorder.Recorder.run_score). A
 backend whose logprobs match the other set is serving stale weights.
 """
 
@@ -64,10 +64,10 @@ def weight_update(ctx: RunData, case: Case, x: str) -> Verdict:
             continue
         mode = rec.logprob_mode
         want = truth(s, mode, x)
-        old = s.by_mode.get(f"{mode}@{stale}")
+        old = s.other_weights.get(stale, {}).get(mode)
         if old is None:
             raise Unavailable("error", f"the reference did not score case {case.id} under weight set {stale} "
-                                       f"(its by_mode has no '{mode}@{stale}'): re-record the reference score "
+                                       f"(its other_weights has no {stale} {mode}): re-record the reference score "
                                        f"phase (harness.recorder scores weight_update cases under both sets)")
         vs_live.add(where, compare_logprobs(name_0=x, lp_0=rec.completion_logprobs,
                                             name_1=f"reference under {live}", lp_1=want))

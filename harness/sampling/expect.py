@@ -1,43 +1,44 @@
 """What the reference computes for the sampling checks (numpy only: runs in the reference's venv).
 
 `score_extras` is called by the recorder's score phase (harness/recorder.py, run_score) for the
-reference backend; it adds entries to each ScoreRecord's `by_mode` (lists of floats):
+reference backend; it sets the typed extras of each ScoreRecord (harness/records.py):
 
 For cases whose checks need `distribution` (sampling_distribution), on the record of sample 0 of every prompt (one per
-prompt and source), the full first-step distribution over the vocabulary:
+prompt and source), the full first-step distribution over the vocabulary (`FirstStepDistribution`):
 
-- `dist:raw`, `dist:temperature`, `dist:processed`: log-probabilities in each logprob mode
+- `raw`, `temperature`, `processed`: log-probabilities in each logprob mode
   (harness.processing; processed = the canonical sampling distribution, vLLM's order).
-- `dist:processed:<engine>`: the same under the sampler semantics of each engine that declares its own
-  order of the filters (`SamplingDialect.processed`; sglang-jax 0.0.2: top_p measured on the full
-  distribution before the top-k/min-p cut), to tell a convention difference from a sampler defect.
-- `dist:processed:without:<field>`: the processed distribution with one set field of top_k, top_p,
+- `processed_by_engine[<engine>]`: the same under the sampler semantics of each engine that declares its own
+  order of the filters (`SamplingDialect.processed`, in the engine's backend module; sglang-jax 0.0.2: top_p
+  measured on the full distribution before the top-k/min-p cut), to tell a convention difference from a
+  sampler defect.
+- `processed_without[<field>]`: the processed distribution with one set field of top_k, top_p,
   min_p, temperature at its neutral value (`WITHOUT`): the diagnosis names the field whose absence
   explains a failing engine's draws.
-- `dist:borderline`: token ids whose membership of the support flips when the top-p / min-p
+- `borderline`: token ids whose membership of the support flips when the top-p / min-p
   thresholds move by a relative 1e-3 or that tie the top-k boundary within 1e-4 (in either
   semantics): float32 engines may decide them either way.
 
 For cases whose checks need `effects` (sampling_effects), on every record, per completion position i (teacher-forced on
-that source's own tokens, so one early difference does not cascade):
+that source's own tokens, so one early difference does not cascade; `GreedyEffects`):
 
-- `fx:argmax`: the reference's greedy token under the spec (penalties, logit_bias, min_tokens
+- `argmax`: the reference's greedy token under the spec (penalties, logit_bias, min_tokens
   suppression of EOS/stop tokens), given the completion's first i tokens;
-- `fx:margin`: processed logit of that argmax minus that of the source's token (0 where equal;
+- `margin`: processed logit of that argmax minus that of the source's token (0 where equal;
   inf where the source's token is impossible, e.g. an EOS before min_tokens);
-- `fx:without:<field>`: the argmax with that one effect field at its neutral value (the control:
+- `without[<field>]`: the argmax with that one effect field at its neutral value (the control:
   a field the case sets must change at least one of these somewhere, else the case does not
   exercise it);
-- `fx:eos`: the model's EOS ids (a constant list).
+- `eos`: the model's EOS ids (a constant list).
 
 For cases whose checks need `sequence` (sampling_sequence), on every record, per completion position i (teacher-forced on
 that source's own tokens): where the sampled token sits in the exact processed distribution given
 the completion's first i tokens, the two numbers of its randomised probability integral transform
-(harness.sampling.stats.pit_sequence_test):
+(harness.sampling.stats.pit_sequence_test; `SequencePIT`):
 
-- `seq:above`: the processed probability mass of the tokens ranked above the sampled one
+- `above`: the processed probability mass of the tokens ranked above the sampled one
   (descending processed probability, ties by token id: the order the engines' samplers sort in);
-- `seq:p`: the sampled token's processed probability (0 for a token outside the support).
+- `p`: the sampled token's processed probability (0 for a token outside the support).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ import numpy as np
 
 from harness.processing import apply_penalties, log_softmax, mode_logprobs, processed_logits
 from harness.checks.catalog import DISTRIBUTION, EFFECTS, SEQUENCE, needs
+from harness.records import FirstStepDistribution, GreedyEffects, SequencePIT
 from harness.sampling.mapping import EFFECT_NEUTRAL, conventions
 from harness.spec import SamplingSpec
 
@@ -91,19 +93,16 @@ def borderline_tokens(penalised: np.ndarray, spec: SamplingSpec) -> list[int]:
     return sorted(out)
 
 
-def distribution_extras(runner: Any, prompt: list[int], spec: SamplingSpec) -> dict[str, list[float]]:
+def distribution_extras(runner: Any, prompt: list[int], spec: SamplingSpec) -> FirstStepDistribution:
     row = runner.logits(list(prompt))[-1]
     pen = apply_penalties(row, spec, list(prompt), [])
-    out = {f"dist:{m}": d.tolist() for m, d in mode_logprobs(row, spec, pen).items()}
-    for engine, c in conventions().items():
-        out[f"dist:processed:{engine}"] = log_softmax(c.logits(pen, spec)).tolist()
-    out["dist:borderline"] = [float(t) for t in borderline_tokens(pen, spec)]
+    modes = {m: d.tolist() for m, d in mode_logprobs(row, spec, pen).items()}
+    by_engine = {engine: log_softmax(c.logits(pen, spec)).tolist() for engine, c in conventions().items()}
     # the diagnosis's alternatives (harness/checks/sampling.py): the distribution with one set field left out
-    for f, neutral in WITHOUT.items():
-        if not spec.greedy and getattr(spec, f) != neutral:
-            out[f"dist:processed:without:{f}"] = log_softmax(processed_logits(pen, spec.model_copy(
-                update={f: neutral}))).tolist()
-    return out
+    without = {f: log_softmax(processed_logits(pen, spec.model_copy(update={f: neutral}))).tolist()
+               for f, neutral in WITHOUT.items() if not spec.greedy and getattr(spec, f) != neutral}
+    return FirstStepDistribution(**modes, processed_by_engine=by_engine, processed_without=without,
+                                 borderline=borderline_tokens(pen, spec))
 
 
 def _greedy_row(row: np.ndarray, spec: SamplingSpec, prompt: list[int], prefix: list[int],
@@ -116,13 +115,11 @@ def _greedy_row(row: np.ndarray, spec: SamplingSpec, prompt: list[int], prefix: 
 
 
 def effect_extras(runner: Any, prompt: list[int], completion: list[int], spec: SamplingSpec,
-                  eos: set[int]) -> dict[str, list[float]]:
+                  eos: set[int]) -> GreedyEffects:
     prompt, completion = list(prompt), list(completion)
-    out: dict[str, list[float]] = {"fx:argmax": [], "fx:margin": [], "fx:eos": [float(t) for t in sorted(eos)]}
     active = [f for f in EFFECT_FIELDS if getattr(spec, f) != NEUTRAL[f]]
     neutral = {f: spec.model_copy(update={f: NEUTRAL[f]}) for f in active}
-    for f in active:
-        out[f"fx:without:{f}"] = []
+    out = GreedyEffects(argmax=[], margin=[], without={f: [] for f in active}, eos=sorted(eos))
     if not completion:
         return out
     logits = runner.logits(prompt + completion)
@@ -130,16 +127,16 @@ def effect_extras(runner: Any, prompt: list[int], completion: list[int], spec: S
         row = logits[len(prompt) + i - 1]
         x = _greedy_row(row, spec, prompt, completion[:i], eos)
         am = int(np.argmax(x))
-        out["fx:argmax"].append(float(am))
-        out["fx:margin"].append(float(x[am] - x[tok]) if np.isfinite(x[tok]) else float("inf"))
+        out.argmax.append(am)
+        out.margin.append(float(x[am] - x[tok]) if np.isfinite(x[tok]) else float("inf"))
         for f, sp in neutral.items():
-            out[f"fx:without:{f}"].append(float(np.argmax(_greedy_row(row, sp, prompt, completion[:i], eos))))
+            out.without[f].append(int(np.argmax(_greedy_row(row, sp, prompt, completion[:i], eos))))
     return out
 
 
-def sequence_extras(runner: Any, prompt: list[int], completion: list[int], spec: SamplingSpec) -> dict[str, list[float]]:
+def sequence_extras(runner: Any, prompt: list[int], completion: list[int], spec: SamplingSpec) -> SequencePIT:
     prompt, completion = list(prompt), list(completion)
-    out: dict[str, list[float]] = {"seq:above": [], "seq:p": []}
+    out = SequencePIT(above=[], p=[])
     if not completion or spec.greedy:
         return out
     logits = runner.logits(prompt + completion)
@@ -149,27 +146,27 @@ def sequence_extras(runner: Any, prompt: list[int], completion: list[int], spec:
         pt = float(p[tok])
         # mass strictly above tok in (descending p, ascending id) order
         above = float(p[p > pt].sum() + p[:tok][p[:tok] == pt].sum())
-        out["seq:above"].append(above)
-        out["seq:p"].append(pt)
+        out.above.append(above)
+        out.p.append(pt)
     return out
 
 
 def score_extras(runner: Any, case: Any, batch: list, scored: list) -> None:
-    """Add the entries above to the reference's Scored results of one (case, source) batch, in place: those the
+    """Set the extras above on the reference's Scored results of one (case, source) batch, in place: those the
     case's checks declare they need (harness/checks/catalog.py: DISTRIBUTION, EFFECTS, SEQUENCE)."""
     need = needs(case.checks)
     if not need & {DISTRIBUTION, EFFECTS, SEQUENCE}:
         return
     spec: SamplingSpec = case.sampling
     eos = set(getattr(runner, "_eos", set()))
-    dists: dict[tuple[int, ...], dict] = {}
+    dists: dict[tuple[int, ...], FirstStepDistribution] = {}
     for g, s in zip(batch, scored):
         if DISTRIBUTION in need and g.key.sample_index == 0:
             key = tuple(g.prompt_ids)
             if key not in dists:
                 dists[key] = distribution_extras(runner, g.prompt_ids, spec)
-            s.by_mode.update(dists[key])
+            s.distribution = dists[key]
         if EFFECTS in need:
-            s.by_mode.update(effect_extras(runner, g.prompt_ids, g.completion_ids, spec, eos))
+            s.effects = effect_extras(runner, g.prompt_ids, g.completion_ids, spec, eos)
         if SEQUENCE in need:
-            s.by_mode.update(sequence_extras(runner, g.prompt_ids, g.completion_ids, spec))
+            s.sequence = sequence_extras(runner, g.prompt_ids, g.completion_ids, spec)

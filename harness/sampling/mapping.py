@@ -80,7 +80,7 @@ class MappingIssue:
 @dataclass(frozen=True)
 class ProcessedConvention:
     """An engine whose sampler applies the filters in another order than the canonical one: the reference
-    computes the distribution under the engine's order too (`dist:processed:<engine>`), so that the
+    computes the distribution under the engine's order too (`FirstStepDistribution.processed_by_engine`), so that the
     sampling_distribution verdict tells that convention from a sampler defect."""
 
     label: str  # the engine, in prose ("sglang-jax")

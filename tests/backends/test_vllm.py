@@ -270,7 +270,7 @@ def test_update_to_b_and_back_match_reference(processed_run):
             s = processed_run.ref_score(g)
             assert g.completion_ids == processed_run.ref_gen(g).completion_ids, case
             assert _maxdiff(g.completion_logprobs, s.by_mode["processed"]) < ATOL
-            stale = s.by_mode.get("raw@A" if case == "update-b" else "raw@B")
+            stale = s.other_weights.get("A" if case == "update-b" else "B", {}).get("raw")
             if stale is not None:  # the reference's score of the same tokens under the other weight set
                 assert _maxdiff(g.completion_logprobs, stale) > 1e-2, f"{case}: looks like the other weight set"
     b = processed_run.gens("vllm", "update-b")
