@@ -7,8 +7,8 @@
 Each backend is measured in its own process and venv (harness.bench_worker, run by the venv's
 python under $PARITY_CACHE/nox/<backend>/, created through `nox -s <backend>` when missing).
 Then the harness's own overhead: compare_run + write_reports over N synthetic-but-valid records
-made from a real run's shapes (the committed golden run's records, replicated under new case
-ids; the case hashes stay valid since they do not cover the id).
+made from a real run's shapes (the committed golden run's records in the current record format,
+replicated under new case ids; the case hashes stay valid since they do not cover the id).
 
 Writes OUT/bench.json in the shape the report renders (docs/report.md: device, note, figures),
 plus the raw per-backend figures (`backends`), the ratios (`ratios`) and `overhead`.
@@ -28,7 +28,7 @@ from pathlib import Path
 import yaml
 
 from harness.backends import registry
-from harness.rundir import RunDirError, RunManifest, read_manifest_dict, write_manifest
+from harness.rundir import RunDirError, RunManifest, RunRecords, read_manifest_dict, write_manifest
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = ROOT / "golden" / "cpu-x86_64-float32"
@@ -47,8 +47,8 @@ def make_synthetic_run(dest: Path, n_records: int, template: Path = GOLDEN) -> d
         shutil.rmtree(dest)
     (dest / "records").mkdir(parents=True)
     raw = yaml.safe_load((template / "suite.yaml").read_text())
-    files = {p.name: [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
-             for p in sorted((template / "records").glob("*.jsonl"))}
+    # in the current record format, as a run recorded today writes it (a version-1 template is upgraded)
+    files = {name: [r.model_dump(mode="json") for r in recs] for name, recs in RunRecords.load(template).files.items()}
     per_replica = sum(1 for recs in files.values() for r in recs if r.get("kind") != "session")
     sessions = sum(1 for recs in files.values() for r in recs if r.get("kind") == "session")
     replicas = max(1, round((n_records - sessions) / max(per_replica, 1)))

@@ -401,8 +401,8 @@ def read_records(path: Path, *, tolerate_torn_tail: bool = False) -> list:
 
     Each line is parsed and validated in one step by pydantic's JSON parser (several times faster than
     json.loads + validate_python on 100k-record runs); a line it rejects goes through json.loads +
-    validate_python again, which decides and words the error as always. A whole run directory:
-    harness.rundir.RunRecords."""
+    validate_python again, which decides and words the error as always. Version-1 lines read as version 2
+    (`upgrade`). A whole run directory: harness.rundir.RunRecords."""
     path = Path(path)
     try:
         raw = path.read_bytes()
@@ -428,6 +428,9 @@ def read_records(path: Path, *, tolerate_torn_tail: bool = False) -> list:
                 rec = _validate_line(path, i, line, lines, tolerate_torn_tail)
                 if rec is not None:
                     out.append(rec)
+    for rec in out:  # a version-1 line that needed no upgrade (all but a score record with extras) is version 2
+        if rec.schema_version == 1:
+            rec.schema_version = SCHEMA_VERSION
     return out
 
 

@@ -139,3 +139,14 @@ class CountingBench(bench_worker.NativeBench):
 
     def suite_call(self, prompts, spec):
         return 10 * len(prompts)
+
+
+def test_synthetic_records_are_in_the_current_format(tmp_path):
+    """The timing measures the records a run writes today, not the version-1 reader of an older template."""
+    from harness.records import SCHEMA_VERSION
+
+    make_synthetic_run(tmp_path / "run", 1)
+    lines = [json.loads(line) for f in sorted((tmp_path / "run" / "records").glob("*.jsonl"))
+             for line in f.read_text().splitlines() if line.strip()]
+    assert lines and {d["schema_version"] for d in lines} == {SCHEMA_VERSION}
+    assert any(d.get("other_weights") for d in lines)  # the template's weight-update scores, typed

@@ -184,3 +184,10 @@ def test_committed_golden_run_reads_its_weight_update_scores_typed():
     other = [s for s in scores if s.other_weights]
     assert other and all(set(s.by_mode) <= {"raw", "temperature", "processed"} for s in scores)
     assert all(set(s.other_weights) == {"B" if s.key.weights == "A" else "A"} for s in other)
+
+
+def test_every_record_of_a_version_1_file_reads_as_version_2(tmp_path):
+    doc = json.loads(gen(0).model_dump_json()) | {"schema_version": 1}
+    p = tmp_path / "x.jsonl"
+    p.write_text(json.dumps(doc) + "\n")
+    assert [r.schema_version for r in read_records(p)] == [2]
