@@ -5,7 +5,8 @@ line carries `schema_version` and `kind`:
 
 - `generation`: one per (case, prompt, sample, variant): what `generate` returned.
 - `score`: one per scored completion: teacher-forced logprobs of given tokens
-  (`get_per_token_logps`), the reference adding its exact per-mode values.
+  (`get_per_token_logps`), the reference adding its exact per-mode values and what the
+  checks ask of it (other weight set, first-step distribution, greedy effects, sequence PIT).
 - `error`: a case (or a whole backend) that failed; `reason` says why.
 - `session`: one per backend process start: versions, device, model.
 
