@@ -311,9 +311,7 @@ def upgrade(doc: object) -> object:
         return doc
     modes, other, dist, fx, seq = {}, {}, {}, {}, {}
     for k, v in by_mode.items():
-        if not isinstance(k, str):
-            modes[k] = v
-        elif k.startswith(_V1_DIST):
+        if k.startswith(_V1_DIST):
             name = k[len(_V1_DIST):]
             if name.startswith("processed:without:"):
                 dist.setdefault("processed_without", {})[name[len("processed:without:"):]] = v

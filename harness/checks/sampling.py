@@ -265,8 +265,8 @@ def sampling_sequence(ctx: RunData, case: Case, x: str) -> Verdict:
     for (pi, si), rec in sorted(scores.items()):
         if rec.sequence is None:
             raise Unavailable("error", f"the reference's score of {x}'s completions of case {case.id} has no "
-                                       "per-position PIT (its sequence field): re-run the reference's score phase with "
-                                       "this harness version (harness/sampling/expect.py)")
+                                       "per-position PIT (its sequence field): re-run the reference's score phase "
+                                       "with this harness version (harness/sampling/expect.py)")
         u = pit_values(rec.sequence.above, rec.sequence.p, rng)
         seqs.append(u)
         rows.append({"prompt": pi, "sample": si, "tokens": len(u), "mean_u": float(u.mean()) if u.size else None})
