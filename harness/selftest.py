@@ -193,6 +193,9 @@ DEFECTS: list[Defect] = [
            _always("prompt_ids"), lambda d, b, dv: inject.inject_prompt_ids(d, b), core=False),
     Defect("score-path-shifted", "get_per_token_logps one position late",
            _always("replay", "self_consistency"), lambda d, b, dv: inject.inject_replay_shift(d, b), core=False),
+    Defect("noise-reused", "a seeded sampler reusing one random number at every position (keyed by the seed, not "
+                           "(seed, position)): each sequence's PIT intervals all hold one uniform",
+           _always("sampling_sequence"), lambda d, b, dv: inject.inject_noise_reused(d, b), core=False),
     # the rollout surface and the parameters sent (records of variant tunix / rule-*, native_params as sent)
     Defect("row-seeds-shared", "every row of a seeded tunix batch sent the batch seed (a GRPO group collapses)",
            _always("params_sent", "seed_rule"), lambda d, b, dv: inject.inject_row_seeds_shared(d, b),
@@ -448,6 +451,7 @@ def run_selftest(source: Path, targets: list[str] | None = None, defects: list[s
                     shown = next((v for v in vs if v.check == c and target in v.backends and v.verdict == "measured"),
                                  None) if hit is None else None
                     row["evidence"].append({"check": c, "caught": hit is not None, "gated": shown is None,
+                                            "metric": hit.metric if hit else None,
                                             "verdict": (hit or shown).test_id if (hit or shown) else None,
                                             "detail": (hit.detail[:300] if hit else shown.detail[:300] if shown else
                                                        f"no failing {c} verdict naming {target}"),

@@ -519,6 +519,30 @@ def inject_samples_reversed(run_dir: Path, backend: str) -> str:
     return f"{n} samples of {backend} in reverse order"
 
 
+def inject_noise_reused(run_dir: Path, backend: str) -> str:
+    """A sampler that reuses one random number at every position of a sequence (a seeded sampler keyed by the
+    seed alone, not by (seed, position)). In the inverse-CDF view each sampled token is the one whose interval
+    of the processed distribution holds the sequence's single uniform u, so the reference's per-position PIT
+    inputs of the backend's completions (ScoreRecord.sequence, harness/sampling/expect.py) are rewritten to
+    hold u: above_t <= u < above_t + p_t, the token's probability p_t kept."""
+    files = load(run_dir)
+    n = seqs = 0
+    for s in _scores(files, REFERENCE, backend):
+        seq = s.get("sequence")
+        if not seq or not seq["p"] or s["key"]["variant"] != "main":
+            continue
+        tag = f"noise-reused/{backend}/{'/'.join(map(str, _k(s)))}"
+        rng = np.random.default_rng(int.from_bytes(hashlib.sha256(tag.encode()).digest()[:8], "little"))
+        u, p = rng.random(), np.asarray(seq["p"], dtype=np.float64)
+        seq["above"] = np.clip(u - rng.random(p.size) * p, 0.0, np.maximum(1.0 - p, 0.0)).tolist()
+        n, seqs = n + p.size, seqs + 1
+    if not n:
+        raise LookupError(f"the reference's scores of {backend}'s completions carry no per-position PIT inputs "
+                          "(sequence): no sampled case checked by sampling_sequence")
+    save(run_dir, files)
+    return f"one uniform reused at every position of {seqs} sampled sequences of {backend} ({n} tokens)"
+
+
 def inject_eos_id_is_pad(run_dir: Path, backend: str) -> str:
     """The rollout's eos_id() returns its pad id."""
     def fn(case, r):
