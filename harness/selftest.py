@@ -317,7 +317,7 @@ def detection_headroom(v) -> float | None:
     p-value (fails below); None for a count over a threshold of 0 (any count fails)."""
     if v.value is None or v.threshold is None:
         return None
-    if v.metric.endswith("p_value") or v.metric.endswith("_p"):
+    if _is_p_value(v.metric):
         return v.threshold / v.value if v.value > 0 else math.inf
     if v.threshold > 0:
         return v.value / v.threshold
@@ -330,13 +330,18 @@ def profile_of(run_dir: Path) -> str:
     return RunData.load(run_dir).profile.dtype
 
 
+def _is_p_value(metric: str) -> bool:
+    return metric.endswith("p_value") or metric.endswith("_p")
+
+
 def _headroom(verdicts) -> tuple[float, str]:
-    """The smallest threshold/value over passing verdicts with a positive numeric threshold."""
+    """The smallest distance to the threshold over passing verdicts with a positive numeric threshold:
+    threshold/value, or value/threshold for a p-value (it passes above alpha)."""
     best, where = math.inf, ""
     for v in verdicts:
         if v.verdict != "pass" or v.value is None or not v.threshold or v.value <= 0:
             continue
-        h = v.threshold / v.value
+        h = v.value / v.threshold if _is_p_value(v.metric) else v.threshold / v.value
         if h < best:
             best, where = h, f"{v.test_id} {v.metric} {v.value:.3g} vs {v.threshold:g}"
     return best, where

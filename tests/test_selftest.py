@@ -55,6 +55,7 @@ def test_every_defect_is_injected_into_every_engine(result):
     names = {f["name"] for f in result["faults"]}
     # the rollout-surface defects need a golden recorded with those records (harness.selftest.has_rollout_records)
     expressible = "Not run (the base run has no rollout-surface records)" not in result["note"]
+    assert expressible, "the committed golden was recorded without the rollout surface: re-record it"
     assert names == {f"{d.name}@{t}" for d in DEFECTS if expressible or not d.needs_rollout
                      for t in ("vllm", "sglang_jax")}
     core = {d.name for d in DEFECTS if d.core}
