@@ -97,12 +97,15 @@ def prepare(dest: Path, names: list[str]) -> None:
 
 
 def _failing(run: Path) -> tuple[dict, set[tuple[str, str, str]]]:
-    summary = json.loads((run / "summary.json").read_text())
+    """The run's counts (from checks.json: a re-compare rewrites it, not always summary.json) and its
+    failing or erroring verdicts."""
     verdicts = json.loads((run / "checks.json").read_text())["verdicts"]
     bad = {(v["check"], v["case"], ",".join(v["backends"])) for v in verdicts if v["verdict"] in ("fail", "error")}
+    counts = {o: sum(v["verdict"] == o for v in verdicts) for o in ("pass", "fail", "error", "skipped", "measured")}
     run_json = json.loads((run / "run.json").read_text())
     wall = run_json.get("finished_at", 0) - run_json.get("started_at", 0)
-    return {"verdict": summary["verdict"], "counts": summary.get("counts"), "wall_s": round(wall)}, bad
+    return {"verdict": "fail" if bad else "pass", "counts": {**counts, "total": len(verdicts)},
+            "wall_s": round(wall)}, bad
 
 
 def table(runs: Path, out: Path | None) -> None:
