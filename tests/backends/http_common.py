@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from harness.records import SURFACE_VARIANTS
-from harness.rundir import read_run
+from harness.rundir import RunRecords
 
 ROOT = Path(__file__).resolve().parents[2]
 #: the default suite's logprob tolerance (cases/default.yaml, docs/checks.md): HTTP must agree to it
@@ -109,17 +109,16 @@ class Pairs:
     """A served backend's records next to its in-process engine's, by (case, prompt, sample, variant)."""
 
     def __init__(self, run: Path, served: str, engine: str):
-        recs = read_run(run)
-        self.errors = {b: [r for r in recs if r.kind == "error" and r.backend == b] for b in (served, engine)}
-        gen = {(g.backend, g.key.case_id, g.key.prompt_index, g.key.sample_index, g.key.variant): g
-               for g in recs if g.kind == "generation"}
+        recs = RunRecords.load(run)
+        self.errors = {b: [r for r in recs.errors if r.backend == b] for b in (served, engine)}
+        gen = recs.generation_index()  # (backend, case, prompt, sample, variant) -> record
         pairs = [(gen[(engine, *k[1:])], g) for k, g in sorted(gen.items()) if k[0] == served]
         self.gen = [(a, b) for a, b in pairs if b.key.variant not in SURFACE_VARIANTS]
         #: the rows of the greedy case through each side's tunix surface (generate, get_per_token_logps)
         self.surface = [(a, b) for a, b in pairs if b.key.variant == "tunix"]
         # both score the in-process engine's completions (recorded first): the same inputs on both paths
-        sc = {(s.backend, s.source_backend, s.key.case_id, s.key.prompt_index, s.key.sample_index): s
-              for s in recs if s.kind == "score"}
+        # (scorer, source, case, prompt, sample) -> record: an engine scores main-variant completions only
+        sc = {k[:5]: s for k, s in recs.score_index().items() if k[5] == "main"}
         self.score = [(sc[(engine, *k[1:])], s) for k, s in sorted(sc.items())
                       if k[0] == served and k[1] == engine and (engine, *k[1:]) in sc]
 
