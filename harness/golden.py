@@ -624,7 +624,7 @@ def build_manifest(run_dir: Path, run_rows: dict[str, list[dict]], manifest: dic
         "model_hashes": models,
         "suite": {"name": suite_name, "file": "suite.yaml" if suite_file else None,
                   "sha256": _sha256(suite_file) if suite_file else None,
-                  "source_path": manifest.get("suite")},
+                  "source_path": checkout_relative(manifest.get("suite"))},
         "case_hashes": dict(sorted(case_hashes.items())),
         "backends": list(manifest.get("backends") or sorted(sessions, key=lambda b: (b != REFERENCE, b))),
         "source_run": {"run_id": manifest.get("run_id") or Path(run_dir).name,
@@ -633,6 +633,20 @@ def build_manifest(run_dir: Path, run_rows: dict[str, list[dict]], manifest: dic
         "files": files,
         "derived": None,
     }
+
+
+def checkout_relative(path: str | None) -> str | None:
+    """A run's suite path as provenance: relative to the rollout-parity checkout it lies in (the run may
+    come from another clone or a temporary worktree, whose absolute path means nothing elsewhere)."""
+    if not path:
+        return path
+    p = Path(path)
+    if not p.is_absolute():
+        return p.as_posix()
+    for parent in p.parents:
+        if (parent / "noxfile.py").is_file() and (parent / "harness").is_dir():
+            return p.relative_to(parent).as_posix()
+    return p.as_posix()  # outside any checkout: the path is all there is
 
 
 def _run_suite_file(run_dir: Path, manifest: dict) -> Path | None:

@@ -313,3 +313,16 @@ def test_a_backend_that_did_not_run_cleanly_is_an_error(golden_dir, gm, run_copy
     # the others are not blamed for vLLM's missing completions
     assert {v.verdict for v in verdicts if v.backends != ["vllm"]} == {"pass"}
     assert G.outcome(verdicts) == "error"
+
+
+def test_golden_provenance_names_the_suite_relative_to_its_checkout(tmp_path):
+    from harness.golden import checkout_relative
+
+    clone = tmp_path / "some-clone"
+    (clone / "harness").mkdir(parents=True)
+    (clone / "noxfile.py").write_text("")
+    (clone / "cases").mkdir()
+    assert checkout_relative(str(clone / "cases" / "default.yaml")) == "cases/default.yaml"
+    assert checkout_relative(str(tmp_path / "elsewhere" / "mine.yaml")) == str(tmp_path / "elsewhere" / "mine.yaml")
+    assert checkout_relative("cases/default.yaml") == "cases/default.yaml"
+    assert checkout_relative(None) is None
