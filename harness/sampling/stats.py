@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 MIN_EXPECTED = 5.0
+_NULL_BLOCK = 1000  # rows of simulated data sets per block: its arrays stay in a core's cache
 
 
 def bins_for(p: np.ndarray, n: int, min_expected: float = MIN_EXPECTED) -> list[np.ndarray]:
@@ -241,7 +242,10 @@ def pit_values(above: list[float], p: list[float], rng: np.random.Generator) -> 
 
 def _pit_statistics(u: np.ndarray, pair: np.ndarray) -> tuple[np.ndarray, ...]:
     """Rows of u (draws x positions, sequences concatenated); pair[i]: positions i and i+1 are consecutive
-    in one sequence. Returns KS D, its p, the serial z, its p and Fisher's statistic, one per row."""
+    in one sequence. Returns KS D, its p, the serial z, its p and Fisher's statistic, one per row.
+
+    The plain statement of the statistics; pit_sequence_test computes the same floats with
+    _pit_statistics_fast (tests/test_sampling_stats.py holds the two equal bit for bit)."""
     from scipy import stats
 
     n = u.shape[1]
@@ -258,6 +262,68 @@ def _pit_statistics(u: np.ndarray, pair: np.ndarray) -> tuple[np.ndarray, ...]:
     tiny = np.finfo(np.float64).tiny
     fisher = -2.0 * (np.log(np.maximum(ks_p, tiny)) + np.log(np.maximum(sp, tiny)))
     return d, ks_p, z, sp, fisher
+
+
+class _PitStatistics:
+    """_pit_statistics(u, pair) for blocks of `rows` x n values, the same floats with fewer passes over
+    memory and no allocation per block (the simulated null of pit_sequence_test: 20000 data sets per test,
+    most of a large run's compare time). Each value is computed by the same operations in the same order:
+    the serial sum over the memory layout the boolean selection of _pit_statistics has (F-contiguous draws x
+    pairs, which numpy sums column by column); the scipy distributions' sf reduced to the special functions
+    they call (kstwobign.sf = kolmogorov and norm.sf(x) = ndtr(-x), exact for these arguments); only D's
+    maxima are taken in another order, and a maximum does not depend on it. tests/test_sampling_stats.py
+    holds the two equal bit for bit."""
+
+    def __init__(self, rows: int, pair: np.ndarray):
+        n = pair.size + 1
+        self.rows, self.n, self.m = rows, n, int(pair.sum())
+        edges = np.flatnonzero(np.diff(np.r_[False, pair, False].astype(np.int8)))
+        self.runs = [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2])]  # each sequence's pairs
+        self.u = np.empty((rows, n))  # draws x positions, as drawn and then sorted in place
+        self.t = np.empty((n, rows))  # positions x draws: the u - 1/2, then the sorted u
+        self.above = np.empty((n, rows))
+        self.prod = np.empty((self.m, rows))
+        self.z, self.sp, self.d, self.ks_p, self.fisher = (np.empty(rows) for _ in range(5))
+        i = np.arange(1, n + 1)
+        self.hi, self.lo = (i / n)[:, None], ((i - 1) / n)[:, None]
+
+    def __call__(self) -> tuple[np.ndarray, ...]:
+        """The statistics of self.u (sorted in place): D, its p, z, its p, Fisher, as _pit_statistics."""
+        from scipy import special
+
+        u, t, z, sp = self.u, self.t, self.z, self.sp
+        if self.m:
+            np.subtract(u.T, 0.5, out=t)
+            at = 0
+            for lo, hi in self.runs:
+                np.multiply(t[lo:hi], t[lo + 1:hi + 1], out=self.prod[at:at + hi - lo])
+                at += hi - lo
+            self.prod.T.sum(axis=1, out=z)
+            np.multiply(12.0, z, out=z)
+            np.divide(z, math.sqrt(self.m), out=z)
+        else:
+            z.fill(0.0)
+        np.abs(z, out=sp)
+        np.negative(sp, out=sp)
+        special.ndtr(sp, out=sp)
+        np.multiply(2.0, sp, out=sp)
+        u.sort(axis=1)
+        np.copyto(t, u.T)
+        np.subtract(self.hi, t, out=self.above)
+        np.subtract(t, self.lo, out=t)
+        np.maximum(self.above, t, out=self.above)
+        d, ks_p, f = self.d, self.ks_p, self.fisher
+        self.above.max(axis=0, out=d)
+        np.multiply(d, math.sqrt(self.n), out=ks_p)
+        special.kolmogorov(ks_p, out=ks_p)
+        tiny = np.finfo(np.float64).tiny
+        np.maximum(ks_p, tiny, out=f)
+        np.log(f, out=f)
+        s = np.maximum(sp, tiny)
+        np.log(s, out=s)
+        np.add(f, s, out=f)
+        np.multiply(-2.0, f, out=f)
+        return d, ks_p, z, sp, f
 
 
 def pit_sequence_test(seqs: list[np.ndarray], rng: np.random.Generator | None = None,
@@ -281,12 +347,18 @@ def pit_sequence_test(seqs: list[np.ndarray], rng: np.random.Generator | None = 
         return SequenceResult(0, 0, math.nan, 0.0, 1.0, 0.0, 1.0, 0.0, 0, 1.0)
     u = np.concatenate(seqs)
     pair = np.concatenate([np.r_[np.ones(s.size - 1, dtype=bool), False] for s in seqs])[:-1]
-    d, ks_p, z, sp, f = (float(v[0]) for v in _pit_statistics(u[None, :], pair))
+    obs = _PitStatistics(1, pair)
+    obs.u[0] = u
+    d, ks_p, z, sp, f = (float(v[0]) for v in obs())
     rng = rng if rng is not None else np.random.default_rng(0)
     exceed, done = 0, 0
-    while done < null_draws:  # in blocks: bounded memory
-        b = min(5000, null_draws - done)
-        exceed += int((_pit_statistics(rng.random((b, u.size)), pair)[4] >= f).sum())
+    sim = _PitStatistics(min(_NULL_BLOCK, null_draws), pair)
+    while done < null_draws:  # in blocks: bounded memory (the stream is drawn in order whatever the block)
+        b = min(_NULL_BLOCK, null_draws - done)
+        if b < sim.rows:
+            sim = _PitStatistics(b, pair)
+        rng.random(out=sim.u)
+        exceed += int(np.count_nonzero(sim()[4] >= f))
         done += b
     pv = (1 + exceed) / (null_draws + 1)
     return SequenceResult(n=int(u.size), pairs=int(pair.sum()), mean_u=float(u.mean()), ks_statistic=d, ks_p=ks_p,
