@@ -61,6 +61,23 @@ _RICH_FIELDS = tuple(r.canonical for r in ROWS if r.canonical in SamplingSpec.mo
 _TUNIX_FIELDS = tuple(r.canonical for r in ROWS if r.canonical in _RICH_FIELDS and r.tunix.status not in NOT_SENT)
 
 
+#: (engine, repr of the parameters) -> sent_spec's SamplingSpec (frozen, so shared): a run sends a few distinct
+#: parameter sets thousands of times, and mapping one back costs 100 us. repr tells 1 from 1.0, True and "1".
+_SENT_SPECS: dict[tuple[str, str], SamplingSpec] = {}
+
+
+def _sent_spec(kind: str, sent: dict) -> SamplingSpec:
+    """sent_spec(kind, sent), once per distinct parameter set; one that does not map raises every time."""
+    key = (kind, repr(sent))
+    got = _SENT_SPECS.get(key)
+    if got is None:
+        got = sent_spec(kind, sent)
+        if len(_SENT_SPECS) >= 4096:
+            _SENT_SPECS.clear()
+        _SENT_SPECS[key] = got
+    return got
+
+
 def _expected_seed(kind: str, case: Case, variant: str, i: int, j: int, rows: int, sent_n: int) -> int | None:
     spec = case.sampling
     if variant.startswith("rule-"):
@@ -99,7 +116,7 @@ def params_sent(ctx: RunData, case: Case, x: str) -> Verdict:
     for variant, (i, j), r in recs:
         where = f"{variant} {fmt_keys((i, j))}"
         try:
-            got = sent_spec(kind, r.native_params)
+            got = _sent_spec(kind, r.native_params)
         except Exception as e:  # noqa: BLE001 - an unmappable field is a finding, not a crash
             problems.append(f"{where}: {e}")
             continue
