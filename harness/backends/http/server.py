@@ -209,6 +209,9 @@ class Server:
                 os.killpg(self.proc.pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
+        # SIGKILL is delivered at once but a process with a large address space (a JAX or torch engine)
+        # takes a while to be torn down: stopped means no member of the group is left, not just the leash
+        _wait_group_gone(self.proc.pid)
         if self.proc.stdin is not None and not self.proc.stdin.closed:
             try:
                 self.proc.stdin.close()
@@ -217,6 +220,34 @@ class Server:
         if self._log_fh is not subprocess.DEVNULL and not self._log_fh.closed:
             self._log_fh.close()
         _LIVE.discard(self)
+
+
+def _group_members(pgid: int) -> list[int]:
+    """Processes of process group `pgid` that have not ended (zombies have)."""
+    out = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                with open(f"/proc/{entry.name}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+                out.append(int(entry.name))
+    return out
+
+
+def _wait_group_gone(pgid: int, within: float = 30.0) -> None:
+    if not os.path.isdir("/proc"):  # no procfs: the leash's exit is all there is to wait for
+        return
+    end = time.monotonic() + within
+    while (left := _group_members(pgid)) and time.monotonic() < end:
+        for pid in left:  # a member that left the group's kill (none should) is killed by name
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        time.sleep(0.05)
 
 
 def stop_all() -> None:
