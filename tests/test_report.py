@@ -791,3 +791,36 @@ def test_a_failed_forked_junit_writer_fails_the_report(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="forked process failed"):
         write_reports(run)
     assert (run / "summary.json").exists()  # written first: CI still has the verdict
+
+
+def test_dlogp_is_the_per_position_statement() -> None:
+    """html._dlogp (one comprehension) against the position-by-position statement it replaced: None past the
+    shorter list or where the backend has no logprob, 0.0 where equal (-inf == -inf), else the difference."""
+    from types import SimpleNamespace as NS
+
+    from harness.report.html import _dlogp
+
+    def plain(gen, ref):
+        n = len(gen.completion_ids)
+        if gen.completion_logprobs is None or ref is None:
+            return [None] * n
+        out = []
+        for i in range(n):
+            if i >= len(ref) or i >= len(gen.completion_logprobs) or gen.completion_logprobs[i] is None:
+                out.append(None)
+            else:
+                a, b = gen.completion_logprobs[i], ref[i]
+                out.append(0.0 if a == b else a - b)
+        return out
+
+    inf, nan = float("inf"), float("nan")
+    lps = [None, [], [-0.5], [-0.5, -inf, -1.25, nan], [-0.5, None, -2.0], [-1.0] * 6]
+    refs = [None, [], [-0.25], [-0.5, -inf, -1.0, -3.0], [-0.5, -1.0, -inf, -0.1, -0.2, -0.3, -0.4]]
+    for lp in lps:
+        for ref in refs:
+            for n in (0, 1, 3, 5):
+                gen = NS(completion_ids=list(range(n)), completion_logprobs=lp, logprob_mode="raw")
+                score = None if ref is None else NS(by_mode={"raw": ref}, logprob_mode="raw", logprobs=ref)
+                want, got = plain(gen, ref), _dlogp(gen, score)
+                assert len(want) == len(got) and all(
+                    w is g or w == g or (w != w and g != g) for w, g in zip(want, got)), (lp, ref, n, want, got)

@@ -106,19 +106,13 @@ def _dlogp(gen, ref_score) -> list[float | None]:
     the backend's declared mode; None where either is missing."""
     n = len(gen.completion_ids)
     ref = _ref_mode(gen, ref_score)
-    if gen.completion_logprobs is None or ref is None:
+    lp = gen.completion_logprobs
+    if lp is None or ref is None:
         return [None] * n
-    out: list[float | None] = []
-    for i in range(n):
-        if i >= len(ref) or i >= len(gen.completion_logprobs) or gen.completion_logprobs[i] is None:
-            out.append(None)
-            continue
-        a, b = gen.completion_logprobs[i], ref[i]
-        if a == b:  # -inf == -inf (a masked token in processed mode) is agreement
-            out.append(0.0)
-        else:
-            out.append(a - b)
-    return out
+    m = min(n, len(ref), len(lp))  # positions both have; None past them
+    # -inf == -inf (a masked token in processed mode) is agreement
+    out: list[float | None] = [None if a is None else 0.0 if a == b else a - b for a, b in zip(lp[:m], ref[:m])]
+    return out + [None] * (n - m) if m < n else out
 
 
 def _ref_mode(gen, ref_score) -> list[float] | None:
