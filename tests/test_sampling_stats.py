@@ -162,10 +162,10 @@ def test_sequence_pit_keeps_the_false_alarm_rate_and_catches_a_reused_key() -> N
     rng = np.random.default_rng(11)
     alpha = 0.02  # a rate 300 trials can estimate (the check runs at 1e-3, with 20000 null data sets)
     for n in (2, 8):
-        clean = [pit_sequence_test(_pit_sequences(rng, reuse=False, n=n), rng, null_draws=400).p_value
+        clean = [pit_sequence_test(_pit_sequences(rng, reuse=False, n=n), null_draws=400).p_value
                  for _ in range(300)]
         assert np.mean(np.array(clean) < alpha) <= 2 * alpha  # binomial slack: 12 of 300 at the nominal 6
-    reused = [pit_sequence_test(_pit_sequences(rng, reuse=True), rng, null_draws=400).p_value for _ in range(50)]
+    reused = [pit_sequence_test(_pit_sequences(rng, reuse=True), null_draws=400).p_value for _ in range(50)]
     assert np.mean(np.array(reused) < alpha) >= 0.5  # 8 x 12 positions: most reused-key samplers fail
 
 
@@ -195,16 +195,19 @@ def test_pit_statistics_fast_is_the_plain_statement_bit_for_bit() -> None:
 
 
 def test_pit_sequence_test_is_the_plain_simulation() -> None:
-    """The whole test (observed statistics, the simulated null drawn in blocks of another size) against its
-    plain statement: blocks of 5000 data sets, _pit_statistics each; every field equal."""
+    """The whole test (observed statistics; the null simulated once per shape, from the shape's seed, in blocks
+    of another size, counted by bisection) against its plain statement: blocks of 5000 data sets drawn from
+    null_seed(lengths), _pit_statistics each, the exceedances counted; every field equal, and a second test of
+    the same shape reads the same null."""
     import math
 
     from harness.sampling import stats
 
-    def plain(seqs, rng, null_draws):
+    def plain(seqs, null_draws):
         u = np.concatenate(seqs)
         pair = np.concatenate([np.r_[np.ones(s.size - 1, dtype=bool), False] for s in seqs])[:-1]
         d, ks_p, z, sp, f = (float(v[0]) for v in stats._pit_statistics(u[None, :], pair))
+        rng = np.random.default_rng(stats.null_seed(tuple(s.size for s in seqs)))
         exceed, done = 0, 0
         while done < null_draws:
             b = min(5000, null_draws - done)
@@ -216,12 +219,15 @@ def test_pit_sequence_test_is_the_plain_simulation() -> None:
 
     rng = np.random.default_rng(7)
     for trial in range(12):
-        seqs = [rng.random(p.size) for p in _shapes(rng)]
-        if trial % 3 == 0:  # a reused key: values far in the tail
-            seqs = [np.full(s.size, 0.93) for s in seqs]
+        shape = _shapes(rng)
         draws = int(rng.choice([1, 999, 1001, 7000]))
-        want = plain(seqs, np.random.default_rng(trial), draws)
-        got = pit_sequence_test(seqs, np.random.default_rng(trial), null_draws=draws)
-        for k, w in want.as_dict().items():
-            g = got.as_dict()[k]
-            assert w == g or (math.isnan(w) and math.isnan(g)), (trial, k, w, g)
+        for again in range(2):  # the second reads the cached null
+            seqs = [rng.random(p.size) for p in shape]
+            if (trial + again) % 3 == 0:  # a reused key: values far in the tail
+                seqs = [np.full(s.size, 0.93) for s in seqs]
+            want = plain(seqs, draws)
+            got = pit_sequence_test(seqs, null_draws=draws)
+            for k, w in want.as_dict().items():
+                g = got.as_dict()[k]
+                assert w == g or (math.isnan(w) and math.isnan(g)), (trial, again, k, w, g)
+    assert stats.null_seed((12, 12)) != stats.null_seed((24,)) != stats.null_seed((12, 11))
