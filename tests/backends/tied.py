@@ -18,15 +18,17 @@ ATOL = 1e-4
 
 
 def record(python: Path | str, backend: str, out: Path, env: dict | None = None) -> None:
-    for phase in ("generate", "score"):
-        log = out / f"{backend}.{phase}.log"
-        out.mkdir(parents=True, exist_ok=True)
-        with log.open("w") as fh:
-            rc = subprocess.run([str(python), "-m", "harness", "record", "--backend", backend, "--suite", str(SUITE),
-                                 "--out", str(out), "--phase", phase, "--model", MODEL, "--quiet"], cwd=ROOT,
-                                stdout=fh, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
-                                timeout=1200).returncode
-        assert rc == 0, f"{backend} {phase} exited {rc}:\n{log.read_text()[-4000:]}"
+    """Both phases through one engine (`--phase all`): the generate phase, then the score phase over every
+    generation in OUT at that point (an engine recorded first scores its own; the reference after it scores
+    the engine's and its own), as two `--phase` runs would, with one engine start instead of two."""
+    log = out / f"{backend}.all.log"
+    out.mkdir(parents=True, exist_ok=True)
+    with log.open("w") as fh:
+        rc = subprocess.run([str(python), "-m", "harness", "record", "--backend", backend, "--suite", str(SUITE),
+                             "--out", str(out), "--phase", "all", "--model", MODEL, "--quiet"], cwd=ROOT,
+                            stdout=fh, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
+                            timeout=1200).returncode
+    assert rc == 0, f"{backend} exited {rc}:\n{log.read_text()[-4000:]}"
 
 
 def assert_update_reaches_the_head(run: Path, engine: str) -> dict[str, float]:
