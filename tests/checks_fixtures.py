@@ -71,7 +71,9 @@ def recorded_run(tmp_path_factory) -> Path:
             "or set PARITY_REFERENCE_PYTHON / PARITY_CHECKS_RUN)")
     engines = engine_backends()
     pythons = {"reference": py} | {e: str(registry.venv_python(e)) for e in engines}
-    for phase in ("generate", "score"):
+    # the reference alone: both phases through one process (`--phase all`, one model load); with engines, every
+    # backend generates before any scores, so the reference scores the engines' completions too
+    for phase in ("generate", "score") if engines else ("all",):
         for backend, python in pythons.items():
             _record(python, backend, out, phase)
     write_manifest(out, list(pythons), str(SUITE))
