@@ -77,7 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     pw = sub.add_parser("power", help="the power study of rl.curve_parity's design from finished runs",
                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     pw.add_argument("--run", action="append", default=[], help="run directory (repeatable: pooled)")
-    pw.add_argument("--inputs", default=None, help="recompute from a study's JSON (its per-seed inputs) instead")
+    pw.add_argument("--inputs", default=None, help="a study's JSON: its per-seed inputs, to which the --run "
+                                                   "directories are added (a seed run again replaces its old values)")
     pw.add_argument("--out", default=None, help="write the study here (JSON)")
     pw.add_argument("--window", type=int, default=10)
     pw.add_argument("--alpha", type=float, default=0.05)

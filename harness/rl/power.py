@@ -147,6 +147,28 @@ def extract_inputs(run_dirs: list[Path], window: int) -> dict:
     return out
 
 
+def merge_inputs(base: dict, newer: dict) -> dict:
+    """A study's inputs with more runs added: per algorithm and engine the union of the seeds; a seed in
+    both takes `newer`'s values (a re-run of the same seed on today's code). Steps must agree."""
+    out = json.loads(json.dumps(base))
+    for algo, data in newer.items():
+        if algo not in out:
+            out[algo] = json.loads(json.dumps(data))
+            continue
+        if out[algo].get("steps") != data.get("steps"):
+            raise ValueError(f"{algo}: the study's runs have {out[algo].get('steps')} steps, the new ones "
+                             f"{data.get('steps')}: one design per study")
+        for label, e in data["engines"].items():
+            old = out[algo]["engines"].get(label) or {"seeds": []}
+            rows = {s: {m: (old.get(m) or [None] * len(old["seeds"]))[i] for m in PARITY_METRICS}
+                    for i, s in enumerate(old["seeds"])}
+            rows.update({s: {m: (e.get(m) or [None] * len(e["seeds"]))[i] for m in PARITY_METRICS}
+                         for i, s in enumerate(e["seeds"])})
+            seeds = sorted(rows)
+            out[algo]["engines"][label] = {"seeds": seeds, **{m: [rows[s][m] for s in seeds] for m in PARITY_METRICS}}
+    return out
+
+
 def mde(sd: float, n: int, *, alpha: float, tests: int, power: float = stats.POWER_TARGET) -> float:
     """The smallest margin at which the rule, with n seeds per engine and seed sd `sd`, reports a true
     difference of that margin as different with probability >= power (bisection on the margin / sd)."""
@@ -162,8 +184,12 @@ def mde(sd: float, n: int, *, alpha: float, tests: int, power: float = stats.POW
 
 def study(run_dirs: list[Path] | None = None, *, inputs: dict | None = None, window: int = 10,
           alpha: float = 0.05, margins: dict | None = None, max_seeds: int = 10, design_engines: int = 3) -> dict:
-    """The power study from run directories, or from a previous study's `inputs` (the committed data)."""
-    inputs = inputs if inputs is not None else extract_inputs(list(run_dirs or []), window)
+    """The power study from run directories, from a previous study's `inputs` (the committed data), or from
+    both (the runs added to the inputs: merge_inputs)."""
+    if inputs is None:
+        inputs = extract_inputs(list(run_dirs or []), window)
+    elif run_dirs:
+        inputs = merge_inputs(inputs, extract_inputs(list(run_dirs), window))
     margins = {algo: margins_for(margins or DEFAULT_MARGINS, algo) for algo in inputs}
     out: dict = {"schema_version": STUDY_SCHEMA_VERSION, "window": window, "alpha": alpha, "margins": margins,
                  "design_engines": design_engines,

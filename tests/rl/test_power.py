@@ -80,3 +80,20 @@ def test_mode_split_counts_each_engines_seeds_in_the_upper_mode_and_tests_the_pa
     assert mode_split(even)["pairs"]["a-vs-b"]["p_fisher"] == pytest.approx(1.0)
     # one mode only: nothing to split
     assert mode_split({"a": {"final": [0.30, 0.31, 0.32]}, "b": {"final": [0.31, 0.33, 0.30]}}) is None
+
+
+def test_merge_inputs_adds_runs_and_a_rerun_seed_replaces_its_old_values():
+    from harness.rl.power import merge_inputs
+
+    row = lambda seeds, auc: {"seeds": seeds, "auc": auc, "final": auc, "length": [12.0] * len(seeds),
+                              "mismatch_k3": [1e-13] * len(seeds)}
+    base = {"grpo": {"steps": 30, "engines": {"vanilla": row([0, 1, 2], [0.1, 0.2, 0.3])}}}
+    newer = {"grpo": {"steps": 30, "engines": {"vanilla": row([2, 3], [0.35, 0.4]), "vllm": row([0], [0.5])}},
+             "ppo": {"steps": 30, "engines": {"vllm": row([0], [0.6])}}}
+    out = merge_inputs(base, newer)
+    assert out["grpo"]["engines"]["vanilla"]["seeds"] == [0, 1, 2, 3]
+    assert out["grpo"]["engines"]["vanilla"]["auc"] == [0.1, 0.2, 0.35, 0.4]
+    assert out["grpo"]["engines"]["vllm"]["auc"] == [0.5] and out["ppo"]["engines"]["vllm"]["auc"] == [0.6]
+    assert base["grpo"]["engines"]["vanilla"]["auc"] == [0.1, 0.2, 0.3]  # the study's own inputs untouched
+    with pytest.raises(ValueError, match="steps"):
+        merge_inputs(base, {"grpo": {"steps": 40, "engines": {}}})
