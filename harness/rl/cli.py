@@ -19,7 +19,8 @@ import json
 import sys
 from pathlib import Path
 
-from harness.rl.config import ALGOS, DEFAULT_ENGINES, DEFAULT_MARGINS, PARITY_METRICS, TIERS, RunConfig, margins_for
+from harness.rl.config import (ALGOS, DEFAULT_ENGINES, DEFAULT_MARGINS, PARITY_METRICS, TIERS, RunConfig,
+                               describe_seeds, margins_for)
 
 EXIT_PASS, EXIT_FAIL, EXIT_ERROR = 0, 1, 2
 
@@ -41,8 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "'-temp<s>' to make it sample at s x the temperature the trainer uses (vllm-temp1.1)")
     run.add_argument("--tier", choices=sorted(TIERS), default="default",
                      help="the design: seeds per engine and equivalence margins ("
-                          + "; ".join(f"{k}: {v['seeds']} seeds" for k, v in TIERS.items()) + ")")
-    run.add_argument("--seeds", type=int, default=None, help="seeds per engine (0..N-1); default: the tier's")
+                          + "; ".join(f"{k}: {describe_seeds(v['seeds'])} seeds" for k, v in TIERS.items()) + ")")
+    run.add_argument("--seeds", type=int, default=None, help="seeds per engine for every algorithm (0..N-1); default: the tier's, per algorithm")
     run.add_argument("--steps", type=int, default=d.steps, help="training steps per run")
     run.add_argument("--window", type=int, default=10, help="steps in the final-reward window")
     run.add_argument("--alpha", type=float, default=0.05,

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from harness.backends import registry
-from harness.rl.config import ENGINES, RunConfig
+from harness.rl.config import ENGINES, RunConfig, describe_seeds, seeds_for
 from harness.rl.records import run_path, write_json
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -108,13 +108,13 @@ def run_all(args) -> int:
                 ppo_batch=args.ppo_batch, max_tokens=args.max_tokens, actor_lr=args.actor_lr,
                 critic_lr=args.critic_lr, model=args.model, score_with_engine=not args.no_engine_score)
     plan = [RunConfig.from_label(label, algo=algo, seed=seed, **base)
-            for algo in algos for label in labels for seed in range(args.seeds)]
+            for algo in algos for label in labels for seed in range(seeds_for(args.seeds, algo))]
     from harness.rl.cli import margins_of
 
     write_json(run_dir / "rl" / "plan.json", {"runs": [json.loads(c.to_json()) for c in plan],
                                               "tier": args.tier, "margins": margins_of(args),
                                               "argv": sys.argv, "started": _dt.datetime.now().isoformat()})
-    log(f"[rl] {len(plan)} training runs ({', '.join(algos)} x {', '.join(labels)} x {args.seeds} seeds, "
+    log(f"[rl] {len(plan)} training runs ({', '.join(algos)} x {', '.join(labels)} x {describe_seeds(args.seeds)} seeds, "
         f"{args.steps} steps) -> {run_dir}")
     if args.launcher == "direct":
         for session in sorted({ENGINES[c.engine] for c in plan}):

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from harness.rl import stats
-from harness.rl.config import DEFAULT_MARGINS, PARITY_METRICS, TIERS, margins_for
+from harness.rl.config import DEFAULT_MARGINS, PARITY_METRICS, TIERS, margins_for, seeds_for
 
 STUDY = Path(__file__).resolve().parents[2] / "studies" / "rl-power" / "power.json"
 
@@ -26,8 +26,8 @@ def test_the_study_measured_every_metric_of_both_algorithms(study):
 
 @pytest.mark.parametrize("tier", sorted(TIERS))
 def test_each_tier_detects_a_difference_of_its_margin_with_80_percent_power(study, tier):
-    n = TIERS[tier]["seeds"]
     for algo, a in study["algos"].items():
+        n = seeds_for(TIERS[tier]["seeds"], algo)
         margins = margins_for(TIERS[tier]["margins"], algo)
         tests = study["design_engines"] * (study["design_engines"] - 1) // 2 * len(margins)
         for metric, margin in margins.items():
@@ -49,8 +49,8 @@ def test_the_committed_figures_recompute(study):
     a = study["algos"]["grpo"]
     spread = measure_spread(study["inputs"]["grpo"]["engines"], "auc")
     assert spread["sd"] == pytest.approx(a["metrics"]["auc"]["sd"])
-    n = "4"
-    got = stats.design_power(spread["sd"], 4, study["margins"]["grpo"]["auc"], alpha=study["alpha"],
+    n = str(seeds_for(TIERS["default"]["seeds"], "grpo"))
+    got = stats.design_power(spread["sd"], int(n), study["margins"]["grpo"]["auc"], alpha=study["alpha"],
                              tests=a["difference_tests"], sims=8000)
     want = a["metrics"]["auc"]["designs"]["sd"][n]
     assert got["different_margin"] == pytest.approx(want["different_margin"])
