@@ -824,3 +824,11 @@ def test_dlogp_is_the_per_position_statement() -> None:
                 want, got = plain(gen, ref), _dlogp(gen, score)
                 assert len(want) == len(got) and all(
                     w is g or w == g or (w != w and g != g) for w, g in zip(want, got)), (lp, ref, n, want, got)
+
+
+def test_a_run_whose_engines_computed_in_float64_has_a_valid_summary(passing_run):
+    """run.json names no dtype and every engine's session says float64 (a user's exact rollout, or the
+    test fixtures' reference clones): the run's dtype is float64, which the schema must accept."""
+    s = json.loads(json.dumps(write_reports(passing_run)))
+    s["provenance"]["dtype"]["run"] = "float64"
+    validate(s)
