@@ -5,7 +5,8 @@
     parity bench --overhead-only --records 100000     only the harness's compare + report time
 
 Each backend is measured in its own process and venv (harness.bench_worker, run by the venv's
-python under $PARITY_CACHE/nox/<backend>/, created through `nox -s <backend>` when missing).
+python under $PARITY_CACHE/nox/<backend>/, created through `nox -s <backend>` when missing), with
+XLA's persistent compilation cache off (PARITY_JAX_CACHE=off unless set: first-call times are cold compiles).
 Then the harness's own overhead: compare_run + write_reports over N synthetic-but-valid records
 made from a real run's shapes (the committed golden run's records in the current record format,
 replicated under new case ids; the case hashes stay valid since they do not cover the id).

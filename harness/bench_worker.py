@@ -205,7 +205,11 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    # "first call (compile)" measures cold compiles: no persistent XLA cache (harness/paths.py) in this
+    # process or the engine processes it starts, unless the caller set PARITY_JAX_CACHE itself
+    os.environ.setdefault("PARITY_JAX_CACHE", "off")
     res = measure(args.backend, args.suite, args.new_tokens, args.repeats, args.model, args.attribution)
+    res["jax_compile_cache"] = os.environ["PARITY_JAX_CACHE"]
     Path(args.json).write_text(json.dumps(res, indent=1) + "\n")
     print(json.dumps({k: v for k, v in res.items() if k not in ("generate", "score", "attribution")}, indent=1),
           file=sys.stderr)

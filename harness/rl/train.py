@@ -34,25 +34,6 @@ def _prepare_env() -> None:
     os.environ.setdefault("FLAX_ALWAYS_SHARD_VARIABLE", "false")
 
 
-def _enable_compile_cache() -> None:
-    """XLA's persistent cache: the trainer's step alone compiles for ~35 s on 2 cores, identically in
-    every run of a venv, so runs 2..N load it instead (PARITY_RL_JAX_CACHE=off disables)."""
-    import sys
-
-    import jax
-
-    where = os.environ.get("PARITY_RL_JAX_CACHE")
-    if where == "off":
-        return
-    from harness import paths
-
-    root = Path(where) if where else paths.cache_dir() / "jax-cache" / f"py{sys.version_info[0]}{sys.version_info[1]}"
-    root.mkdir(parents=True, exist_ok=True)
-    jax.config.update("jax_compilation_cache_dir", str(root))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-
-
 def qwen3_config(model_dir: Path):
     from tunix.models.qwen3 import model as qwen3
 
@@ -129,7 +110,11 @@ def build_and_train(cfg: RunConfig, out_dir: Path) -> dict:
     from harness.model import resolve
     from harness.rl.engines import Tracker, TrackedRollout
 
-    _enable_compile_cache()
+    # XLA's persistent cache (harness/paths.py): the trainer's step compiles for 6-35 s on 2 cores,
+    # identically in every run of a venv, so runs 2..N load it instead (PARITY_JAX_CACHE=off disables)
+    from harness import paths
+
+    paths.enable_jax_compile_cache()
     t_start = time.perf_counter()
     model_ref = resolve(cfg.model, cfg.weights)
     tracker = Tracker(cfg)

@@ -42,6 +42,7 @@ from harness.backends.sglang_jax.rollout import (
     SglangJaxRollout,
     derive_seed,
 )
+from harness import paths
 from harness.backends import registry
 from harness.model import embedded
 from harness.recorder import tokenize_suite
@@ -476,6 +477,8 @@ def test_engine_loads_embedded_model(control):
     assert info["architecture"] == ["Qwen3ForCausalLM"] and info["vocab_size"] == 384
     assert info["eos_token_ids"] == [EOS] and info["lm_head_dtype"] == "float32"
     assert control.pad_id() == 0 and control.eos_id() == EOS
+    cache = paths.jax_cache_dir()  # the engine process reads the same environment (PARITY_JAX_CACHE)
+    assert info["jax_compile_cache"] == (str(cache) if cache is not None else None)
     figure("engine import seconds", info["timings"]["import_s"])
     figure("engine start seconds", info["timings"]["engine_start_s"])
 

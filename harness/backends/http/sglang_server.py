@@ -29,7 +29,11 @@ def main(argv: list[str]) -> int:
     c = compat.CompatConfig.from_env(cfg.get("compat_off"))
     env_done = compat.apply_env(c)
     patched = compat.apply_patches(c)
-    print(f"[sglang_server] compat env {env_done}, patches {patched}", file=sys.stderr, flush=True)
+    from harness import paths
+
+    cache = paths.enable_jax_compile_cache()  # as LocalEngine (PARITY_JAX_CACHE=off disables)
+    print(f"[sglang_server] compat env {env_done}, patches {patched}, jax compile cache {cache}",
+          file=sys.stderr, flush=True)
 
     from sgl_jax.srt.entrypoints.http_server import launch_server
     from sgl_jax.srt.server_args import ServerArgs

@@ -81,6 +81,12 @@ class LocalEngine:
             raise ValueError(f"engine device {kwargs.get('device')!r} must equal JAX_PLATFORMS="
                              f"{os.environ['JAX_PLATFORMS']!r} (sglang-jax requires them equal)")
         self.patches_applied = compat.apply_patches(self.cfg)
+        # XLA's persistent compilation cache (harness/paths.py; PARITY_JAX_CACHE=off disables): the engine's
+        # first calls compile its forward and sampler for every batch shape, the same in every engine process
+        from harness import paths
+
+        cache = paths.enable_jax_compile_cache()
+        self.jax_compile_cache = str(cache) if cache is not None else None
         from sgl_jax.srt.entrypoints.engine import Engine  # noqa: E402 (after env + patches)
 
         self.t_import = time.perf_counter() - t0
@@ -126,6 +132,7 @@ class LocalEngine:
             "compat_env_applied": self.env_applied,
             "compat_patches_applied": self.patches_applied,
             "timings": {"import_s": self.t_import, "engine_start_s": self.t_start},
+            "jax_compile_cache": self.jax_compile_cache,
             "weight_swaps": self.weight_swaps,
             "weight_swap": self.weight_swap,
             "pid": os.getpid(),
@@ -347,7 +354,9 @@ class EngineProcess:
         for raw in iter(self.proc.stderr.readline, b""):
             line = raw.decode("utf-8", "replace").rstrip("\n")
             for part in line.split("\r"):
-                if part.strip():
+                # not kept for the crash tail: XLA's error line per executable loaded from the persistent compile
+                # cache, about LLVM tuning flags it takes for missing CPU features (openxla/xla#44565; it loads)
+                if part.strip() and "cpu_aot_loader.cc" not in part:
                     self._tail.append(part)
             if self.echo:
                 sys.stderr.write("[sglang-jax] " + line + "\n")
