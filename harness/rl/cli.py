@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -23,6 +24,11 @@ from harness.rl.config import (ALGOS, DEFAULT_ENGINES, DEFAULT_MARGINS, PARITY_M
                                describe_seeds, margins_for)
 
 EXIT_PASS, EXIT_FAIL, EXIT_ERROR = 0, 1, 2
+
+
+def default_jobs() -> int:
+    """Training runs at a time by default: 2, or 1 on a one-core machine (docs/rl.md, "Runs at a time")."""
+    return max(1, min(2, os.cpu_count() or 1))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,6 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="direct: the engine venv's python (installed once via its nox session); "
                           "nox: `nox -s rl_sglang|rl_vllm -- train ...` per run")
     run.add_argument("--timeout", type=float, default=900.0, help="seconds per training process")
+    run.add_argument("--jobs", type=int, default=default_jobs(),
+                     help="training runs at a time (default: min(2, CPU cores)). A run's rewards and completions do not depend "
+                          "on it (measured bit-identical); a run is mostly one busy Python thread, so 2 at a time on 2 "
+                          "cores measured, for 2 GRPO runs: vanilla 15.6 s against 26-28 s sequential, sglang_jax 42 s "
+                          "against 54 s, vllm 21 s against 36 s (docs/rl.md). --timeout stays per run")
     run.add_argument("--resume", action="store_true", help="skip runs whose result file says ok")
     run.add_argument("--no-engine-score", action="store_true",
                      help="skip scoring samples with the engine's get_per_token_logps (faster)")

@@ -3,12 +3,15 @@
 Each run is a separate process of its engine's venv (sglang-jax SIGKILLs its host
 process on failure and its shutdown kills the caller's children; the vLLM and
 sglang-jax venvs cannot be the same interpreter anyway). A run that crashes or
-exceeds --timeout is recorded as an error verdict; the others go on. Runs are
-sequential: on a 2-core machine two trainers only slow each other down.
+exceeds --timeout is recorded as an error verdict; the others go on. --jobs N
+runs N at a time (default min(2, cores)): a run is mostly one busy Python thread
+(the trainer, or the trainer waiting on its engine process), so two share 2 cores
+well, and every run's curve is the same as when run alone (docs/rl.md).
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import datetime as _dt
 import json
 import os
@@ -16,6 +19,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -90,8 +94,11 @@ def run_all(args) -> int:
 
     t_start = time.monotonic()
 
+    lock = threading.Lock()
+
     def log(msg: str) -> None:
-        print(msg, flush=True)
+        with lock:  # whole lines when runs go concurrently (--jobs)
+            print(msg, flush=True)
 
     run_id = args.run_id or "rl-" + _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     run_dir = (Path(args.out) / run_id).resolve()
@@ -122,13 +129,27 @@ def run_all(args) -> int:
                 ensure_venv(session, log)
             except RuntimeError as e:
                 log(f"[rl] {e}")  # its runs fail below and are reported as errors
+    todo = []
     for i, cfg in enumerate(plan, 1):
         path = run_path(run_dir, cfg)
         if args.resume and path.exists() and json.loads(path.read_text()).get("status") == "ok":
             log(f"[rl] ({i}/{len(plan)}) {cfg.algo} {cfg.label} seed {cfg.seed}: already done")
             continue
+        todo.append((i, cfg))
+
+    def start(i: int, cfg: RunConfig) -> dict:
         log(f"[rl] ({i}/{len(plan)}) {cfg.algo} {cfg.label} seed {cfg.seed} ...")
-        run_one(cfg, run_dir, args.launcher, args.timeout, log)
+        return run_one(cfg, run_dir, args.launcher, args.timeout, log)
+
+    jobs = max(1, int(getattr(args, "jobs", 1) or 1))
+    if jobs == 1:
+        for i, cfg in todo:
+            start(i, cfg)
+    else:  # each run is its own process; threads only wait on them (--timeout stays per process)
+        log(f"[rl] {jobs} runs at a time")
+        with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
+            for fut in [pool.submit(start, i, cfg) for i, cfg in todo]:
+                fut.result()
     comparison = compare_run(run_dir, window=args.window, alpha=args.alpha, k3_threshold=args.k3_threshold,
                              margins=margins_of(args))
     print_summary(comparison)
