@@ -27,7 +27,12 @@ class ReferenceRunner(Runner):
         super().__init__(model, **options)
         import torch
 
-        torch.set_num_threads(max(1, int(options.get("threads", 2))))
+        # one thread by default: the model is tiny, so a second OpenMP thread gains nothing alone (the default
+        # suite 7.8-8.0 s with 2 threads, 8.4 s with 1, idle 2-core machine), while next to any other busy process
+        # (an engine recording at the same time, a test, a second session) the two spin-waiting threads fight
+        # for the cores: the same suite took 105 s with 2 threads beside one busy loop, 8.5 s with 1. The
+        # records are the same (float64 values bit for bit; only the unseeded case's fresh draws differ).
+        torch.set_num_threads(max(1, int(options.get("threads", 1))))
         self._torch = torch
         self._load(model)
 
