@@ -54,3 +54,19 @@ def test_cache_reuses_and_hash_matches_content(tmp_path):
     assert m1 == m2 and (m2.path / "model.safetensors").stat().st_mtime_ns == mtime
     assert m1.content_hash == build.content_hash({p.name: p.read_bytes() for p in m1.path.iterdir()
                                                   if p.name != "parity_model_card.json"})
+
+
+def test_concurrent_builders_of_one_model_all_succeed_with_one_complete_copy(tmp_path):
+    """Two sessions on a fresh cache build the same model at once: every builder returns the hash, the
+    directory holds one complete copy, and no temporary directory is left."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    dest = tmp_path / "models" / "A"
+    dest.parent.mkdir(parents=True)
+    with ThreadPoolExecutor(8) as ex:
+        digests = list(ex.map(lambda _: build.write_model(dest, "A"), range(8)))
+    assert len(set(digests)) == 1
+    card = json.loads((dest / "parity_model_card.json").read_text())
+    assert card["content_hash"] == digests[0]
+    assert build.content_hash({p.name: p.read_bytes() for p in dest.iterdir() if p.name != "parity_model_card.json"}) == digests[0]
+    assert [p.name for p in dest.parent.iterdir()] == ["A"]

@@ -401,20 +401,37 @@ def source_hash() -> str:
 
 def write_model(dest: Path, recipe_name: str, shape: Shape = Shape(), recipe: WeightRecipe | None = None,
                 name: str = "tiny-qwen3") -> str:
-    """Write one weight set into `dest` atomically; return its content hash."""
+    """Write one weight set into `dest` atomically; return its content hash.
+
+    Safe when several processes build the same model at once (two test sessions or runs on a fresh
+    cache): each writes its own temporary directory and renames it into place; a builder that finds
+    `dest` already complete with the same content keeps it (a reader may have it open) and drops its own."""
+    import os
+    import shutil
+    import threading
+
     recipe = recipe or RECIPES[recipe_name]
     files = model_files(recipe_name, shape, recipe)
     digest = content_hash(files)
-    tmp = dest.with_name(dest.name + ".tmp")
+    tmp = dest.with_name(f"{dest.name}.tmp-{os.getpid()}-{threading.get_ident()}")
     tmp.mkdir(parents=True, exist_ok=True)
     for fname, data in files.items():
         (tmp / fname).write_bytes(data)
     card = {"name": f"{name}-{recipe_name}", "content_hash": digest, "builder": source_hash(),
             "shape": asdict(shape), "recipe": asdict(recipe)}
     (tmp / "parity_model_card.json").write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
-    if dest.exists():
-        import shutil
-
-        shutil.rmtree(dest)
-    tmp.rename(dest)
-    return digest
+    for _ in range(3):
+        try:
+            tmp.rename(dest)  # atomic; refused when dest is a non-empty directory
+            return digest
+        except OSError:
+            pass
+        try:
+            done = json.loads((dest / "parity_model_card.json").read_text()).get("content_hash") == digest
+        except (OSError, ValueError):
+            done = False
+        if done:  # another builder won the race with the same bytes
+            shutil.rmtree(tmp, ignore_errors=True)
+            return digest
+        shutil.rmtree(dest, ignore_errors=True)  # a broken or stale leftover
+    raise OSError(f"could not move the built model into {dest}")
