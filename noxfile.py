@@ -185,7 +185,7 @@ def _test_session(backend: registry.Backend) -> None:
 
     session_fn.__doc__ = backend.test_doc
     session_fn.__name__ = f"{backend.name}_tests"
-    nox.session(name=f"{backend.name}_tests", venv_backend="none", tags=["tests"])(session_fn)
+    nox.session(name=f"{backend.name}_tests", venv_backend="none", tags=["tests", "tests-engines"])(session_fn)
 
 
 # `nox -s NAME -- ARGS` runs `parity ARGS --backend NAME` in NAME's venv; ARGS may name another backend of that
@@ -212,17 +212,18 @@ def compare(session: nox.Session) -> None:
     run_harness(venv, "compare", "--report", *session.posargs)
 
 
-@nox.session(venv_backend="none", tags=["tests"])
+@nox.session(venv_backend="none", tags=["tests", "tests-harness"])
 def e2e(session: nox.Session) -> None:
     """The main job end to end: `parity run` over every backend's real engine, then its report is checked."""
     driver(session).run("python", "-m", "pytest", "tests/e2e", "--junitxml=reports/tests/e2e.xml", *session.posargs)
 
 
-@nox.session(venv_backend="none", tags=["tests"])
+@nox.session(venv_backend="none", tags=["tests", "tests-harness"])
 def unit(session: nox.Session) -> None:
     """Harness logic: suites, records, model build, alignment, checks, reports. The check tests inject defects
-    into a real clean run recorded with the reference venv, which e2e (defined, and run by `-t tests`, before
-    this session) builds on a fresh machine; missing, they skip locally and fail in CI."""
+    into a real clean run recorded with the reference venv, which `nox -s venvs` (run first by `./dev tests`)
+    or e2e (defined, and run by `-t tests`, before this session) builds on a fresh machine; missing, they skip
+    locally and fail in CI."""
     driver(session).run("python", "-m", "pytest", "tests", "--ignore=tests/backends", "--ignore=tests/e2e",
                         "--junitxml=reports/tests/unit.xml", *session.posargs)
 
@@ -265,15 +266,28 @@ def rl(session: nox.Session) -> None:
         session.log(f"rl session wall time: {time.monotonic() - start:.1f} s")
 
 
-@nox.session(name="rl_tests", venv_backend="none", tags=["tests"])
+@nox.session(name="rl_tests", venv_backend="none", tags=["tests", "tests-engines"])
 def rl_tests(session: nox.Session) -> None:
     """Stale-weight detection on a real engine (update_params disabled) plus the curve statistics."""
     Venv(session, "rl_sglang").run("python", "-m", "pytest", "tests/rl", "--junitxml=reports/tests/rl.xml",
                                    *session.posargs)
 
 
+# ---------------------------------------------------------------- venvs: everything the test sessions use
+#: the venvs of `nox -t tests`: the driver's, each tested backend's, the RL one
+TEST_VENVS = ["parity", *dict.fromkeys(b.venv for b in registry.BACKENDS.values() if b.test_doc), "rl_sglang"]
+
+
+@nox.session(venv_backend="none")
+def venvs(session: nox.Session) -> None:
+    """Create or update every venv the test sessions use, one after the other. `./dev tests` runs it before
+    its two lanes of sessions, so that no two sessions ever install into the same venv at once."""
+    for name in TEST_VENVS:
+        Venv(session, name)
+
+
 # ---------------------------------------------------------------- selftest: detection power of the checks
-@nox.session(venv_backend="none", tags=["tests"])
+@nox.session(venv_backend="none", tags=["tests", "tests-harness"])
 def selftest(session: nox.Session) -> None:
     """Known defects injected into copies of the committed golden run must each be caught, the clean run raise no alarm."""
     venv = driver(session)
