@@ -43,16 +43,20 @@ def become_subreaper() -> bool:
         return False
 
 
-def _stat(pid: int) -> tuple[int, int] | None:
-    """(parent pid, start time in clock ticks) of a live process, None when it is gone or a zombie."""
+def _fields(pid: int) -> list[str] | None:
+    """/proc/PID/stat after the name (state, ppid, pgrp, ...) of a live process; None when gone or a zombie."""
     try:
         text = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
     fields = text[text.rindex(")") + 2:].split()  # the name may contain spaces and parentheses
-    if fields[0] in ("Z", "X"):
-        return None
-    return int(fields[1]), int(fields[19])
+    return None if fields[0] in ("Z", "X") else fields
+
+
+def _stat(pid: int) -> tuple[int, int] | None:
+    """(parent pid, start time in clock ticks) of a live process, None when it is gone or a zombie."""
+    fields = _fields(pid)
+    return None if fields is None else (int(fields[1]), int(fields[19]))
 
 
 def identity(pid: int | None = None) -> str:
@@ -121,6 +125,33 @@ def kill_group(pgid: int, sig: int = signal.SIGKILL) -> None:
         os.killpg(pgid, sig)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live processes of process group `pgid` (zombies have ended)."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            fields = _fields(int(entry))
+            if fields is not None and int(fields[2]) == pgid:
+                out.append(int(entry))
+    return out
+
+
+def wait_group_gone(pgid: int, within: float = 30.0) -> None:
+    """Return once no member of a SIGKILLed group is left: the signal is delivered at once, but a process
+    with a large address space (a JAX or torch engine) takes a while to be torn down. A member still
+    there is killed again (by pid, in case it left the group)."""
+    if not os.path.isdir("/proc"):  # no procfs: nothing to wait on
+        return
+    end = time.monotonic() + within
+    while (left := group_members(pgid)) and time.monotonic() < end:
+        for pid in left:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        time.sleep(0.05)
 
 
 def watch_owner(owner: str, on_gone: Callable[[], None], poll: float = POLL_S) -> threading.Thread:

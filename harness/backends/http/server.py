@@ -30,6 +30,8 @@ import weakref
 from pathlib import Path
 from typing import Any
 
+from harness import proctree
+
 LOOPBACK = "127.0.0.1"
 _LIVE: "weakref.WeakSet[Server]" = weakref.WeakSet()
 
@@ -209,9 +211,7 @@ class Server:
                 os.killpg(self.proc.pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
-        # SIGKILL is delivered at once but a process with a large address space (a JAX or torch engine)
-        # takes a while to be torn down: stopped means no member of the group is left, not just the leash
-        _wait_group_gone(self.proc.pid)
+        proctree.wait_group_gone(self.proc.pid)  # stopped: no member of the group left, not just the leash
         if self.proc.stdin is not None and not self.proc.stdin.closed:
             try:
                 self.proc.stdin.close()
@@ -220,34 +220,6 @@ class Server:
         if self._log_fh is not subprocess.DEVNULL and not self._log_fh.closed:
             self._log_fh.close()
         _LIVE.discard(self)
-
-
-def _group_members(pgid: int) -> list[int]:
-    """Processes of process group `pgid` that have not ended (zombies have)."""
-    out = []
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            try:
-                with open(f"/proc/{entry.name}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
-                out.append(int(entry.name))
-    return out
-
-
-def _wait_group_gone(pgid: int, within: float = 30.0) -> None:
-    if not os.path.isdir("/proc"):  # no procfs: the leash's exit is all there is to wait for
-        return
-    end = time.monotonic() + within
-    while (left := _group_members(pgid)) and time.monotonic() < end:
-        for pid in left:  # a member that left the group's kill (none should) is killed by name
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-        time.sleep(0.05)
 
 
 def stop_all() -> None:
