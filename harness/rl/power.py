@@ -25,6 +25,7 @@ declared margins and the default seed count meet the target power on the committ
 
 from __future__ import annotations
 
+import copy
 import itertools
 import json
 import math
@@ -150,20 +151,20 @@ def extract_inputs(run_dirs: list[Path], window: int) -> dict:
 def merge_inputs(base: dict, newer: dict) -> dict:
     """A study's inputs with more runs added: per algorithm and engine the union of the seeds; a seed in
     both takes `newer`'s values (a re-run of the same seed on today's code). Steps must agree."""
-    out = json.loads(json.dumps(base))
+    def by_seed(e: dict) -> dict:
+        return {s: {m: (e.get(m) or [None] * len(e["seeds"]))[i] for m in PARITY_METRICS}
+                for i, s in enumerate(e["seeds"])}
+
+    out = copy.deepcopy(base)
     for algo, data in newer.items():
         if algo not in out:
-            out[algo] = json.loads(json.dumps(data))
+            out[algo] = copy.deepcopy(data)
             continue
         if out[algo].get("steps") != data.get("steps"):
             raise ValueError(f"{algo}: the study's runs have {out[algo].get('steps')} steps, the new ones "
                              f"{data.get('steps')}: one design per study")
         for label, e in data["engines"].items():
-            old = out[algo]["engines"].get(label) or {"seeds": []}
-            rows = {s: {m: (old.get(m) or [None] * len(old["seeds"]))[i] for m in PARITY_METRICS}
-                    for i, s in enumerate(old["seeds"])}
-            rows.update({s: {m: (e.get(m) or [None] * len(e["seeds"]))[i] for m in PARITY_METRICS}
-                         for i, s in enumerate(e["seeds"])})
+            rows = {**by_seed(out[algo]["engines"].get(label) or {"seeds": []}), **by_seed(e)}
             seeds = sorted(rows)
             out[algo]["engines"][label] = {"seeds": seeds, **{m: [rows[s][m] for s in seeds] for m in PARITY_METRICS}}
     return out

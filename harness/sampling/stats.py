@@ -327,6 +327,11 @@ class _PitStatistics:
         return d, ks_p, z, sp, f
 
 
+def _pair_mask(lengths) -> np.ndarray:
+    """Sequences of these lengths laid end to end: mask[i] when positions i and i+1 are in one sequence."""
+    return np.concatenate([np.r_[np.ones(n - 1, dtype=bool), False] for n in lengths])[:-1]
+
+
 #: (sequence lengths, draws) -> the sorted Fisher statistics of that many simulated null data sets of those shapes
 _NULLS: dict[tuple[tuple[int, ...], int], np.ndarray] = {}
 _NULLS_KEPT = 256  # distinct shapes kept (160 kB each at 20000 draws); a run has a few
@@ -346,7 +351,7 @@ def simulated_null(lengths: tuple[int, ...], null_draws: int) -> np.ndarray:
     got = _NULLS.get(key)
     if got is not None:
         return got
-    pair = np.concatenate([np.r_[np.ones(n - 1, dtype=bool), False] for n in key[0]])[:-1]
+    pair = _pair_mask(key[0])
     rng = np.random.default_rng(null_seed(key[0]))
     out = np.empty(null_draws)
     done = 0
@@ -393,7 +398,7 @@ def pit_sequence_test(seqs: list[np.ndarray], null_draws: int = 20000) -> Sequen
     if not seqs:
         return SequenceResult(0, 0, math.nan, 0.0, 1.0, 0.0, 1.0, 0.0, 0, 1.0)
     u = np.concatenate(seqs)
-    pair = np.concatenate([np.r_[np.ones(s.size - 1, dtype=bool), False] for s in seqs])[:-1]
+    pair = _pair_mask([s.size for s in seqs])
     obs = _PitStatistics(1, pair)
     obs.u[0] = u
     d, ks_p, z, sp, f = (float(v[0]) for v in obs())
